@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+OUT    ?= runs/demo
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test venv data benchmark clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian's dataset-fashion-mnist puts the official IDX files in $(FMNIST); needs root and apt.
+data:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST found in $(FMNIST)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q dataset-fashion-mnist || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }; \
+	else echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist' or pass --data-dir (see README)"; fi
+
+# The chapter's experiments on the full data: figures + metrics.json under $(OUT).
+demo: venv data
+	$(PY) -m experiments.linear_ae_pca --out $(OUT)/linear_ae_pca
+	$(PY) -m experiments.vae_fashion_mnist --recipe chapter --out $(OUT)/vae_chapter
+
+test: venv
+	$(PY) -m pytest -q
+
+benchmark: venv
+	$(PY) -m benchmarks.throughput --json $(OUT)/benchmarks.json
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,56 @@
+"""Helpers the experiment CLIs share: output folders, atomic JSON, dataclass <-> argparse."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def prepare_out_dir(out: str | os.PathLike) -> Path:
+    """Creates `out` if needed and checks it is writable; raises SystemExit with a clear message if not."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-", delete=True)
+        probe.close()
+    except OSError as err:
+        raise SystemExit(f"error: --out {str(out)!r} is not a writable directory ({err.strerror or err})") from err
+    return out
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """Writes `payload` as indented JSON via a temporary file and a rename (no partial files)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, help_text: dict[str, str]) -> None:
+    """One `--flag-name` per dataclass field, defaulting to the field's default."""
+    for field in dataclasses.fields(config_cls):
+        kwargs: dict[str, Any] = {"default": field.default, "help": f"{help_text[field.name]} (default: %(default)s)"}
+        if field.type in ("int", int):
+            kwargs["type"] = int
+        elif field.type in ("float", float):
+            kwargs["type"] = float
+        choices = field.metadata.get("choices")
+        if choices:
+            kwargs["choices"] = choices
+        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, **kwargs)
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace):
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
