@@ -118,7 +118,7 @@ def _load_tfds_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 
     try:  # Serving prepared data needs no TensorFlow.
         source = tfds.data_source("fashion_mnist", split=split, download=False)
-    except (RuntimeError, OSError, ValueError, AssertionError) as err:
+    except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as err:
         if importlib.util.find_spec("tensorflow") is None:
             raise FileNotFoundError(
                 "No local Fashion-MNIST found and TFDS has no prepared copy; preparing it needs "
@@ -126,7 +126,7 @@ def _load_tfds_split(split: str) -> tuple[np.ndarray, np.ndarray]:
             ) from err
         try:
             source = tfds.data_source("fashion_mnist", split=split, download=True)
-        except (RuntimeError, OSError, ValueError, AssertionError) as download_err:
+        except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as download_err:
             raise FileNotFoundError(
                 f"TFDS could not download/prepare fashion_mnist ({download_err}).\n" + _sources_help()
             ) from download_err

@@ -60,7 +60,7 @@ def make_optimizer(recipe: str, steps_per_epoch: int, epochs: int) -> optax.Grad
     if recipe == "chapter":
         return vae.chapter_optimizer()
     if recipe == "improved":
-        peak = 2e-3
+        peak = 4e-3
         schedule = optax.warmup_cosine_decay_schedule(
             init_value=0.0, peak_value=peak, warmup_steps=steps_per_epoch,
             decay_steps=steps_per_epoch * epochs, end_value=peak * 0.01,

@@ -1,0 +1,15 @@
+"""Shared fixtures: paths to the real Fashion-MNIST subset in ../shared."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SUBSET_DIR = REPO.parent / "shared" / "data" / "fashion-mnist-900"
+
+
+@pytest.fixture(scope="session")
+def subset_dir() -> Path:
+    if not (SUBSET_DIR / "train-images-idx3-ubyte.gz").is_file():
+        raise FileNotFoundError(f"the 900-image Fashion-MNIST subset is expected at {SUBSET_DIR}")
+    return SUBSET_DIR
