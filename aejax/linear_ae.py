@@ -16,7 +16,7 @@ import optax
 from flax import linen as nn
 from jax.typing import ArrayLike
 
-from aejax.train import Metrics, TrainState, check_finite, check_positive_int, epoch_key, run_epoch
+from aejax.train import Metrics, TrainState, check_finite, check_positive_int, epoch_key, run_epoch, weighted_mean
 
 Params = dict
 
@@ -53,9 +53,13 @@ def decode(params: Params, z: ArrayLike) -> jax.Array:
     return _apply(params["decoder"], z)
 
 
-def loss(params: Params, x: ArrayLike) -> jax.Array:
-    """Mean squared reconstruction error over all n*d entries (Keras' "mse"); scalar."""
-    return jnp.mean((decode(params, encode(params, x)) - x) ** 2)
+def loss(params: Params, x: ArrayLike, weights: jax.Array | None = None) -> jax.Array:
+    """Mean squared reconstruction error over all n*d entries (Keras' "mse"); scalar.
+
+    `weights` (n,) of 0/1 restrict the mean to the rows marked 1 (a padded last batch).
+    """
+    per_example = jnp.mean((decode(params, encode(params, x)) - x) ** 2, axis=-1)
+    return weighted_mean(per_example, weights)
 
 
 def decoder_subspace(params: Params) -> np.ndarray:
@@ -63,9 +67,9 @@ def decoder_subspace(params: Params) -> np.ndarray:
     return np.asarray(params["decoder"]["kernel"]).T
 
 
-def _train_step(state: TrainState, batch: jax.Array, key: jax.Array) -> tuple[TrainState, Metrics]:
+def _train_step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array) -> tuple[TrainState, Metrics]:
     del key  # The linear autoencoder draws nothing per step.
-    value, grads = jax.value_and_grad(loss)(state.params, batch)
+    value, grads = jax.value_and_grad(loss)(state.params, batch, weights)
     return state.apply_gradients(grads=grads), {"loss": value}
 
 

@@ -15,10 +15,10 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 Metrics = dict[str, jax.Array]
-# (state, batch (B, ...), key) -> (state, per-batch mean metrics)
-TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, Metrics]]
+# (state, batch (B, ...), key, weights (B,) of 1 for real rows and 0 for padding) -> (state, metrics)
+TrainStep = Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, Metrics]]
 
-__all__ = ["TrainState", "Metrics", "TrainStep", "check_positive_int", "check_finite", "epoch_key", "run_epoch", "mean_over_batches"]
+__all__ = ["TrainState", "Metrics", "TrainStep", "check_positive_int", "check_finite", "epoch_key", "weighted_mean", "run_epoch", "mean_over_batches"]
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -40,33 +40,40 @@ def epoch_key(root: jax.Array, epoch: int | jax.Array) -> jax.Array:
     return jax.random.fold_in(root, epoch)
 
 
+def weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """Mean of per-example `values` (B,), counting only rows with weight 1 when `weights` is given."""
+    if weights is None:
+        return jnp.mean(values)
+    return jnp.sum(values * weights) / jnp.sum(weights)
+
+
 def run_epoch(
     train_step: TrainStep, state: TrainState, data: jax.Array, key: jax.Array, batch_size: int
 ) -> tuple[TrainState, Metrics]:
     """One shuffled pass over `data` (N, ...) in minibatches, like Keras' `fit` for one epoch.
 
-    Full batches run inside one `lax.scan`; a final partial batch (N mod batch_size rows) is
-    one more step on fewer rows, as in Keras. Call it inside `jax.jit` with `batch_size` static.
-    Returns: the new state and each metric averaged over the epoch's examples.
+    All ceil(N / batch_size) steps run inside one `lax.scan`. The last batch is padded to full
+    size with weight-0 rows, so its gradient is the mean over its N mod batch_size real rows,
+    as in Keras, while one compiled step body serves every batch. Call it inside `jax.jit`
+    with `batch_size` static. Returns: the new state and each metric averaged over the N examples.
     """
     num_examples = data.shape[0]
-    num_full, remainder = divmod(num_examples, batch_size)
+    num_batches = -(-num_examples // batch_size)
+    padding = num_batches * batch_size - num_examples
     order = jax.random.permutation(jax.random.fold_in(key, 0), num_examples)
+    order = jnp.concatenate([order, jnp.zeros(padding, order.dtype)]).reshape(num_batches, batch_size)
+    weights = (jnp.arange(num_batches * batch_size) < num_examples).astype(jnp.float32)
+    weights = weights.reshape(num_batches, batch_size)
     step_root = jax.random.fold_in(key, 1)
 
     def body(state, inputs):
-        step, indices = inputs
-        return train_step(state, data[indices], jax.random.fold_in(step_root, step))
+        step, indices, batch_weights = inputs
+        state, metrics = train_step(state, data[indices], jax.random.fold_in(step_root, step), batch_weights)
+        # Batch means weighted by their real-row counts give the epoch mean over examples.
+        return state, jax.tree.map(lambda m: m * jnp.sum(batch_weights), metrics)
 
-    full_batches = order[: num_full * batch_size].reshape(num_full, batch_size)
-    state, per_batch = jax.lax.scan(body, state, (jnp.arange(num_full), full_batches))
-    totals = jax.tree.map(lambda m: jnp.sum(m) * batch_size, per_batch)
-    if remainder:
-        state, last = train_step(
-            state, data[order[num_full * batch_size :]], jax.random.fold_in(step_root, num_full)
-        )
-        totals = jax.tree.map(lambda t, m: t + m * remainder, totals, last)
-    return state, jax.tree.map(lambda t: t / num_examples, totals)
+    state, totals = jax.lax.scan(body, state, (jnp.arange(num_batches), order, weights))
+    return state, jax.tree.map(lambda t: jnp.sum(t) / num_examples, totals)
 
 
 def mean_over_batches(

@@ -17,7 +17,7 @@ import optax
 from flax import linen as nn
 from jax.typing import ArrayLike
 
-from aejax.train import Metrics, TrainState, mean_over_batches, run_epoch
+from aejax.train import Metrics, TrainState, mean_over_batches, run_epoch, weighted_mean
 
 Params = dict
 IMAGE_SHAPE = (28, 28)
@@ -166,9 +166,16 @@ def batch_metrics(params: Params, x: ArrayLike, key: jax.Array, beta: float = 1.
     }
 
 
-def loss(params: Params, x: ArrayLike, key: jax.Array, beta: float = 1.0) -> jax.Array:
-    """The chapter's loss, a scalar: batch mean of pixel BCE + beta * KL / 784 (loss * 784 ≈ -ELBO)."""
-    return jnp.mean(batch_metrics(params, x, key, beta)["loss"])
+def loss(
+    params: Params, x: ArrayLike, key: jax.Array, beta: float = 1.0, weights: jax.Array | None = None
+) -> jax.Array:
+    """The chapter's loss, a scalar: batch mean of pixel BCE + beta * KL / 784 (loss * 784 ≈ -ELBO).
+
+    `weights` (B,) of 0/1 restrict the mean to the rows marked 1 (a padded last batch).
+    """
+    if isinstance(beta, (int, float)) and not beta >= 0:
+        raise ValueError(f"beta must be >= 0 (beta = 1 is the chapter's VAE), got {beta!r}")
+    return weighted_mean(batch_metrics(params, x, key, beta)["loss"], weights)
 
 
 def chapter_optimizer() -> optax.GradientTransformation:
@@ -177,13 +184,17 @@ def chapter_optimizer() -> optax.GradientTransformation:
 
 
 @functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("beta",))
-def train_step(state: TrainState, batch: jax.Array, key: jax.Array, beta: float = 1.0) -> tuple[TrainState, Metrics]:
+def train_step(
+    state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array | None = None, beta: float = 1.0
+) -> tuple[TrainState, Metrics]:
     """One optimiser step on a batch (B, 28, 28) in [0, 1]; metrics: {"loss": batch mean}.
+
+    `weights` (B,) of 0/1 mark real rows of a padded batch (see `aejax.train.run_epoch`).
 
     Only the loss is reported per step: also summing rounded accuracy and the gradient norm
     each step costs ~20% of CPU throughput. `evaluate` gives every metric.
     """
-    value, grads = jax.value_and_grad(loss)(state.params, batch, key, beta)
+    value, grads = jax.value_and_grad(loss)(state.params, batch, key, beta, weights)
     return state.apply_gradients(grads=grads), {"loss": value}
 
 
