@@ -22,10 +22,12 @@ data:
 	  apt-get install -y -q dataset-fashion-mnist || { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; }; \
 	else echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist' or pass --data-dir (see README)"; fi
 
-# The chapter's experiments on the full data: figures + metrics.json under $(OUT).
+# The chapter's experiments on the full data, then the evaluation in nats: figures + metrics.json under $(OUT).
 demo: venv data
 	$(PY) -m experiments.linear_ae_pca --out $(OUT)/linear_ae_pca
 	$(PY) -m experiments.vae_fashion_mnist --recipe chapter --out $(OUT)/vae_chapter
+	$(PY) -m experiments.vae_fashion_mnist --recipe improved --out $(OUT)/vae_improved
+	$(PY) -m experiments.evaluate_vae --params $(OUT)/vae_chapter/params.msgpack --out $(OUT)/vae_chapter_eval
 
 test: venv
 	$(PY) -m pytest -q
