@@ -1,0 +1,196 @@
+"""Throughput of aejax's training, sampling and evaluation, against the device's matmul ceiling.
+
+    python -m benchmarks.throughput [--batch-sizes 128,1024 --epochs 3 --num-examples 55000 --json out.json]
+
+Training: median examples/s over `--epochs` timed epochs after one compile epoch, for (a) the
+jitted `vae.train_step` called once per batch from Python and (b) `vae.train_epoch`, a whole
+epoch in one `lax.scan` with the data on the device. FLOPs per example come from the compiled
+step's own cost analysis; the ceiling is the same matmul shapes (forward + backward) timed alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import data, linear_ae, metrics, vae
+from aejax.train import TrainState
+
+# Hand count of the chapter VAE's matmul FLOPs per example (2 per multiply-add): forward through
+# 784-150-100-(10+10) and 10-100-150-784 is 268,200 MACs; backward needs weight gradients for every
+# layer and input gradients for all but the first, 2 x 268,200 - 117,600 MACs.
+MATMUL_MACS_FORWARD = 784 * 150 + 150 * 100 + 100 * 20 + 10 * 100 + 100 * 150 + 150 * 784
+HAND_FLOPS_PER_EXAMPLE = 2 * (3 * MATMUL_MACS_FORWARD - 784 * 150)
+
+
+def _time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+    """Compile/warm-up call, then `repeats` timed calls; returns (first call seconds, timings)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        timings.append(time.perf_counter() - start)
+    return first, timings
+
+
+def _fresh_state(params, tx):
+    return TrainState.create(apply_fn=None, params=jax.tree.map(jnp.copy, params), tx=tx)
+
+
+def _compiled_flops(batch_size: int) -> float | None:
+    state = _fresh_state(vae.init(jax.random.key(0)), vae.chapter_optimizer())
+    batch = jnp.zeros((batch_size, 28, 28))
+    analysis = vae.train_step.lower(state, batch, jax.random.key(1)).compile().cost_analysis()
+    if isinstance(analysis, list):
+        analysis = analysis[0] if analysis else None
+    return float(analysis["flops"]) / batch_size if analysis and "flops" in analysis else None
+
+
+def _matmul_ceiling(batch_size: int, steps: int, repeats: int) -> float:
+    """Examples/s of the VAE's matmuls alone (forward + backward shapes), `steps` per compiled loop."""
+    shapes = [(784, 150), (150, 100), (100, 20), (10, 100), (100, 150), (150, 784)]
+    weights = [jnp.full(shape, 1e-3) for shape in shapes]
+
+    def matmuls(weights, x):
+        h = x
+        for w in weights[:3]:
+            h = h @ w
+        h = h[:, :10]
+        for w in weights[3:]:
+            h = h @ w
+        return jnp.sum(h)
+
+    @jax.jit
+    def loop(weights, batches):
+        def body(weights, x):
+            grads = jax.grad(matmuls)(weights, x)
+            return [w - 1e-9 * g for w, g in zip(weights, grads)], None
+        return jax.lax.scan(body, weights, batches)[0]
+
+    batches = jax.random.uniform(jax.random.key(0), (steps, batch_size, 784))
+    _, timings = _time(lambda: loop(weights, batches), repeats)
+    return steps * batch_size / statistics.median(timings)
+
+
+def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int) -> list[dict]:
+    params = vae.init(jax.random.key(0))
+    tx = vae.chapter_optimizer()
+    n = images.shape[0]
+    records = []
+
+    state = _fresh_state(params, tx)
+    compile_s, timings = _time(lambda: vae.train_epoch(_fresh_state(params, tx), images, jax.random.key(1), batch_size), repeats)
+    records.append({"name": "vae_train_scan_epoch", "batch_size": batch_size, "compile_s": compile_s,
+                    "timings_s": timings, "examples_per_sec": n / statistics.median(timings)})
+
+    num_batches = n // batch_size
+    batches = [images[i * batch_size:(i + 1) * batch_size] for i in range(num_batches)]
+
+    def per_step_epoch():
+        nonlocal state
+        for i, batch in enumerate(batches):
+            state, step_metrics = vae.train_step(state, batch, jax.random.key(i))
+        return step_metrics
+
+    compile_s, timings = _time(per_step_epoch, repeats)
+    records.append({"name": "vae_train_step_per_batch", "batch_size": batch_size, "compile_s": compile_s,
+                    "timings_s": timings, "examples_per_sec": num_batches * batch_size / statistics.median(timings)})
+    return records
+
+
+def benchmark_sampling_and_eval(images: jax.Array, batch_size: int, repeats: int) -> list[dict]:
+    params = vae.init(jax.random.key(0))
+    batch = images[:batch_size]
+    cases = {
+        "vae_generate": (lambda: vae.generate(params, jax.random.key(2), batch_size), batch_size),
+        "vae_elbo": (lambda: metrics.elbo(params, batch, jax.random.key(3)), batch_size),
+        "vae_iwae_k50": (lambda: metrics.iwae_bound(params, batch, jax.random.key(4), 50), batch_size),
+    }
+    records = []
+    for name, (fn, count) in cases.items():
+        compile_s, timings = _time(fn, repeats)
+        records.append({"name": name, "batch_size": batch_size, "compile_s": compile_s, "timings_s": timings,
+                        "examples_per_sec": count / statistics.median(timings)})
+    return records
+
+
+def benchmark_linear_ae(repeats: int) -> dict:
+    x = data.synthetic_3d(6000)
+    epochs = 20
+    compile_s, timings = _time(lambda: linear_ae.train(x, key=jax.random.key(0), epochs=epochs)[1]["loss"], repeats)
+    return {"name": "linear_ae_train", "batch_size": 32, "compile_s": compile_s, "timings_s": timings,
+            "examples_per_sec": len(x) * epochs / statistics.median(timings)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs/repeats per measurement, median reported (default: %(default)s)")
+    parser.add_argument("--num-examples", type=int, default=55000, help="training examples per epoch (default: %(default)s)")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX directory; default: random images of the same shape")
+    parser.add_argument("--json", default=None, help="write all raw timings to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        parser.error(f"--batch-sizes must be integers separated by commas, got {args.batch_sizes!r}")
+    if min(batch_sizes) <= 0 or args.epochs <= 0 or args.num_examples < max(batch_sizes):
+        parser.error("--batch-sizes and --epochs must be positive and --num-examples at least the largest batch size")
+
+    if args.data_dir:
+        train_images, _ = data.load_fashion_mnist("train", args.data_dir)
+        images = np.resize(data.to_unit_float(train_images), (args.num_examples, 28, 28))
+    else:  # Timing does not depend on pixel values.
+        images = np.random.default_rng(0).random((args.num_examples, 28, 28), dtype=np.float32)
+    images = jnp.asarray(images)
+    device = jax.devices()[0]
+    results = []
+    for batch_size in batch_sizes:
+        flops = _compiled_flops(batch_size)
+        ceiling = _matmul_ceiling(batch_size, max(1, args.num_examples // batch_size), args.epochs)
+        results.append({"name": "matmul_only_ceiling", "batch_size": batch_size, "examples_per_sec": ceiling})
+        for record in benchmark_vae_training(images, batch_size, args.epochs):
+            record["flops_per_example_compiled"] = flops
+            record["gflops_per_sec"] = record["examples_per_sec"] * (flops or HAND_FLOPS_PER_EXAMPLE) / 1e9
+            record["fraction_of_matmul_ceiling"] = record["examples_per_sec"] / ceiling
+            results.append(record)
+        results.extend(benchmark_sampling_and_eval(images, batch_size, args.epochs))
+    results.append(benchmark_linear_ae(args.epochs))
+    for record in results:
+        record["device"] = device.device_kind
+
+    print(f"{'name':28s} {'batch':>6s} {'examples/s':>12s} {'compile s':>10s} {'% ceiling':>10s}")
+    for r in results:
+        frac = r.get("fraction_of_matmul_ceiling")
+        print(f"{r['name']:28s} {r['batch_size']:6d} {r['examples_per_sec']:12,.0f} "
+              f"{r.get('compile_s', float('nan')):10.2f} {'' if frac is None else f'{100 * frac:9.0f}%':>10s}")
+    if args.json:
+        payload = {
+            "device": device.device_kind, "platform": device.platform, "jax_version": jax.__version__,
+            "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "hand_flops_per_example": HAND_FLOPS_PER_EXAMPLE,
+            "results": results,
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
