@@ -11,7 +11,6 @@ step's own cost analysis; the ceiling is the same matmul shapes (forward + backw
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ import numpy as np
 
 from aejax import data, linear_ae, metrics, vae
 from aejax.train import TrainState
+from experiments.common import write_json
 
 # Hand count of the chapter VAE's matmul FLOPs per example (2 per multiply-add): forward through
 # 784-150-100-(10+10) and 10-100-150-784 is 268,200 MACs; backward needs weight gradients for every
@@ -185,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "results": results,
         }
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json(args.json, payload)
     return 0
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from tqdm import tqdm
 
 from aejax import data, plotting, vae
 from aejax.train import TrainState, check_finite, check_positive_int
-from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_json
+from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_bytes, write_json
 
 RECIPES = ("chapter", "improved")
 
@@ -82,17 +80,6 @@ def _validate(config: Config, num_train_images: int) -> None:
             f"--batch-size must be at most the {num_train_images - config.num_validation} training examples, "
             f"got {config.batch_size}"
         )
-
-
-def _save_params(params, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(flax.serialization.to_bytes(params))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _floats(metrics: dict) -> dict[str, float]:
@@ -164,7 +151,7 @@ def run(config: Config) -> dict:
     params, history, seconds, num_fit = train(config, train_images, train_key)
     test = _floats(vae.evaluate(params, jnp.asarray(data.to_unit_float(test_images)), test_key, beta=config.beta))
     figures(params, test_images, figure_key, out, history)
-    _save_params(params, out / "params.msgpack")
+    write_bytes(out / "params.msgpack", flax.serialization.to_bytes(params))
     metrics = {
         "config": dataclasses.asdict(config),
         "device": jax.devices()[0].device_kind,
