@@ -23,7 +23,7 @@ import optax
 from tqdm import tqdm
 
 from aejax import data, plotting, vae
-from aejax.train import TrainState, check_finite, check_positive_int
+from aejax.train import TrainState, check_positive_int, epoch_key
 from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_bytes, write_json
 
 RECIPES = ("chapter", "improved")
@@ -101,7 +101,7 @@ def train(config: Config, train_images: np.ndarray, key: jax.Array):
     bar = tqdm(range(config.epochs), desc=f"VAE ({config.recipe})", unit="epoch", file=sys.stdout, dynamic_ncols=True)
     for epoch in bar:
         state, train_metrics = vae.train_epoch(
-            state, fit_images, jax.random.fold_in(train_key, epoch), config.batch_size, config.beta
+            state, fit_images, epoch_key(train_key, epoch), config.batch_size, config.beta
         )
         # A fixed evaluation key: validation curves differ only through the parameters.
         val = _floats(vae.evaluate(state.params, val_images, eval_key, beta=config.beta))
