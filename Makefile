@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+PEERS  := .venv-peers
 OUT    ?= runs/demo
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test venv data benchmark clean
+.PHONY: demo test venv peers data benchmark clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,15 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Keras 3 / TensorFlow, PyTorch and Keras-on-JAX for the benchmark's peers, in their own venv.
+$(PEERS)/.installed: benchmarks/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q --upgrade pip
+	$(PEERS)/bin/python -m pip install -q -r benchmarks/peers/requirements.txt
+	touch $@
+
+peers: $(PEERS)/.installed
 
 # Debian's dataset-fashion-mnist puts the official IDX files in $(FMNIST); needs root and apt.
 data:
@@ -29,11 +39,11 @@ demo: venv data
 	$(PY) -m experiments.vae_fashion_mnist --recipe improved --out $(OUT)/vae_improved
 	$(PY) -m experiments.evaluate_vae --params $(OUT)/vae_chapter/params.msgpack --out $(OUT)/vae_chapter_eval
 
-test: venv
+test: venv peers
 	$(PY) -m pytest -q
 
-benchmark: venv
-	$(PY) -m benchmarks.throughput --json $(OUT)/benchmarks.json
+benchmark: venv peers
+	$(PY) -m benchmarks.throughput --peer-python $(PEERS)/bin/python --json $(OUT)/benchmarks.json
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(PEERS) runs

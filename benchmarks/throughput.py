@@ -1,11 +1,17 @@
-"""Throughput of aejax's training, sampling and evaluation, against the device's matmul ceiling.
+"""Throughput of aejax's training, sampling and evaluation, against its peers and the matmul ceiling.
 
-    python -m benchmarks.throughput [--batch-sizes 128,1024 --epochs 3 --num-examples 55000 --json out.json]
+    python -m benchmarks.throughput [--batch-sizes 128,1024 --epochs 3 --num-examples 55000
+                                     --peers all --peer-python .venv-peers/bin/python --json out.json]
 
 Training: median examples/s over `--epochs` timed epochs after one compile epoch, for (a) the
 jitted `vae.train_step` called once per batch from Python and (b) `vae.train_epoch`, a whole
 epoch in one `lax.scan` with the data on the device. FLOPs per example come from the compiled
 step's own cost analysis; the ceiling is the same matmul shapes (forward + backward) timed alone.
+
+Peers (benchmarks/peers/, installed by `make peers`): the same model, loss and optimiser in
+Keras 3 via `model.fit` (TensorFlow backend, the chapter's code path, and JAX backend) and
+PyTorch (eager and torch.compile), each in its own process with the same intra-op thread count.
+Every training row shows its ratio to Keras/TensorFlow.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import json
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable
@@ -22,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import data, linear_ae, metrics, vae
+from aejax import data, linear_ae, metrics, runtime, vae
 from aejax.train import TrainState
 from experiments.common import write_json
 
@@ -31,6 +39,16 @@ from experiments.common import write_json
 # layer and input gradients for all but the first, 2 x 268,200 - 117,600 MACs.
 MATMUL_MACS_FORWARD = 784 * 150 + 150 * 100 + 100 * 20 + 10 * 100 + 100 * 150 + 150 * 784
 HAND_FLOPS_PER_EXAMPLE = 2 * (3 * MATMUL_MACS_FORWARD - 784 * 150)
+
+# name -> (module, --mode); keras_tensorflow_fit is the baseline of every ratio.
+PEERS = {
+    "keras_tensorflow_fit": ("benchmarks.peers.keras_vae", "tensorflow"),
+    "keras_jax_fit": ("benchmarks.peers.keras_vae", "jax"),
+    "torch_eager": ("benchmarks.peers.torch_vae", "eager"),
+    "torch_compile": ("benchmarks.peers.torch_vae", "compile"),
+}
+BASELINE = "keras_tensorflow_fit"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
@@ -60,28 +78,33 @@ def _compiled_flops(batch_size: int) -> float | None:
 
 
 def _matmul_ceiling(batch_size: int, steps: int, repeats: int) -> float:
-    """Examples/s of the VAE's matmuls alone (forward + backward shapes), `steps` per compiled loop."""
+    """Examples/s of the VAE's matmuls alone (forward + backward shapes), `steps` per compiled loop.
+
+    The upstream gradient is data, not a constant: with `sum(h)` XLA would fold the last layer's
+    input-gradient matmul (ones @ W.T) into a reduction and the "ceiling" would skip 17% of the work.
+    """
     shapes = [(784, 150), (150, 100), (100, 20), (10, 100), (100, 150), (150, 784)]
     weights = [jnp.full(shape, 1e-3) for shape in shapes]
 
-    def matmuls(weights, x):
+    def matmuls(weights, x, upstream):
         h = x
         for w in weights[:3]:
             h = h @ w
         h = h[:, :10]
         for w in weights[3:]:
             h = h @ w
-        return jnp.sum(h)
+        return jnp.sum(h * upstream)
 
     @jax.jit
-    def loop(weights, batches):
+    def loop(weights, batches, upstream):
         def body(weights, x):
-            grads = jax.grad(matmuls)(weights, x)
+            grads = jax.grad(matmuls)(weights, x, upstream)
             return [w - 1e-9 * g for w, g in zip(weights, grads)], None
         return jax.lax.scan(body, weights, batches)[0]
 
     batches = jax.random.uniform(jax.random.key(0), (steps, batch_size, 784))
-    _, timings = _time(lambda: loop(weights, batches), repeats)
+    upstream = jax.random.uniform(jax.random.key(1), (batch_size, 784))
+    _, timings = _time(lambda: loop(weights, batches, upstream), repeats)
     return steps * batch_size / statistics.median(timings)
 
 
@@ -135,20 +158,81 @@ def benchmark_linear_ae(repeats: int) -> dict:
             "examples_per_sec": len(x) * epochs / statistics.median(timings)}
 
 
+def run_peer(name: str, python: str, batch_sizes: list[int], epochs: int, num_examples: int, threads: int) -> list[dict]:
+    """Runs one peer in its own process; its records, or one record with an "error" if it failed."""
+    module, mode = PEERS[name]
+    command = [python, "-m", module, "--mode", mode, "--threads", str(threads), "--epochs", str(epochs),
+               "--num-examples", str(num_examples), "--batch-sizes", ",".join(map(str, batch_sizes))]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
+    try:
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return [{"name": name, "error": str(err)}]
+    if done.returncode != 0:
+        missing = "No module named" in done.stderr
+        hint = "peer frameworks not installed: run `make peers` and pass --peer-python .venv-peers/bin/python" if missing else ""
+        tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        return [{"name": name, "error": hint or f"exit {done.returncode}: {tail[0]}"}]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return [dict(record, name=name, framework_version=report["framework_version"], threads=report["threads"],
+                 device="cpu") for record in report["records"]]
+
+
+def _parse_list(parser: argparse.ArgumentParser, flag: str, text: str, choices=None) -> list:
+    items = [item for item in text.split(",") if item]
+    if choices is not None:
+        unknown = sorted(set(items) - set(choices))
+        if unknown:
+            parser.error(f"{flag} must be 'all', 'none' or a comma-separated subset of {sorted(choices)}, got {unknown}")
+        return items
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        parser.error(f"{flag} must be integers separated by commas, got {text!r}")
+
+
+def print_table(results: list[dict]) -> None:
+    """Training rows with ratios to Keras/TensorFlow and % of the matmul ceiling; then the rest."""
+    by_batch: dict[int, dict[str, dict]] = {}
+    for r in results:
+        if "batch_size" in r:
+            by_batch.setdefault(r["batch_size"], {})[r["name"]] = r
+    print(f"{'name':28s} {'batch':>6s} {'examples/s':>12s} {'vs Keras/TF':>12s} {'% ceiling':>10s} {'compile s':>10s}")
+    for batch_size, rows in by_batch.items():
+        baseline = rows.get(BASELINE, {}).get("examples_per_sec")
+        ceiling = rows.get("matmul_only_ceiling", {}).get("examples_per_sec")
+        for r in rows.values():
+            speed = r.get("examples_per_sec")
+            training = r["name"].startswith("vae_train") or r["name"] in PEERS
+            ratio = f"{speed / baseline:11.2f}x" if training and speed and baseline else ""
+            frac = f"{100 * speed / ceiling:9.0f}%" if training and speed and ceiling else ""
+            shown = f"{speed:12,.0f}" if speed else f"{'n/a':>12s}"
+            compile_s = r.get("compile_s")
+            print(f"{r['name']:28s} {batch_size:6d} {shown} {ratio:>12s} {frac:>10s} "
+                  f"{'' if compile_s is None else f'{compile_s:10.2f}':>10s}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['name']}: not measured ({r['error']})")
+
+
 def main(argv: list[str] | None = None) -> int:
+    runtime.use_fast_cpu_flags()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs/repeats per measurement, median reported (default: %(default)s)")
     parser.add_argument("--num-examples", type=int, default=55000, help="training examples per epoch (default: %(default)s)")
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX directory; default: random images of the same shape")
+    parser.add_argument("--peers", default="all", help=f"'all', 'none' or a comma-separated subset of {list(PEERS)} (default: %(default)s)")
+    parser.add_argument("--peer-python", default=sys.executable, help="Python with the peer frameworks, e.g. .venv-peers/bin/python (default: this one)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads for every peer; XLA uses one per core (default: %(default)s)")
     parser.add_argument("--json", default=None, help="write all raw timings to this JSON file")
     args = parser.parse_args(argv)
-    try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError:
-        parser.error(f"--batch-sizes must be integers separated by commas, got {args.batch_sizes!r}")
-    if min(batch_sizes) <= 0 or args.epochs <= 0 or args.num_examples < max(batch_sizes):
-        parser.error("--batch-sizes and --epochs must be positive and --num-examples at least the largest batch size")
+    batch_sizes = _parse_list(parser, "--batch-sizes", args.batch_sizes)
+    peers = list(PEERS) if args.peers == "all" else [] if args.peers == "none" else _parse_list(parser, "--peers", args.peers, PEERS)
+    if not batch_sizes or min(batch_sizes) <= 0 or args.epochs <= 0 or args.threads <= 0:
+        parser.error(f"--batch-sizes, --epochs and --threads must be positive, got {args.batch_sizes!r}, {args.epochs}, {args.threads}")
+    if args.num_examples < max(batch_sizes):
+        parser.error(f"--num-examples must be at least the largest batch size {max(batch_sizes)}, got {args.num_examples}")
 
     if args.data_dir:
         train_images, _ = data.load_fashion_mnist("train", args.data_dir)
@@ -171,16 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     results.append(benchmark_linear_ae(args.epochs))
     for record in results:
         record["device"] = device.device_kind
+    if peers and device.platform != "cpu":
+        print(f"note: peers run on the CPU (their CPU builds), aejax on {device.device_kind}")
+    for name in peers:
+        results.extend(run_peer(name, args.peer_python, batch_sizes, args.epochs, args.num_examples, args.threads))
 
-    print(f"{'name':28s} {'batch':>6s} {'examples/s':>12s} {'compile s':>10s} {'% ceiling':>10s}")
-    for r in results:
-        frac = r.get("fraction_of_matmul_ceiling")
-        print(f"{r['name']:28s} {r['batch_size']:6d} {r['examples_per_sec']:12,.0f} "
-              f"{r.get('compile_s', float('nan')):10.2f} {'' if frac is None else f'{100 * frac:9.0f}%':>10s}")
+    print_table(results)
     if args.json:
         payload = {
             "device": device.device_kind, "platform": device.platform, "jax_version": jax.__version__,
-            "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "cpu_count": os.cpu_count(), "peer_threads": args.threads,
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "hand_flops_per_example": HAND_FLOPS_PER_EXAMPLE,
             "results": results,
         }

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from aejax import data, metrics, pca, plotting, vae
+from aejax import data, metrics, pca, plotting, runtime, vae
 from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_json
 
 
@@ -130,6 +130,7 @@ def run(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.use_fast_cpu_flags()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, Config, HELP)
     config = config_from_args(Config, parser.parse_args(argv))

@@ -12,7 +12,7 @@ import sys
 import jax
 import numpy as np
 
-from aejax import data, linear_ae, pca, plotting
+from aejax import data, linear_ae, pca, plotting, runtime
 from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_json
 
 
@@ -70,6 +70,7 @@ def run(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    runtime.use_fast_cpu_flags()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, Config, HELP)
     config = config_from_args(Config, parser.parse_args(argv))

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from aejax import data, plotting, vae
+from aejax import data, plotting, runtime, vae
 from aejax.train import TrainState, check_positive_int, epoch_key
 from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_bytes, write_json
 
@@ -168,6 +168,7 @@ def run(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.use_fast_cpu_flags()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, Config, HELP)
     config = config_from_args(Config, parser.parse_args(argv))

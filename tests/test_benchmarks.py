@@ -1,13 +1,19 @@
-"""Smoke test of the benchmark entry point on tiny sizes (no timing is asserted)."""
+"""Smoke tests of the benchmark entry points on tiny sizes (no timing is asserted)."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from benchmarks import throughput
+
+PEER_PYTHON = Path(throughput.REPO_ROOT) / ".venv-peers" / "bin" / "python"
 
 
 def test_throughput_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert throughput.main(["--batch-sizes", "16", "--epochs", "1", "--num-examples", "64", "--json", str(out)]) == 0
+    argv = ["--batch-sizes", "16", "--epochs", "1", "--num-examples", "64", "--peers", "none", "--json", str(out)]
+    assert throughput.main(argv) == 0
     payload = json.loads(out.read_text())
     names = {r["name"] for r in payload["results"]}
     assert {"vae_train_scan_epoch", "vae_train_step_per_batch", "vae_generate", "matmul_only_ceiling"} <= names
@@ -16,3 +22,24 @@ def test_throughput_smoke(tmp_path, capsys):
         assert record["examples_per_sec"] > 0
     assert payload["hand_flops_per_example"] == 1_374_000  # the issue's hand count, 1.374 MFLOP
     assert "examples/s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("peer", list(throughput.PEERS))
+def test_each_peer_trains_in_its_own_process(peer):
+    assert PEER_PYTHON.exists(), "the peer frameworks are missing: run `make peers`"
+    records = throughput.run_peer(peer, str(PEER_PYTHON), [16, 32], epochs=1, num_examples=64, threads=2)
+    assert [r.get("error") for r in records] == [None, None]
+    assert [r["batch_size"] for r in records] == [16, 32]
+    for record in records:
+        assert record["name"] == peer and record["examples_per_sec"] > 0 and len(record["timings_s"]) == 1
+
+
+def test_missing_peer_frameworks_are_reported_not_raised(tmp_path):
+    records = throughput.run_peer("torch_eager", "/nonexistent/python", [16], epochs=1, num_examples=64, threads=1)
+    assert len(records) == 1 and "No such file" in records[0]["error"]
+
+
+def test_unknown_peer_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        throughput.main(["--peers", "keras,mxnet"])
+    assert exit_info.value.code == 2 and "mxnet" in capsys.readouterr().err

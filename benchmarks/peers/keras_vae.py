@@ -1,0 +1,88 @@
+"""Peer: the chapter's VAE in Keras 3, trained by `model.fit` exactly as the book does.
+
+    python -m benchmarks.peers.keras_vae --threads 2 [--mode tensorflow|jax --batch-sizes 128]
+
+`--mode` picks the Keras backend (default tensorflow, the chapter's). Epoch times come from a
+callback around each epoch of one `fit` call; the first epoch (tracing/compiling) is the warm-up.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from benchmarks.peers import protocol
+
+
+def build_model(keras):
+    """The chapter's functional VAE: sigmoid outputs, BCE loss, KL / 784 added with add_loss."""
+    layers, ops = keras.layers, keras.ops
+
+    class Sampling(layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(42)
+
+        def call(self, inputs):
+            mean, log_var = inputs
+            eps = keras.random.normal(ops.shape(log_var), seed=self.seed_generator)
+            return mean + ops.exp(log_var / 2) * eps
+
+    class LatentLoss(layers.Layer):
+        """Identity on (mean, log_var) that adds the chapter's mean KL / 784 to the model's loss."""
+
+        def call(self, inputs):
+            mean, log_var = inputs
+            kl = -0.5 * ops.sum(1 + log_var - ops.exp(log_var) - ops.square(mean), axis=-1)
+            self.add_loss(ops.mean(kl) / protocol.PIXELS)
+            return mean, log_var
+
+    inputs = keras.Input(shape=(protocol.PIXELS,))
+    h = inputs
+    for size in protocol.HIDDEN_SIZES:
+        h = layers.Dense(size, activation="selu")(h)
+    mean = layers.Dense(protocol.LATENT_DIM)(h)
+    log_var = layers.Dense(protocol.LATENT_DIM)(h)
+    mean, log_var = LatentLoss()([mean, log_var])
+    h = Sampling()([mean, log_var])
+    for size in reversed(protocol.HIDDEN_SIZES):
+        h = layers.Dense(size, activation="selu")(h)
+    outputs = layers.Dense(protocol.PIXELS, activation="sigmoid")(h)
+    model = keras.Model(inputs, outputs)
+    model.compile(loss="binary_crossentropy",
+                  optimizer=keras.optimizers.RMSprop(protocol.LEARNING_RATE, rho=protocol.RHO, epsilon=protocol.EPSILON))
+    return model
+
+
+def main() -> None:
+    args = protocol.parse_args(__doc__)
+    backend = args.mode or "tensorflow"
+    os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    x = protocol.images(args.num_examples)
+    records = []
+    for batch_size in args.batch_sizes:
+        keras.utils.set_random_seed(0)
+        timer = EpochTimer()
+        timer.seconds = []
+        build_model(keras).fit(x, x, epochs=args.epochs + 1, batch_size=batch_size, callbacks=[timer], verbose=0)
+        records.append(protocol.record(batch_size, args.num_examples, timer.seconds[0], timer.seconds[1:]))
+    protocol.emit(f"keras_{backend}_fit", f"keras {keras.__version__} ({backend})", args.threads, records)
+
+
+if __name__ == "__main__":
+    main()

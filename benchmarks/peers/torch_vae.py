@@ -1,0 +1,80 @@
+"""Peer: the chapter's VAE in PyTorch, eager or `torch.compile`d, with a plain per-batch loop.
+
+    python -m benchmarks.peers.torch_vae --threads 2 [--mode eager|compile --batch-sizes 128]
+
+Same model, initialisation (Glorot-uniform, zero bias), loss (pixel-mean BCE + mean KL / 784)
+and optimiser (RMSprop lr 1e-3, alpha 0.9, eps 1e-7 outside the square root, as Keras) as aejax.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmarks.peers import protocol
+
+
+def _dense(n_in: int, n_out: int) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class VAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        sizes = (protocol.PIXELS,) + protocol.HIDDEN_SIZES
+        self.encoder = nn.ModuleList(_dense(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.mean = _dense(sizes[-1], protocol.LATENT_DIM)
+        self.log_var = _dense(sizes[-1], protocol.LATENT_DIM)
+        sizes = (protocol.LATENT_DIM,) + tuple(reversed(protocol.HIDDEN_SIZES))
+        self.decoder = nn.ModuleList(_dense(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.logits = _dense(sizes[-1], protocol.PIXELS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The chapter's loss for a batch (B, 784): pixel-mean BCE + batch-mean KL / 784."""
+        h = x
+        for layer in self.encoder:
+            h = F.selu(layer(h))
+        mean, log_var = self.mean(h), self.log_var(h)
+        h = mean + torch.exp(log_var / 2) * torch.randn_like(mean)
+        for layer in self.decoder:
+            h = F.selu(layer(h))
+        bce = F.binary_cross_entropy_with_logits(self.logits(h), x)
+        kl = -0.5 * torch.sum(1 + log_var - torch.exp(log_var) - mean.square(), dim=-1)
+        return bce + kl.mean() / protocol.PIXELS
+
+
+def main() -> None:
+    args = protocol.parse_args(__doc__)
+    mode = args.mode or "eager"
+    if mode not in ("eager", "compile"):
+        raise SystemExit(f"--mode must be eager or compile, got {mode!r}")
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(args.threads)
+    x = torch.from_numpy(protocol.images(args.num_examples))
+    records = []
+    for batch_size in args.batch_sizes:
+        torch.manual_seed(0)
+        model = VAE()
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=protocol.LEARNING_RATE, alpha=protocol.RHO,
+                                        eps=protocol.EPSILON)
+        loss_fn = torch.compile(model) if mode == "compile" else model
+        step = torch.compile(optimizer.step) if mode == "compile" else optimizer.step
+
+        def run_epoch():
+            order = torch.randperm(args.num_examples)
+            for start in range(0, args.num_examples, batch_size):
+                loss = loss_fn(x[order[start:start + batch_size]])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                step()
+
+        records.append(protocol.time_epochs(run_epoch, args.epochs, args.num_examples, batch_size))
+    protocol.emit(f"torch_{mode}", f"torch {torch.__version__}", args.threads, records)
+
+
+if __name__ == "__main__":
+    main()
