@@ -55,7 +55,8 @@ def run_epoch(
     All ceil(N / batch_size) steps run inside one `lax.scan`. The last batch is padded to full
     size with weight-0 rows, so its gradient is the mean over its N mod batch_size real rows,
     as in Keras, while one compiled step body serves every batch. Call it inside `jax.jit`
-    with `batch_size` static. Returns: the new state and each metric averaged over the N examples.
+    with `batch_size` static. Returns: the new state and each metric averaged over the N examples,
+    plus "first_nonfinite_step": the 0-based step whose loss first was NaN/inf, or -1.
     """
     num_examples = data.shape[0]
     num_batches = -(-num_examples // batch_size)
@@ -73,7 +74,9 @@ def run_epoch(
         return state, jax.tree.map(lambda m: m * jnp.sum(batch_weights), metrics)
 
     state, totals = jax.lax.scan(body, state, (jnp.arange(num_batches), order, weights))
-    return state, jax.tree.map(lambda t: jnp.sum(t) / num_examples, totals)
+    bad = ~jnp.isfinite(totals["loss"])
+    means = jax.tree.map(lambda t: jnp.sum(t) / num_examples, totals)
+    return state, {**means, "first_nonfinite_step": jnp.where(jnp.any(bad), jnp.argmax(bad), -1)}
 
 
 def mean_over_batches(

@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
+from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
+from aejax import parallel
 from aejax.train import Metrics, TrainState, mean_over_batches, run_epoch, weighted_mean
 
 Params = dict
@@ -192,9 +194,9 @@ def loss(
     return weighted_mean(batch_metrics(params, x, key, beta)["loss"], weights)
 
 
-def chapter_optimizer() -> optax.GradientTransformation:
+def chapter_optimizer(learning_rate: float = 1e-3) -> optax.GradientTransformation:
     """Keras' RMSprop defaults (lr 1e-3, rho 0.9, eps 1e-7 added outside the square root)."""
-    return optax.rmsprop(1e-3, decay=0.9, eps=1e-7, eps_in_sqrt=False)
+    return optax.rmsprop(learning_rate, decay=0.9, eps=1e-7, eps_in_sqrt=False)
 
 
 @functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("beta",))
@@ -243,15 +245,23 @@ def interpolate_codings(
     return resized.reshape(size[0] * size[1], latent)
 
 
-@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("batch_size", "beta"))
+@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("batch_size", "beta", "mesh", "num_examples"))
 def train_epoch(
-    state: TrainState, images: jax.Array, key: jax.Array, batch_size: int = 128, beta: float = 1.0
+    state: TrainState, images: jax.Array, key: jax.Array, batch_size: int = 128, beta: float = 1.0,
+    mesh: Mesh | None = None, num_examples: int | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One shuffled epoch over images (N, 28, 28) in [0, 1], all inside one compiled `lax.scan`.
 
+    With `mesh`, each batch is split over its "data" axis (see `aejax.parallel`); `images` may then
+    be row-sharded and zero-padded, with `num_examples` the real row count (default: all rows).
     Returns: the new state and the epoch's example-weighted mean metrics (Keras' epoch "loss").
     """
-    return run_epoch(functools.partial(train_step, beta=beta), state, images, key, batch_size)
+    step = functools.partial(train_step, beta=beta)
+    if mesh is not None:
+        step = parallel.data_parallel(step, mesh)
+    if num_examples is not None:
+        images = images[:num_examples]
+    return run_epoch(step, state, images, key, batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "beta"))

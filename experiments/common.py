@@ -46,9 +46,11 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, help_tex
     """One `--flag-name` per dataclass field, defaulting to the field's default."""
     for field in dataclasses.fields(config_cls):
         kwargs: dict[str, Any] = {"default": field.default, "help": f"{help_text[field.name]} (default: %(default)s)"}
-        if field.type in ("int", int):
+        if field.type in ("bool", bool):
+            kwargs = {"action": "store_true", "help": help_text[field.name]}
+        elif field.type in ("int", int):
             kwargs["type"] = int
-        elif field.type in ("float", float):
+        elif field.type in ("float", float, "float | None"):
             kwargs["type"] = float
         choices = field.metadata.get("choices")
         if choices:

@@ -1,18 +1,28 @@
 """Chapter 17's variational autoencoder on Fashion-MNIST: train, generate, interpolate, evaluate.
 
     python -m experiments.vae_fashion_mnist [--recipe chapter|improved --epochs 25 --batch-size 128
-                                             --seed 42 --data-dir DIR --out runs/vae]
+                                             --seed 42 --data-dir DIR --out runs/vae --resume]
 
 Trains on the first 55,000 training images, validates on the last 5,000 (as the chapter), and
 writes metrics.json, the chapter's figures, reconstructions, learning curves and params.msgpack.
+
+Every epoch ends with a checkpoint in <out>/checkpoints (the last --keep-checkpoints kept);
+--resume continues from the newest readable one, bit for bit as if never interrupted.
+With several devices the batch is split over all of them (data parallelism). Several hosts:
+start one process per host with --coordinator-address HOST:PORT --num-processes N --process-id I
+(or AEJAX_COORDINATOR_ADDRESS / AEJAX_NUM_PROCESSES / AEJAX_PROCESS_ID); each keeps only its
+rows of the training set, process 0 writes the outputs, and --out must be on a shared filesystem
+for --resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import flax.serialization
@@ -22,11 +32,13 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from aejax import data, plotting, runtime, vae
+from aejax import checkpoint, data, parallel, plotting, runtime, vae
 from aejax.train import TrainState, check_positive_int, epoch_key
 from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_bytes, write_json
 
 RECIPES = ("chapter", "improved")
+# Settings a resumed run must share with its checkpoints (epochs and learning rate may change).
+RUN_DEFINING = ("recipe", "batch_size", "beta", "num_validation", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +48,15 @@ class Config:
     batch_size: int = 128
     beta: float = 1.0
     num_validation: int = 5000
+    learning_rate: float | None = None
     seed: int = 42
     data_dir: str | None = None
     out: str = "runs/vae"
+    resume: bool = False
+    keep_checkpoints: int = 3
+    coordinator_address: str | None = None
+    num_processes: int = 1
+    process_id: int = 0
 
 
 HELP = {
@@ -47,18 +65,26 @@ HELP = {
     "batch_size": "minibatch size",
     "beta": "weight of the KL term (beta-VAE); 1 is the chapter's VAE",
     "num_validation": "the last N training images are held out for validation",
+    "learning_rate": "peak learning rate (default: the recipe's, 1e-3 chapter / 4e-3 improved)",
     "seed": "seed of the root JAX key (init, sampling, shuffling, figures)",
     "data_dir": "directory with the four Fashion-MNIST IDX .gz files (default: Debian's package, else TFDS)",
-    "out": "output directory for metrics.json, figures and params.msgpack",
+    "out": "output directory for metrics.json, figures, params.msgpack and checkpoints/",
+    "resume": "continue from the newest readable checkpoint in <out>/checkpoints",
+    "keep_checkpoints": "how many per-epoch checkpoints to keep",
+    "coordinator_address": "multi-host: HOST:PORT of process 0 (env AEJAX_COORDINATOR_ADDRESS)",
+    "num_processes": "multi-host: number of processes (env AEJAX_NUM_PROCESSES)",
+    "process_id": "multi-host: this process's index, 0..N-1 (env AEJAX_PROCESS_ID)",
 }
 
 
-def make_optimizer(recipe: str, steps_per_epoch: int, epochs: int) -> optax.GradientTransformation:
+def make_optimizer(
+    recipe: str, steps_per_epoch: int, epochs: int, learning_rate: float | None = None
+) -> optax.GradientTransformation:
     """The chapter's RMSprop, or the improved recipe's Adam with a warm-up + cosine schedule."""
     if recipe == "chapter":
-        return vae.chapter_optimizer()
+        return vae.chapter_optimizer(1e-3 if learning_rate is None else learning_rate)
     if recipe == "improved":
-        peak = 4e-3
+        peak = 4e-3 if learning_rate is None else learning_rate
         schedule = optax.warmup_cosine_decay_schedule(
             init_value=0.0, peak_value=peak, warmup_steps=steps_per_epoch,
             decay_steps=steps_per_epoch * epochs, end_value=peak * 0.01,
@@ -71,6 +97,9 @@ def _validate(config: Config, num_train_images: int) -> None:
     check_positive_int("--epochs", config.epochs)
     check_positive_int("--batch-size", config.batch_size)
     check_positive_int("--num-validation", config.num_validation)
+    check_positive_int("--keep-checkpoints", config.keep_checkpoints)
+    if config.learning_rate is not None and not config.learning_rate > 0:
+        raise ValueError(f"--learning-rate must be a positive number, got {config.learning_rate}")
     if config.num_validation >= num_train_images:
         raise ValueError(
             f"--num-validation must be smaller than the {num_train_images} training images, got {config.num_validation}"
@@ -83,40 +112,89 @@ def _validate(config: Config, num_train_images: int) -> None:
 
 
 def _floats(metrics: dict) -> dict[str, float]:
-    return {name: float(value) for name, value in metrics.items()}
+    return {name: float(value) for name, value in parallel.to_host(metrics).items()}
 
 
-def train(config: Config, train_images: np.ndarray, key: jax.Array):
-    """Trains with a progress bar; returns (params, history, seconds). Raises FloatingPointError on NaN."""
+def params_digest(params) -> str:
+    """SHA-256 of the serialised params: equal digests mean bitwise-equal parameters."""
+    return hashlib.sha256(flax.serialization.to_bytes(parallel.to_host(params))).hexdigest()
+
+
+def train(config: Config, train_images: np.ndarray, key: jax.Array, out: Path):
+    """Trains with a progress bar and per-epoch checkpoints; returns (params, history, seconds, N).
+
+    Raises FloatingPointError naming the epoch and step of a non-finite loss (the last good
+    checkpoint stays in place).
+    """
     fit_images, val_images = data.train_validation_split(data.to_unit_float(train_images), config.num_validation)
-    fit_images, val_images = jnp.asarray(fit_images), jnp.asarray(val_images)
-    steps_per_epoch = -(-len(fit_images) // config.batch_size)
+    num_fit = len(fit_images)
+    steps_per_epoch = -(-num_fit // config.batch_size)
     init_key, train_key, eval_key = jax.random.split(key, 3)
     state = TrainState.create(
         apply_fn=None, params=vae.init(init_key, vae.VAEConfig(beta=config.beta)),
-        tx=make_optimizer(config.recipe, steps_per_epoch, config.epochs),
+        tx=make_optimizer(config.recipe, steps_per_epoch, config.epochs, config.learning_rate),
     )
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_bce": [], "val_kl": [], "val_rounded_accuracy": []}
+    checkpoint_dir, start_epoch = out / "checkpoints", 0
+    if config.resume:
+        restored = checkpoint.restore_latest(checkpoint_dir, state)
+        if restored is None:
+            print(f"--resume: no readable checkpoint in {checkpoint_dir}; starting from epoch 1", file=sys.stderr)
+        else:
+            state, start_epoch, extra = restored
+            history = extra["history"]
+            changed = {k: (v, getattr(config, k)) for k, v in extra["run"].items() if getattr(config, k) != v}
+            if changed:
+                raise ValueError(
+                    f"--resume: the checkpoints in {checkpoint_dir} come from a run with different settings "
+                    + ", ".join(f"--{k.replace('_', '-')} {old!r} (now {new!r})" for k, (old, new) in changed.items())
+                    + "; pass the same values or use another --out"
+                )
+            if start_epoch > config.epochs:
+                raise ValueError(f"--epochs {config.epochs} is less than the {start_epoch} epochs already in {checkpoint_dir}")
+
+    # One device: plain arrays. Several (or several processes): replicated state, row-sharded data.
+    mesh = parallel.data_mesh() if jax.device_count() > 1 else None
+    if mesh is None:
+        fit_data, val_data = jnp.asarray(fit_images), jnp.asarray(val_images)
+    else:
+        parallel.check_batch_size(config.batch_size, mesh)
+        state = parallel.replicate(state, mesh)
+        fit_data = parallel.shard_rows(fit_images[parallel.process_rows(num_fit, mesh)], num_fit, mesh)
+        val_data = parallel.replicate(val_images, mesh)
+    del fit_images  # each process keeps only its rows
+
+    writer = jax.process_index() == 0
     start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=f"VAE ({config.recipe})", unit="epoch", file=sys.stdout, dynamic_ncols=True)
+    bar = tqdm(range(start_epoch, config.epochs), desc=f"VAE ({config.recipe})", unit="epoch", file=sys.stdout,
+               dynamic_ncols=True, initial=start_epoch, total=config.epochs, disable=not writer)
     for epoch in bar:
         state, train_metrics = vae.train_epoch(
-            state, fit_images, epoch_key(train_key, epoch), config.batch_size, config.beta
+            state, fit_data, epoch_key(train_key, epoch), config.batch_size, config.beta, mesh, num_fit
         )
         # A fixed evaluation key: validation curves differ only through the parameters.
-        val = _floats(vae.evaluate(state.params, val_images, eval_key, beta=config.beta))
-        train_loss = float(train_metrics["loss"])
-        if not np.isfinite(train_loss) or not np.isfinite(val["loss"]):
+        val = _floats(vae.evaluate(state.params, val_data, eval_key, beta=config.beta))
+        train_metrics = _floats(train_metrics)
+        bad_step = int(train_metrics.pop("first_nonfinite_step"))
+        if bad_step >= 0 or not np.isfinite(train_metrics["loss"]) or not np.isfinite(val["loss"]):
+            where = f"step {bad_step + 1} of {steps_per_epoch}" if bad_step >= 0 else "validation"
+            kept = checkpoint.list_checkpoints(checkpoint_dir)
             raise FloatingPointError(
-                f"non-finite loss at epoch {epoch + 1} (train {train_loss}, validation {val['loss']}); "
-                "training stopped — lower the learning rate or check the input data"
+                f"non-finite loss at epoch {epoch + 1}, {where}; training stopped. "
+                + (f"The last good checkpoint is {kept[-1]} (--resume continues from it). " if kept else "")
+                + "Lower --learning-rate or check the input data."
             )
-        history["loss"].append(train_loss)
+        history["loss"].append(train_metrics["loss"])
         for name, value in val.items():
             history[f"val_{name}"].append(value)
-        bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val['loss']:.4f}", val_acc=f"{val['rounded_accuracy']:.4f}")
+        if writer:
+            run_settings = {k: getattr(config, k) for k in RUN_DEFINING}
+            checkpoint.save(checkpoint_dir, epoch + 1, state, {"history": history, "run": run_settings},
+                            keep=config.keep_checkpoints)
+        bar.set_postfix(loss=f"{train_metrics['loss']:.4f}", val_loss=f"{val['loss']:.4f}",
+                        val_acc=f"{val['rounded_accuracy']:.4f}")
     seconds = time.perf_counter() - start
-    return state.params, history, seconds, len(fit_images)
+    return parallel.to_host(state.params), history, seconds, num_fit * (config.epochs - start_epoch)
 
 
 def figures(params, test_images: np.ndarray, key: jax.Array, out: Path, history: dict) -> None:
@@ -148,10 +226,8 @@ def run(config: Config) -> dict:
     key = jax.random.key(config.seed)
     train_key, test_key, figure_key = jax.random.split(key, 3)
 
-    params, history, seconds, num_fit = train(config, train_images, train_key)
+    params, history, seconds, num_trained = train(config, train_images, train_key, out)
     test = _floats(vae.evaluate(params, jnp.asarray(data.to_unit_float(test_images)), test_key, beta=config.beta))
-    figures(params, test_images, figure_key, out, history)
-    write_bytes(out / "params.msgpack", flax.serialization.to_bytes(params))
     metrics = {
         "config": dataclasses.asdict(config),
         "device": jax.devices()[0].device_kind,
@@ -161,19 +237,38 @@ def run(config: Config) -> dict:
         "final_val_rounded_accuracy": history["val_rounded_accuracy"][-1],
         "test": test,
         "train_wall_seconds": seconds,
-        "train_examples_per_sec": num_fit * config.epochs / seconds,
+        "train_examples_per_sec": num_trained / seconds if num_trained else None,
+        "num_devices": jax.device_count(),
+        "num_processes": jax.process_count(),
+        "params_sha256": params_digest(params),
     }
-    write_json(out / "metrics.json", metrics)
+    if jax.process_index() == 0:
+        figures(params, test_images, figure_key, out, history)
+        write_bytes(out / "params.msgpack", flax.serialization.to_bytes(params))
+        write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     runtime.use_fast_cpu_flags()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, Config, HELP)
+    try:
+        cluster_env = parallel.Cluster.from_environment()
+    except ValueError as err:
+        parser.error(str(err))
+    parser.set_defaults(**dataclasses.asdict(cluster_env))
     config = config_from_args(Config, parser.parse_args(argv))
     try:
-        metrics = run(config)
+        parallel.initialize(parallel.Cluster(config.coordinator_address, config.num_processes, config.process_id))
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", checkpoint.CheckpointWarning)
+            warnings.showwarning = _warn_to_stderr
+            metrics = run(config)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     except FloatingPointError as err:
@@ -182,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"VAE ({config.recipe}): val_loss {metrics['final_val_loss']:.4f} (chapter 0.3133), val rounded accuracy "
         f"{metrics['final_val_rounded_accuracy']:.4f} (chapter 0.9228), training {metrics['train_wall_seconds']:.1f} s "
-        f"({metrics['train_examples_per_sec']:,.0f} examples/s) -> {config.out}"
+        f"-> {config.out}; params sha256 {metrics['params_sha256']}"
     )
     return 0
 
