@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aejax.checks import check_finite
+
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -169,6 +171,18 @@ def to_unit_float(images: np.ndarray) -> np.ndarray:
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise ValueError(f"images must have shape (N, 28, 28), got {images.shape}")
     return images.astype(np.float32) / 255.0
+
+
+def check_unit_images(name: str, images: np.ndarray) -> None:
+    """Raises ValueError naming `name` unless images are float (N, 28, 28), finite, in [0, 1]."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"{name} must be floating-point pixels in [0, 1], got dtype {images.dtype}")
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"{name} must have shape (N, 28, 28), got {images.shape}")
+    check_finite(name, images)
+    if images.size and (images.min() < 0 or images.max() > 1):
+        raise ValueError(f"{name} must lie in [0, 1], found values in [{images.min()}, {images.max()}]")
 
 
 def train_validation_split(

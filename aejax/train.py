@@ -11,28 +11,15 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax.training.train_state import TrainState
+
+from aejax.checks import check_finite, check_positive_int
 
 Metrics = dict[str, jax.Array]
 # (state, batch (B, ...), key, weights (B,) of 1 for real rows and 0 for padding) -> (state, metrics)
 TrainStep = Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, Metrics]]
 
 __all__ = ["TrainState", "Metrics", "TrainStep", "check_positive_int", "check_finite", "epoch_key", "weighted_mean", "run_epoch", "mean_over_batches"]
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Returns `value` as int, or raises ValueError naming `name` when it is not a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_finite(name: str, x: np.ndarray) -> None:
-    """Raises ValueError naming `name` and the count of non-finite entries, if any."""
-    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-    if bad:
-        raise ValueError(f"{name} must be finite, found {bad} NaN/inf value(s) among {np.size(x)}")
 
 
 def epoch_key(root: jax.Array, epoch: int | jax.Array) -> jax.Array:

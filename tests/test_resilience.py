@@ -1,0 +1,122 @@
+"""Checkpoints, exact resume after SIGKILL, corrupt-checkpoint fallback, non-finite loss."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aejax import checkpoint, vae
+from aejax.train import TrainState
+from experiments import vae_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _flags(subset_dir, out, epochs):
+    return ["--data-dir", str(subset_dir), "--num-validation", "120", "--batch-size", "32",
+            "--epochs", str(epochs), "--keep-checkpoints", "2", "--out", str(out)]
+
+
+def _command(subset_dir, out, epochs, *extra):
+    return [sys.executable, "-m", "experiments.vae_fashion_mnist", *_flags(subset_dir, out, epochs), *extra]
+
+
+def test_sigkill_then_resume_is_bitwise_identical(subset_dir, tmp_path):
+    epochs = 40
+    reference = subprocess.run(_command(subset_dir, tmp_path / "reference", epochs), cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed"
+    victim = subprocess.Popen(_command(subset_dir, out, epochs), cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "epoch_0003.msgpack").exists():
+        assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint appeared before the kill"
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)  # no chance to clean up or finish the epoch
+    assert victim.wait() == -signal.SIGKILL
+    assert not (out / "params.msgpack").exists()
+    done = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert len(done) <= 2 and not any(name.startswith(".") for name in done[:-1])  # keep=2; at most one temp file
+
+    resumed = subprocess.run(_command(subset_dir, out, epochs, "--resume"), cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "params.msgpack").read_bytes() == (tmp_path / "reference" / "params.msgpack").read_bytes()
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history == json.loads((tmp_path / "reference" / "metrics.json").read_text())["history"]
+
+
+def test_corrupt_latest_checkpoint_falls_back_with_a_warning(subset_dir, tmp_path, capsys):
+    assert vae_fashion_mnist.main(_flags(subset_dir, tmp_path / "reference", 3)) == 0
+    out = tmp_path / "run"
+    assert vae_fashion_mnist.main(_flags(subset_dir, out, 2)) == 0
+    latest = out / "checkpoints" / "epoch_0002.msgpack"
+    latest.write_bytes(latest.read_bytes()[:-100])  # truncated, as by a full disk
+    capsys.readouterr()
+    assert vae_fashion_mnist.main(_flags(subset_dir, out, 3) + ["--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch_0002.msgpack is truncated or corrupt" in err and "falling back" in err
+    # Epoch 2 is recomputed from epoch 1's checkpoint: still the uninterrupted run, bit for bit.
+    assert (out / "params.msgpack").read_bytes() == (tmp_path / "reference" / "params.msgpack").read_bytes()
+
+
+def test_resume_refuses_different_run_settings(subset_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert vae_fashion_mnist.main(_flags(subset_dir, out, 1)) == 0
+    with pytest.raises(SystemExit) as info:
+        vae_fashion_mnist.main(_flags(subset_dir, out, 2) + ["--resume", "--seed", "7"])
+    assert info.value.code == 2 and "--seed 42 (now 7)" in capsys.readouterr().err
+
+
+def test_nonfinite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(subset_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert vae_fashion_mnist.main(_flags(subset_dir, out, 2)) == 0
+    (out / "metrics.json").unlink()
+    (out / "params.msgpack").unlink()
+    capsys.readouterr()
+    code = vae_fashion_mnist.main(_flags(subset_dir, out, 3) + ["--resume", "--learning-rate", "1e30"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "non-finite loss at epoch 3, step " in err and "of 19" in err  # 600 examples / 32 = 19 steps
+    assert "epoch_0002.msgpack" in err and "--resume continues from it" in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0001.msgpack", "epoch_0002.msgpack"]
+    assert not (out / "metrics.json").exists() and not (out / "params.msgpack").exists()
+
+
+def test_run_epoch_reports_the_first_nonfinite_step():
+    images = np.full((64, 28, 28), 0.5, np.float32)
+    images[37] = np.nan
+    key = jax.random.key(3)
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), 64))
+    expected_step = int(np.where(order == 37)[0][0]) // 8
+    state = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0)), tx=vae.chapter_optimizer())
+    _, metrics = vae.train_epoch(state, jnp.asarray(images), key, 8)
+    assert int(metrics["first_nonfinite_step"]) == expected_step
+    state = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0)), tx=vae.chapter_optimizer())
+    _, metrics = vae.train_epoch(state, jnp.asarray(np.full((64, 28, 28), 0.5, np.float32)), key, 8)
+    assert int(metrics["first_nonfinite_step"]) == -1
+
+
+def test_checkpoints_roundtrip_and_reject_another_model(tmp_path):
+    state = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0)), tx=vae.chapter_optimizer())
+    for epoch in range(1, 5):
+        checkpoint.save(tmp_path, epoch, state.replace(step=epoch), {"epoch": epoch}, keep=3)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [f"epoch_{e:04d}.msgpack" for e in (2, 3, 4)]
+    restored, epoch, extra = checkpoint.restore_latest(tmp_path, state)
+    assert epoch == 4 and extra == {"epoch": 4} and int(restored.step) == 4
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), restored.params, state.params)
+    other = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0), vae.VAEConfig(latent_dim=4)),
+                              tx=vae.chapter_optimizer())
+    with pytest.raises(ValueError, match="differ from this model"):
+        checkpoint.load(tmp_path / "epoch_0004.msgpack", other)
+    assert checkpoint.restore_latest(tmp_path / "none", state) is None
