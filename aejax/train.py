@@ -7,7 +7,7 @@ uses `fold_in(fold_in(epoch_key, 1), s)`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -44,7 +44,7 @@ def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
     assert code == 0
     assert {p.name for p in train_out.iterdir()} == {
         "metrics.json", "params.msgpack", "vae_generated_images_plot.png", "semantic_interpolation_plot.png",
-        "vae_reconstructions_plot.png", "vae_learning_curves.png",
+        "vae_reconstructions_plot.png", "vae_learning_curves.png", "checkpoints",
     }
     metrics = json.loads((train_out / "metrics.json").read_text())
     assert len(metrics["history"]["val_loss"]) == 2 and metrics["train_examples_per_sec"] > 0

@@ -1,7 +1,6 @@
 """Checkpoints, exact resume after SIGKILL, corrupt-checkpoint fallback, non-finite loss."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
