@@ -2,7 +2,7 @@
 
 A checkpoint is `<dir>/epoch_<NNNN>.msgpack`: flax-serialised {"state": the TrainState's
 step/params/opt_state, "epoch": epochs completed, "extra": JSON-able metadata (e.g. history)}
-followed by its SHA-256, written to a temporary name, fsynced and renamed into place.
+followed by its SHA-256, written atomically (`aejax.files.write_bytes`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from aejax.files import write_bytes
 from aejax.parallel import to_host
 
 _NAME = re.compile(r"^epoch_(\d{4,})\.msgpack$")
@@ -44,17 +44,7 @@ def save(directory: str | os.PathLike, epoch: int, state: Any, extra: dict, keep
         "state": flax.serialization.to_state_dict(to_host(_state_dict(state))),
         "epoch": epoch, "extra": json.dumps(extra),
     })
-    path = directory / f"epoch_{epoch:04d}.msgpack"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".epoch-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload + hashlib.sha256(payload).digest())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    path = write_bytes(directory / f"epoch_{epoch:04d}.msgpack", payload + hashlib.sha256(payload).digest())
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path

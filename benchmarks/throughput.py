@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import data, linear_ae, metrics, runtime, vae
+from aejax.files import write_json
 from aejax.train import TrainState
-from experiments.common import write_json
 
 # Hand count of the chapter VAE's matmul FLOPs per example (2 per multiply-add): forward through
 # 784-150-100-(10+10) and 10-100-150-784 is 268,200 MACs; backward needs weight gradients for every

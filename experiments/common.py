@@ -1,10 +1,9 @@
-"""Helpers the experiment CLIs share: output folders, atomic JSON, dataclass <-> argparse."""
+"""Helpers the experiment CLIs share: output folders, dataclass <-> argparse."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -21,25 +20,6 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
     except OSError as err:
         raise SystemExit(f"error: --out {str(out)!r} is not a writable directory ({err.strerror or err})") from err
     return out
-
-
-def write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
-    """Writes `payload` via a temporary file in the same folder and a rename (no partial files)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def write_json(path: str | os.PathLike, payload: Any) -> Path:
-    """Writes `payload` as indented JSON, atomically (see `write_bytes`)."""
-    return write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, help_text: dict[str, str]) -> None:

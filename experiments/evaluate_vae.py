@@ -23,7 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from aejax import data, metrics, pca, plotting, runtime, vae
-from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_json
+from aejax.files import write_json
+from experiments.common import add_config_flags, config_from_args, prepare_out_dir
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 
 from aejax import data, linear_ae, pca, plotting, runtime
-from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_json
+from aejax.files import write_json
+from experiments.common import add_config_flags, config_from_args, prepare_out_dir
 
 
 @dataclasses.dataclass(frozen=True)

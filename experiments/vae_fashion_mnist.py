@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from aejax import checkpoint, data, parallel, plotting, runtime, vae
 from aejax.train import TrainState, check_positive_int, epoch_key
-from experiments.common import add_config_flags, config_from_args, prepare_out_dir, write_bytes, write_json
+from aejax.files import write_bytes, write_json
+from experiments.common import add_config_flags, config_from_args, prepare_out_dir
 
 RECIPES = ("chapter", "improved")
 # Settings a resumed run must share with its checkpoints (epochs and learning rate may change).
