@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from aejax import vae
+from aejax.checks import check_positive_int
 
 _LOG_2PI = jnp.log(2 * jnp.pi)
 
@@ -32,18 +33,13 @@ def _gaussian_log_density(z: jax.Array, mean: ArrayLike, log_var: ArrayLike) -> 
     return -0.5 * jnp.sum(log_var + jnp.square(z - mean) * jnp.exp(-log_var) + _LOG_2PI, axis=-1)
 
 
-def _check_samples(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 @functools.partial(jax.jit, static_argnames=("num_samples",))
 def elbo(params: vae.Params, x: ArrayLike, key: jax.Array, num_samples: int = 1) -> jax.Array:
     """Per-example ELBO in nats: E_q[log p(x|z)] (Monte Carlo, `num_samples` draws) - KL (analytic).
 
     Args: x (B, 28, 28) in [0, 1]. Returns: (B,).
     """
-    _check_samples("num_samples", num_samples)
+    check_positive_int("num_samples", num_samples)
     x = jnp.asarray(x, jnp.float32)
     mean, log_var = vae.encode(params, x)
     draws = jax.vmap(lambda s: log_likelihood(params, x, _draw(key, s, mean, log_var)))(jnp.arange(num_samples))
@@ -58,8 +54,8 @@ def iwae_bound(params: vae.Params, x: ArrayLike, key: jax.Array, k: int, chunk_s
     O(B * chunk_size * 784) whatever k is. k = 1 is the single-draw ELBO with a sampled KL term.
     Args: x (B, 28, 28) in [0, 1]. Returns: (B,) in nats.
     """
-    _check_samples("k", k)
-    _check_samples("chunk_size", chunk_size)
+    check_positive_int("k", k)
+    check_positive_int("chunk_size", chunk_size)
     x = jnp.asarray(x, jnp.float32)
     mean, log_var = vae.encode(params, x)
     chunk_size = min(chunk_size, k)

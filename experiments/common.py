@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from aejax import runtime
+
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:
     """Creates `out` if needed and checks it is writable; raises SystemExit with a clear message if not."""
@@ -22,8 +24,13 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
     return out
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, help_text: dict[str, str]) -> None:
-    """One `--flag-name` per dataclass field, defaulting to the field's default."""
+def config_parser(config_cls: type, help_text: dict[str, str], description: str) -> argparse.ArgumentParser:
+    """An experiment's parser: one `--flag-name` per dataclass field, defaulting to the field's default.
+
+    Also applies the fast XLA CPU flags, which must happen before JAX's backend starts (aejax/runtime.py).
+    """
+    runtime.use_fast_cpu_flags()
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in dataclasses.fields(config_cls):
         kwargs: dict[str, Any] = {"default": field.default, "help": f"{help_text[field.name]} (default: %(default)s)"}
         if field.type in ("bool", bool):
@@ -36,6 +43,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, help_tex
         if choices:
             kwargs["choices"] = choices
         parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, **kwargs)
+    return parser
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace):

@@ -10,7 +10,6 @@ vae_latent_traversal_plot.png (one coding varied at a time).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -22,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from aejax import data, metrics, pca, plotting, runtime, vae
+from aejax import data, metrics, pca, plotting, vae
 from aejax.files import write_json
-from experiments.common import add_config_flags, config_from_args, prepare_out_dir
+from experiments.common import config_from_args, config_parser, prepare_out_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +130,7 @@ def run(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    runtime.use_fast_cpu_flags()  # before JAX's backend starts; see aejax/runtime.py
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(parser, Config, HELP)
+    parser = config_parser(Config, HELP, __doc__)
     config = config_from_args(Config, parser.parse_args(argv))
     try:
         results = run(config)

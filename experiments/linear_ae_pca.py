@@ -5,16 +5,15 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 
 import jax
 import numpy as np
 
-from aejax import data, linear_ae, pca, plotting, runtime
+from aejax import data, linear_ae, pca, plotting
 from aejax.files import write_json
-from experiments.common import add_config_flags, config_from_args, prepare_out_dir
+from experiments.common import config_from_args, config_parser, prepare_out_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +70,7 @@ def run(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    runtime.use_fast_cpu_flags()  # before JAX's backend starts; see aejax/runtime.py
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(parser, Config, HELP)
+    parser = config_parser(Config, HELP, __doc__)
     config = config_from_args(Config, parser.parse_args(argv))
     try:
         metrics = run(config)

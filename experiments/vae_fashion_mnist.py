@@ -17,7 +17,6 @@ for --resume.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import sys
@@ -32,10 +31,10 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from aejax import checkpoint, data, parallel, plotting, runtime, vae
+from aejax import checkpoint, data, parallel, plotting, vae
 from aejax.train import TrainState, check_positive_int, epoch_key
 from aejax.files import write_bytes, write_json
-from experiments.common import add_config_flags, config_from_args, prepare_out_dir
+from experiments.common import config_from_args, config_parser, prepare_out_dir
 
 RECIPES = ("chapter", "improved")
 # Settings a resumed run must share with its checkpoints (epochs and learning rate may change).
@@ -116,11 +115,6 @@ def _floats(metrics: dict) -> dict[str, float]:
     return {name: float(value) for name, value in parallel.to_host(metrics).items()}
 
 
-def params_digest(params) -> str:
-    """SHA-256 of the serialised params: equal digests mean bitwise-equal parameters."""
-    return hashlib.sha256(flax.serialization.to_bytes(parallel.to_host(params))).hexdigest()
-
-
 def train(config: Config, train_images: np.ndarray, key: jax.Array, out: Path):
     """Trains with a progress bar and per-epoch checkpoints; returns (params, history, seconds, N).
 
@@ -163,9 +157,10 @@ def train(config: Config, train_images: np.ndarray, key: jax.Array, out: Path):
         state = parallel.replicate(state, mesh)
         fit_data = parallel.shard_rows(fit_images[parallel.process_rows(num_fit, mesh)], num_fit, mesh)
         val_data = parallel.replicate(val_images, mesh)
-    del fit_images  # each process keeps only its rows
+    del fit_images  # the float copy: only this process's rows stay, on its devices
 
     writer = jax.process_index() == 0
+    run_settings = {k: getattr(config, k) for k in RUN_DEFINING}
     start = time.perf_counter()
     bar = tqdm(range(start_epoch, config.epochs), desc=f"VAE ({config.recipe})", unit="epoch", file=sys.stdout,
                dynamic_ncols=True, initial=start_epoch, total=config.epochs, disable=not writer)
@@ -189,7 +184,6 @@ def train(config: Config, train_images: np.ndarray, key: jax.Array, out: Path):
         for name, value in val.items():
             history[f"val_{name}"].append(value)
         if writer:
-            run_settings = {k: getattr(config, k) for k in RUN_DEFINING}
             checkpoint.save(checkpoint_dir, epoch + 1, state, {"history": history, "run": run_settings},
                             keep=config.keep_checkpoints)
         bar.set_postfix(loss=f"{train_metrics['loss']:.4f}", val_loss=f"{val['loss']:.4f}",
@@ -229,6 +223,7 @@ def run(config: Config) -> dict:
 
     params, history, seconds, num_trained = train(config, train_images, train_key, out)
     test = _floats(vae.evaluate(params, jnp.asarray(data.to_unit_float(test_images)), test_key, beta=config.beta))
+    params_bytes = flax.serialization.to_bytes(params)
     metrics = {
         "config": dataclasses.asdict(config),
         "device": jax.devices()[0].device_kind,
@@ -241,11 +236,11 @@ def run(config: Config) -> dict:
         "train_examples_per_sec": num_trained / seconds if num_trained else None,
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
-        "params_sha256": params_digest(params),
+        "params_sha256": hashlib.sha256(params_bytes).hexdigest(),  # equal digests: bitwise-equal params
     }
     if jax.process_index() == 0:
         figures(params, test_images, figure_key, out, history)
-        write_bytes(out / "params.msgpack", flax.serialization.to_bytes(params))
+        write_bytes(out / "params.msgpack", params_bytes)
         write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -255,9 +250,7 @@ def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    runtime.use_fast_cpu_flags()  # before JAX's backend starts; see aejax/runtime.py
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(parser, Config, HELP)
+    parser = config_parser(Config, HELP, __doc__)
     try:
         cluster_env = parallel.Cluster.from_environment()
     except ValueError as err:
