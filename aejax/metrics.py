@@ -8,6 +8,7 @@ Relation to the chapter's loss: 784 * loss(params, x, fold_in(key, 0)) = -mean(e
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,9 @@ from jax.typing import ArrayLike
 from aejax import vae
 from aejax.checks import check_positive_int
 
-_LOG_2PI = jnp.log(2 * jnp.pi)
+# A Python float: a jnp constant here would start JAX's backend at import, before entry points
+# can set their XLA flags (aejax/runtime.py).
+_LOG_2PI = math.log(2 * math.pi)
 
 
 def _draw(key: jax.Array, index: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
