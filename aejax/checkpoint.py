@@ -23,6 +23,8 @@ from aejax.files import write_bytes
 from aejax.parallel import to_host
 
 _NAME = re.compile(r"^epoch_(\d{4,})\.msgpack$")
+# A write cut short (e.g. by SIGKILL) leaves `aejax.files.write_bytes`'s temporary file behind.
+_PARTIAL = re.compile(r"^\.epoch_\d{4,}-.*\.msgpack$")
 _DIGEST_BYTES = 32
 
 
@@ -35,7 +37,8 @@ def _state_dict(state: Any) -> dict:
 
 
 def save(directory: str | os.PathLike, epoch: int, state: Any, extra: dict, keep: int = 3) -> Path:
-    """Writes the checkpoint after `epoch` epochs and deletes all but the newest `keep`."""
+    """Writes the checkpoint after `epoch` epochs; deletes all but the newest `keep` and any partial
+    write left by an earlier, killed run (one process writes checkpoints, one at a time)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     directory = Path(directory)
@@ -47,6 +50,9 @@ def save(directory: str | os.PathLike, epoch: int, state: Any, extra: dict, keep
     path = write_bytes(directory / f"epoch_{epoch:04d}.msgpack", payload + hashlib.sha256(payload).digest())
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
+    for partial in directory.iterdir():
+        if _PARTIAL.match(partial.name):
+            partial.unlink(missing_ok=True)
     return path
 
 

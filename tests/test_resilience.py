@@ -54,6 +54,8 @@ def test_sigkill_then_resume_is_bitwise_identical(subset_dir, tmp_path):
     assert (out / "params.msgpack").read_bytes() == (tmp_path / "reference" / "params.msgpack").read_bytes()
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert history == json.loads((tmp_path / "reference" / "metrics.json").read_text())["history"]
+    assert len(checkpoint.list_checkpoints(out / "checkpoints")) == 2
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # partial write removed
 
 
 def test_corrupt_latest_checkpoint_falls_back_with_a_warning(subset_dir, tmp_path, capsys):
@@ -120,3 +122,14 @@ def test_checkpoints_roundtrip_and_reject_another_model(tmp_path):
     with pytest.raises(ValueError, match="differ from this model"):
         checkpoint.load(tmp_path / "epoch_0004.msgpack", other)
     assert checkpoint.restore_latest(tmp_path / "none", state) is None
+
+
+def test_save_removes_a_partial_write_left_by_a_killed_run(tmp_path):
+    state = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0)), tx=vae.chapter_optimizer())
+    partial = tmp_path / ".epoch_0002-k1ll3d.msgpack"
+    partial.write_bytes(b"cut short")
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("kept")
+    checkpoint.save(tmp_path, 2, state, {}, keep=3)
+    assert not partial.exists() and unrelated.exists()
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch_0002.msgpack"]
