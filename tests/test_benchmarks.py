@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from benchmarks import throughput
@@ -22,6 +24,18 @@ def test_throughput_smoke(tmp_path, capsys):
         assert record["examples_per_sec"] > 0
     assert payload["hand_flops_per_example"] == 1_374_000  # the hand count, 1.374 MFLOP
     assert "examples/s" in capsys.readouterr().out
+
+
+def test_matmul_ceiling_does_all_the_vae_matmul_work():
+    # XLA's own FLOP count of one ceiling step must cover the hand count of the VAE's matmuls: a
+    # matmul XLA drops (e.g. a forward whose output the gradient never reads) loses 235 kFLOP/example.
+    # The only extra is elementwise (the SGD update and the output gradient): < 1%.
+    batch = 128
+    weights = [jnp.ones(shape) for shape in throughput.MATMUL_SHAPES]
+    compiled = jax.jit(throughput.matmul_step).lower(weights, jnp.ones((batch, 784)), jnp.ones((batch, 784))).compile()
+    analysis = compiled.cost_analysis()
+    flops = (analysis[0] if isinstance(analysis, list) else analysis)["flops"] / batch
+    assert throughput.HAND_FLOPS_PER_EXAMPLE <= flops < 1.01 * throughput.HAND_FLOPS_PER_EXAMPLE
 
 
 @pytest.mark.parametrize("peer", list(throughput.PEERS))
