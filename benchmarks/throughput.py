@@ -180,7 +180,8 @@ def run_peer(name: str, python: str, batch_sizes: list[int], epochs: int, num_ex
         return [{"name": name, "error": hint or f"exit {done.returncode}: {tail[0]}"}]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return [dict(record, name=name, framework_version=report["framework_version"], threads=report["threads"],
-                 device="cpu") for record in report["records"]]
+                 device="cpu", gflops_per_sec=record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9)
+            for record in report["records"]]
 
 
 def _parse_list(parser: argparse.ArgumentParser, flag: str, text: str, choices=None) -> list:
@@ -202,7 +203,7 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         if "batch_size" in r:
             by_batch.setdefault(r["batch_size"], {})[r["name"]] = r
-    print(f"{'name':28s} {'batch':>6s} {'examples/s':>12s} {'vs Keras/TF':>12s} {'% ceiling':>10s} {'compile s':>10s}")
+    print(f"{'name':28s} {'batch':>6s} {'examples/s':>12s} {'vs Keras/TF':>12s} {'% ceiling':>10s} {'GFLOP/s':>8s} {'compile s':>10s}")
     for batch_size, rows in by_batch.items():
         baseline = rows.get(BASELINE, {}).get("examples_per_sec")
         ceiling = rows.get("matmul_only_ceiling", {}).get("examples_per_sec")
@@ -212,9 +213,9 @@ def print_table(results: list[dict]) -> None:
             ratio = f"{speed / baseline:11.2f}x" if training and speed and baseline else ""
             frac = f"{100 * speed / ceiling:9.0f}%" if training and speed and ceiling else ""
             shown = f"{speed:12,.0f}" if speed else f"{'n/a':>12s}"
-            compile_s = r.get("compile_s")
+            compile_s, gflops = r.get("compile_s"), r.get("gflops_per_sec")
             print(f"{r['name']:28s} {batch_size:6d} {shown} {ratio:>12s} {frac:>10s} "
-                  f"{'' if compile_s is None else f'{compile_s:10.2f}':>10s}")
+                  f"{'' if gflops is None else f'{gflops:8.1f}':>8s} {'' if compile_s is None else f'{compile_s:10.2f}':>10s}")
     for r in results:
         if "error" in r:
             print(f"{r['name']}: not measured ({r['error']})")
@@ -250,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     for batch_size in batch_sizes:
         flops = _compiled_flops(batch_size)
         ceiling = _matmul_ceiling(batch_size, max(1, args.num_examples // batch_size), args.epochs)
-        results.append({"name": "matmul_only_ceiling", "batch_size": batch_size, "examples_per_sec": ceiling})
+        results.append({"name": "matmul_only_ceiling", "batch_size": batch_size, "examples_per_sec": ceiling,
+                        "gflops_per_sec": ceiling * HAND_FLOPS_PER_EXAMPLE / 1e9})
         for record in benchmark_vae_training(images, batch_size, args.epochs):
             record["flops_per_example_compiled"] = flops
             record["gflops_per_sec"] = record["examples_per_sec"] * (flops or HAND_FLOPS_PER_EXAMPLE) / 1e9
