@@ -1,3 +1,4 @@
+import os
 import pathlib
 import subprocess
 import sys
@@ -22,16 +23,23 @@ def test_a_flag_the_user_set_wins():
 
 
 def test_importing_any_module_leaves_the_backend_unstarted():
-    # The flags only apply if no module starts JAX's backend at import (e.g. a module-level
-    # jnp constant), before the entry point calls use_fast_cpu_flags.
+    # The flags only apply if no module starts JAX's backend at import (e.g. a module-level jnp
+    # constant). With an unknown flag in XLA_FLAGS, starting the backend aborts the process, and
+    # the last module printed is the one that started it.
     modules = sorted(
         f"{package}.{path.stem}"
         for package in ("aejax", "experiments", "benchmarks")
         for path in (REPO_ROOT / package).glob("*.py")
         if path.stem != "__init__"
     )
-    code = "import importlib, sys\nfrom jax._src import xla_bridge\n" + "".join(
-        f"importlib.import_module({name!r})\nassert not xla_bridge._backends, {name!r}\n" for name in modules
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    code = "import importlib\nfor name in %r:\n    print(name, flush=True)\n    importlib.import_module(name)\n" % modules
+    env = dict(os.environ, XLA_FLAGS="--xla_flag_that_does_not_exist=1")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"importing {done.stdout.split()[-1:]} started the backend: {done.stderr[-500:]}"
+    assert done.stdout.split() == modules
+
+
+def test_the_import_check_can_fail():
+    env = dict(os.environ, XLA_FLAGS="--xla_flag_that_does_not_exist=1")
+    code = "import jax.numpy as jnp\njnp.zeros(1)"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode != 0
