@@ -163,13 +163,17 @@ def load_fashion_mnist(
     return _load_tfds_split(split)
 
 
+def _check_image_shape(name: str, images: np.ndarray) -> None:
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"{name} must have shape (N, 28, 28), got {images.shape}")
+
+
 def to_unit_float(images: np.ndarray) -> np.ndarray:
-    """uint8 (…, 28, 28) in [0, 255] -> float32 in [0, 1], with checks on dtype and shape."""
+    """uint8 (N, 28, 28) in [0, 255] -> float32 in [0, 1], with checks on dtype and shape."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise ValueError(f"images must be uint8 in [0, 255], got dtype {images.dtype}")
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"images must have shape (N, 28, 28), got {images.shape}")
+    _check_image_shape("images", images)
     return images.astype(np.float32) / 255.0
 
 
@@ -178,8 +182,7 @@ def check_unit_images(name: str, images: np.ndarray) -> None:
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.floating):
         raise ValueError(f"{name} must be floating-point pixels in [0, 1], got dtype {images.dtype}")
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"{name} must have shape (N, 28, 28), got {images.shape}")
+    _check_image_shape(name, images)
     check_finite(name, images)
     if images.size and (images.min() < 0 or images.max() > 1):
         raise ValueError(f"{name} must lie in [0, 1], found values in [{images.min()}, {images.max()}]")
