@@ -16,7 +16,8 @@ import optax
 from flax import linen as nn
 from jax.typing import ArrayLike
 
-from aejax.train import Metrics, TrainState, check_finite, check_positive_int, epoch_key, run_epoch, weighted_mean
+from aejax.checks import check_finite, check_positive_int
+from aejax.train import Metrics, TrainState, epoch_key, run_epoch, weighted_mean
 
 Params = dict
 

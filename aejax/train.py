@@ -13,13 +13,11 @@ import jax
 import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
-from aejax.checks import check_finite, check_positive_int
-
 Metrics = dict[str, jax.Array]
 # (state, batch (B, ...), key, weights (B,) of 1 for real rows and 0 for padding) -> (state, metrics)
 TrainStep = Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, Metrics]]
 
-__all__ = ["TrainState", "Metrics", "TrainStep", "check_positive_int", "check_finite", "epoch_key", "weighted_mean", "run_epoch", "mean_over_batches"]
+__all__ = ["TrainState", "Metrics", "TrainStep", "epoch_key", "weighted_mean", "run_epoch", "mean_over_batches"]
 
 
 def epoch_key(root: jax.Array, epoch: int | jax.Array) -> jax.Array:

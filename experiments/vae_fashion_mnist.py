@@ -32,7 +32,8 @@ import optax
 from tqdm import tqdm
 
 from aejax import checkpoint, data, parallel, plotting, vae
-from aejax.train import TrainState, check_positive_int, epoch_key
+from aejax.checks import check_positive_int
+from aejax.train import TrainState, epoch_key
 from aejax.files import write_bytes, write_json
 from experiments.common import config_from_args, config_parser, prepare_out_dir
 
