@@ -75,14 +75,15 @@ def load(path: str | os.PathLike, template_state: Any) -> tuple[Any, int, dict]:
     payload, digest = raw[:-_DIGEST_BYTES], raw[-_DIGEST_BYTES:]
     if len(raw) <= _DIGEST_BYTES or hashlib.sha256(payload).digest() != digest:
         raise ValueError(f"checkpoint {path} is truncated or corrupt (SHA-256 mismatch)")
+    template = _state_dict(template_state)
     try:
         contents = flax.serialization.msgpack_restore(payload)
-        restored = flax.serialization.from_state_dict(_state_dict(template_state), contents["state"])
+        restored = flax.serialization.from_state_dict(template, contents["state"])
         epoch, extra = int(contents["epoch"]), json.loads(contents["extra"])
     except (KeyError, ValueError, TypeError) as err:
         raise ValueError(f"checkpoint {path} does not match this model/optimiser: {err}") from err
-    for name in ("step", "params", "opt_state"):
-        _check_shapes(path, name, _state_dict(template_state)[name], restored[name])
+    for name, expected in template.items():
+        _check_shapes(path, name, expected, restored[name])
     return template_state.replace(**restored), epoch, extra
 
 

@@ -83,7 +83,7 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """The chapter's RMSprop, or the improved recipe's Adam with a warm-up + cosine schedule."""
     if recipe == "chapter":
-        return vae.chapter_optimizer(1e-3 if learning_rate is None else learning_rate)
+        return vae.chapter_optimizer() if learning_rate is None else vae.chapter_optimizer(learning_rate)
     if recipe == "improved":
         peak = 4e-3 if learning_rate is None else learning_rate
         schedule = optax.warmup_cosine_decay_schedule(
