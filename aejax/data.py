@@ -188,6 +188,15 @@ def check_unit_images(name: str, images: np.ndarray) -> None:
         raise ValueError(f"{name} must lie in [0, 1], found values in [{images.min()}, {images.max()}]")
 
 
+def unit_float_images(name: str, images: np.ndarray) -> np.ndarray:
+    """float32 (N, 28, 28) in [0, 1] from uint8 images (scaled by 1/255) or checked float images."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return to_unit_float(images)
+    check_unit_images(name, images)
+    return images.astype(np.float32, copy=False)
+
+
 def train_validation_split(
     images: np.ndarray, num_validation: int = 5000
 ) -> tuple[np.ndarray, np.ndarray]:

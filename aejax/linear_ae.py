@@ -68,21 +68,20 @@ def decoder_subspace(params: Params) -> np.ndarray:
     return np.asarray(params["decoder"]["kernel"]).T
 
 
-def _train_step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array) -> tuple[TrainState, Metrics]:
-    del key  # The linear autoencoder draws nothing per step.
-    value, grads = jax.value_and_grad(loss)(state.params, batch, weights)
-    return state.apply_gradients(grads=grads), {"loss": value}
-
-
 @functools.partial(jax.jit, static_argnames=("epochs", "batch_size", "learning_rate"))
 def _fit(params, x, key, *, epochs, batch_size, learning_rate):
-    state = TrainState.create(apply_fn=None, params=params, tx=optax.sgd(learning_rate))
+    tx = optax.sgd(learning_rate)
+
+    def train_step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array) -> tuple[TrainState, Metrics]:
+        del key  # The linear autoencoder draws nothing per step.
+        value, grads = jax.value_and_grad(loss)(state.params, batch, weights)
+        return state.apply_gradients(grads, tx), {"loss": value}
 
     def one_epoch(state, epoch):
-        state, metrics = run_epoch(_train_step, state, x, epoch_key(key, epoch), batch_size)
+        state, metrics = run_epoch(train_step, state, x, epoch_key(key, epoch), batch_size)
         return state, metrics["loss"]
 
-    state, history = jax.lax.scan(one_epoch, state, jnp.arange(epochs))
+    state, history = jax.lax.scan(one_epoch, TrainState.create(params, tx), jnp.arange(epochs))
     return state.params, history
 
 
@@ -103,6 +102,25 @@ def train(
       key: PRNG key for initialisation and shuffling.
     Returns: (params, {"loss": (epochs,) mean training MSE of each epoch, as Keras reports it}).
     """
+    params, history = train_many(x, code_dim, keys=jnp.stack([key]), epochs=epochs,
+                                 learning_rate=learning_rate, batch_size=batch_size)
+    return jax.tree.map(lambda leaf: leaf[0], params), {"loss": history["loss"][0]}
+
+
+def train_many(
+    x: ArrayLike,
+    code_dim: int = 2,
+    *,
+    keys: jax.Array,
+    epochs: int = 20,
+    learning_rate: float = 1.5,
+    batch_size: int = 32,
+) -> tuple[Params, dict[str, np.ndarray]]:
+    """`train` for each key of `keys` (M,), all in one compiled program (`vmap`); member i equals
+    `train(..., key=keys[i])`. Returns stacked params (M, ...) and {"loss": (M, epochs)}.
+
+    Raises FloatingPointError naming the members whose loss became non-finite.
+    """
     x = np.asarray(x, np.float32)
     if x.ndim != 2:
         raise ValueError(f"x must be a 2-D array (n, d), got shape {x.shape}")
@@ -111,16 +129,20 @@ def train(
     batch_size = check_positive_int("batch_size", batch_size)
     if batch_size > x.shape[0]:
         raise ValueError(f"batch_size must be at most the number of examples {x.shape[0]}, got {batch_size}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    init_key, shuffle_key = jax.random.split(key)
-    params = init(init_key, x.shape[1], code_dim)
-    params, history = _fit(
-        params, jnp.asarray(x), shuffle_key,
-        epochs=epochs, batch_size=batch_size, learning_rate=float(learning_rate),
-    )
+    if not 0 < learning_rate < float("inf"):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    init(jax.random.key(0), x.shape[1], code_dim)  # checks the sizes before tracing
+    init_keys, shuffle_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    params = jax.vmap(lambda k: init(k, x.shape[1], code_dim))(init_keys)
+    fit_one = functools.partial(_fit, epochs=epochs, batch_size=batch_size, learning_rate=float(learning_rate))
+    params, history = jax.vmap(fit_one, in_axes=(0, None, 0))(params, jnp.asarray(x), shuffle_keys)
     history = np.asarray(history)
-    if not np.all(np.isfinite(history)):
-        first = int(np.argmin(np.isfinite(history)))
-        raise FloatingPointError(f"training diverged: loss is non-finite from epoch {first + 1}; lower learning_rate")
+    bad = [i for i, row in enumerate(history) if not np.all(np.isfinite(row))]
+    if bad:
+        first = int(np.argmin(np.isfinite(history[bad[0]])))
+        raise FloatingPointError(
+            f"training diverged: the loss became non-finite at epoch {first + 1}"
+            + (f" for {len(bad)} of {len(history)} keys" if len(history) > 1 else "")
+            + f" (learning rate {learning_rate:g}); lower the learning rate"
+        )
     return params, {"loss": history}

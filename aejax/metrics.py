@@ -1,8 +1,13 @@
-"""Likelihood bounds for the VAE in nats: the ELBO and the importance-weighted bound (IWAE).
+"""Likelihood bounds in nats (ELBO, IWAE) and posterior diagnostics of the VAE.
 
 Draw `s` of an example batch always uses eps = normal(fold_in(key, s), (B, L)), so the ELBO,
 the IWAE bound and every chunking of them see the same latent samples for the same key.
 Relation to the chapter's loss: 784 * loss(params, x, fold_in(key, 0)) = -mean(elbo(params, x, key)).
+
+`likelihood` is a model setting (`aejax.likelihoods`): "bernoulli" and "binarized" score the
+given pixels with the Bernoulli log-probability (pass binarized images for "binarized"; a proper
+log-likelihood only for 0/1 pixels), "continuous_bernoulli" with that density. Only for 0/1
+pixels or the continuous Bernoulli is -IWAE an upper bound on a negative log-likelihood.
 """
 
 from __future__ import annotations
@@ -14,59 +19,72 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from aejax import vae
+from aejax import likelihoods, vae
 from aejax.checks import check_positive_int
 
 # A Python float: a jnp constant here would start JAX's backend at import, before entry points
 # can set their XLA flags (aejax/runtime.py).
 _LOG_2PI = math.log(2 * math.pi)
+# Sample indices are int32 inside the compiled program.
+MAX_IMPORTANCE_SAMPLES = 2**30
 
 
-def _draw(key: jax.Array, index: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
-    return vae.sample_latent(jax.random.fold_in(key, index), mean, log_var)
+def _noise(key: jax.Array, index: jax.Array, mean: jax.Array) -> jax.Array:
+    return jax.random.normal(jax.random.fold_in(key, index), mean.shape, mean.dtype)
 
 
-def log_likelihood(params: vae.Params, x: jax.Array, z: jax.Array) -> jax.Array:
-    """log p(x | z) in nats, summed over the 784 Bernoulli pixels (targets in [0, 1]); shape (B,)."""
+def log_likelihood(params: vae.Params, x: jax.Array, z: jax.Array, likelihood: str = "bernoulli") -> jax.Array:
+    """log p(x | z) in nats, summed over the 784 pixels; shape (B,)."""
     logits = vae.decode_logits(params, z)
-    return -jnp.sum(vae.bernoulli_cross_entropy(logits, x), axis=(-2, -1))
+    return jnp.sum(likelihoods.log_prob(likelihoods.pixel_kind(likelihood), logits, x), axis=(-2, -1))
 
 
-def _gaussian_log_density(z: jax.Array, mean: ArrayLike, log_var: ArrayLike) -> jax.Array:
-    return -0.5 * jnp.sum(log_var + jnp.square(z - mean) * jnp.exp(-log_var) + _LOG_2PI, axis=-1)
-
-
-@functools.partial(jax.jit, static_argnames=("num_samples",))
-def elbo(params: vae.Params, x: ArrayLike, key: jax.Array, num_samples: int = 1) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("num_samples", "likelihood"))
+def elbo(params: vae.Params, x: ArrayLike, key: jax.Array, num_samples: int = 1,
+         likelihood: str = "bernoulli") -> jax.Array:
     """Per-example ELBO in nats: E_q[log p(x|z)] (Monte Carlo, `num_samples` draws) - KL (analytic).
 
+    The draws are taken one at a time (memory O(B * 784) whatever `num_samples` is).
     Args: x (B, 28, 28) in [0, 1]. Returns: (B,).
     """
     check_positive_int("num_samples", num_samples)
-    x = jnp.asarray(x, jnp.float32)
     mean, log_var = vae.encode(params, x)
-    draws = jax.vmap(lambda s: log_likelihood(params, x, _draw(key, s, mean, log_var)))(jnp.arange(num_samples))
-    return jnp.mean(draws, axis=0) - vae.kl_divergence(mean, log_var)
+    x = jnp.asarray(x, jnp.float32)
+
+    def add_draw(total, s):
+        z = vae.reparameterize(mean, log_var, _noise(key, s, mean))
+        return total + log_likelihood(params, x, z, likelihood), None
+
+    total, _ = jax.lax.scan(add_draw, jnp.zeros(mean.shape[:-1]), jnp.arange(num_samples))
+    return total / num_samples - vae.kl_divergence(mean, log_var)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "chunk_size"))
-def iwae_bound(params: vae.Params, x: ArrayLike, key: jax.Array, k: int, chunk_size: int = 100) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("k", "chunk_size", "likelihood"))
+def iwae_bound(params: vae.Params, x: ArrayLike, key: jax.Array, k: int, chunk_size: int = 100,
+               likelihood: str = "bernoulli") -> jax.Array:
     """Per-example importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i | x) (Burda et al. 2015).
 
     The k draws are processed `chunk_size` at a time with a running log-sum-exp, so memory is
-    O(B * chunk_size * 784) whatever k is. k = 1 is the single-draw ELBO with a sampled KL term.
-    Args: x (B, 28, 28) in [0, 1]. Returns: (B,) in nats.
+    O(B * chunk_size * 784) whatever k is. log q(z | x) is computed from the noise eps
+    (-1/2 sum(log_var + eps^2 + log 2 pi)), so any finite log-variance gives a finite, exact term.
+    k = 1 is the single-draw ELBO with a sampled KL term.
+    Args: x (B, 28, 28) in [0, 1]; 1 <= k <= MAX_IMPORTANCE_SAMPLES. Returns: (B,) in nats.
     """
     check_positive_int("k", k)
     check_positive_int("chunk_size", chunk_size)
-    x = jnp.asarray(x, jnp.float32)
+    if k > MAX_IMPORTANCE_SAMPLES:
+        raise ValueError(f"k must be at most {MAX_IMPORTANCE_SAMPLES} (sample indices are int32), got {k}")
     mean, log_var = vae.encode(params, x)
+    x = jnp.asarray(x, jnp.float32)
     chunk_size = min(chunk_size, k)
     num_chunks = -(-k // chunk_size)
 
     def log_weight(s):
-        z = _draw(key, s, mean, log_var)
-        log_w = log_likelihood(params, x, z) + _gaussian_log_density(z, 0.0, 0.0) - _gaussian_log_density(z, mean, log_var)
+        eps = _noise(key, s, mean)
+        z = vae.reparameterize(mean, log_var, eps)
+        log_q = -0.5 * jnp.sum(log_var + jnp.square(eps) + _LOG_2PI, axis=-1)
+        log_prior = -0.5 * jnp.sum(jnp.square(z) + _LOG_2PI, axis=-1)
+        log_w = log_likelihood(params, x, z, likelihood) + log_prior - log_q
         return jnp.where(s < k, log_w, -jnp.inf)  # draws past k in the last chunk count for nothing
 
     def accumulate(carry, chunk):
@@ -76,6 +94,72 @@ def iwae_bound(params: vae.Params, x: ArrayLike, key: jax.Array, k: int, chunk_s
         running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(jnp.exp(log_w - new_max), axis=0)
         return (new_max, running_sum), None
 
-    start = (jnp.full(x.shape[0], -jnp.inf), jnp.zeros(x.shape[0]))
+    start = (jnp.full(mean.shape[:-1], -jnp.inf), jnp.zeros(mean.shape[:-1]))
     (log_max, total), _ = jax.lax.scan(accumulate, start, jnp.arange(num_chunks))
     return log_max + jnp.log(total) - jnp.log(k)
+
+
+def _kl_terms(mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    return 0.5 * (jnp.square(mean) + jnp.expm1(log_var) - log_var)
+
+
+@jax.jit
+def kl_per_dim(params: vae.Params, x: ArrayLike) -> jax.Array:
+    """KL(q(z_l | x) || N(0, 1)) per latent dimension l, averaged over the images x; (L,) nats.
+
+    Its sum is the rate (the mean KL). A dimension with KL near 0 carries no information about x.
+    """
+    return jnp.mean(_kl_terms(*vae.encode(params, x)), axis=0)
+
+
+@jax.jit
+def latent_activity(params: vae.Params, x: ArrayLike) -> jax.Array:
+    """Cov_x(E_q[z_l | x]) per latent dimension: the variance over the images of each mean; (L,)."""
+    return jnp.var(vae.encode(params, x)[0], axis=0)
+
+
+def active_units(params: vae.Params, x: ArrayLike, threshold: float = 0.01) -> jax.Array:
+    """How many latent dimensions are active: Cov_x(E_q[z_l | x]) > threshold (Burda et al. 2016, §5.2)."""
+    return jnp.sum(latent_activity(params, x) > threshold)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def mutual_information_from_posterior(key: jax.Array, mean: ArrayLike, log_var: ArrayLike,
+                                      chunk_size: int = 64) -> jax.Array:
+    """I(x; z) under q(x, z) = p_data(x) q(z | x), from posteriors N(mean_n, exp(log_var_n)) of N images.
+
+    The estimator of He et al. (2019, "Lagging inference networks"): -H[q(z|x)] averaged over x
+    (closed form) minus E[log q(z)], with one draw z_n ~ q(z | x_n) per image and the aggregate
+    posterior q(z) = (1/N) sum_m q(z | x_m). It is biased for small N (q(z) includes each draw's
+    own posterior); use thousands of images. Nats, a scalar in [0, log N].
+    """
+    mean, log_var = jnp.asarray(mean), jnp.asarray(log_var)
+    n, latent = mean.shape
+    neg_entropy = jnp.mean(-0.5 * latent * _LOG_2PI - 0.5 * jnp.sum(1.0 + log_var, axis=-1))
+    z = vae.sample_latent(key, mean, log_var)
+    num_chunks = -(-n // chunk_size)
+    padded = jnp.pad(z, ((0, num_chunks * chunk_size - n), (0, 0))).reshape(num_chunks, chunk_size, latent)
+
+    def log_aggregate(chunk):  # log q(z) for each z of the chunk: (chunk,)
+        diff = chunk[:, None, :] - mean[None]
+        log_q = -0.5 * jnp.sum(jnp.square(diff) * jnp.exp(-log_var)[None] + log_var[None] + _LOG_2PI, axis=-1)
+        return jax.scipy.special.logsumexp(log_q, axis=1) - jnp.log(n)
+
+    log_qz = jax.lax.map(log_aggregate, padded).reshape(-1)[:n]
+    return neg_entropy - jnp.mean(log_qz)
+
+
+def mutual_information(params: vae.Params, x: ArrayLike, key: jax.Array) -> jax.Array:
+    """I(x; z) in nats under the encoder, estimated on the images x (N, 28, 28); see
+    `mutual_information_from_posterior`."""
+    return mutual_information_from_posterior(key, *vae.encode(params, x))
+
+
+def rate_and_distortion(params: vae.Params, x: ArrayLike, key: jax.Array, likelihood: str = "bernoulli"
+                        ) -> dict[str, jax.Array]:
+    """{"rate": mean KL(q(z|x) || p(z)), "distortion": mean -log p(x | z), z ~ q(z|x)}, nats per image.
+
+    rate + distortion = -ELBO (one draw). For "binarized", pass binarized images.
+    """
+    terms = vae.evaluate(params, jnp.asarray(x), key, likelihood=likelihoods.pixel_kind(likelihood))
+    return {"rate": terms["kl"], "distortion": vae.IMAGE_PIXELS * terms["reconstruction"]}

@@ -1,119 +1,181 @@
-"""Data parallelism over a 1-D device mesh (axis "data"), on one host or many.
+"""Devices and hosts: a 2-D mesh ("members" x "data") for populations of models, and cluster set-up.
 
-The same train step serves 1 or N devices: parameters and optimiser state are replicated, the
-training set is sharded by rows across the mesh, and inside the step each batch is constrained to
-be split along "data"; XLA's SPMD partitioner inserts the gradient all-reduce. Random draws use
-partitionable threefry (JAX's default), so a batch's noise does not depend on the device count.
+A population's members are spread over the "members" axis (each device trains whole members);
+the "data" axis splits every batch of every member (data parallelism; XLA's SPMD partitioner
+inserts the gradient all-reduce). One device: no mesh at all. Random draws use partitionable
+threefry (JAX's default), so a batch's noise does not depend on the device count.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
+import math
 import os
+import re
 from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from aejax.train import TrainStep
 
-AXIS = "data"
+MEMBERS, DATA = "members", "data"
+ENVIRONMENT = {
+    "coordinator_address": "AEJAX_COORDINATOR_ADDRESS",
+    "num_processes": "AEJAX_NUM_PROCESSES",
+    "process_id": "AEJAX_PROCESS_ID",
+}
+_ADDRESS = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d{1,5})$")
+
+
+class ClusterError(RuntimeError):
+    """Joining the cluster failed or timed out."""
+
+
+def check_address(address: str) -> str:
+    """Returns `address` if it is HOST:PORT (or [IPv6]:PORT) with a port in 1..65535."""
+    match = _ADDRESS.match(address)
+    if not match or not 1 <= int(match.group("port")) <= 65535:
+        raise ValueError(
+            f"--coordinator-address must be HOST:PORT with a port in 1..65535 (e.g. 10.0.0.1:1234 or "
+            f"[::1]:1234), got {address!r}"
+        )
+    return address
 
 
 @dataclasses.dataclass(frozen=True)
 class Cluster:
-    """Where this process sits among the training processes (all None/1/0: a single process)."""
+    """Where this process sits among the training processes (None/1/0: a single process)."""
 
     coordinator_address: str | None = None
     num_processes: int = 1
     process_id: int = 0
+    timeout_seconds: int = 300
 
     def __post_init__(self):
-        if self.num_processes < 1:
-            raise ValueError(f"num_processes must be >= 1, got {self.num_processes}")
-        if not 0 <= self.process_id < self.num_processes:
-            raise ValueError(f"process_id must be in 0..{self.num_processes - 1}, got {self.process_id}")
+        if isinstance(self.num_processes, bool) or not isinstance(self.num_processes, int) or self.num_processes < 1:
+            raise ValueError(f"--num-processes must be an integer >= 1, got {self.num_processes!r}")
+        if isinstance(self.process_id, bool) or not isinstance(self.process_id, int) \
+                or not 0 <= self.process_id < self.num_processes:
+            raise ValueError(f"--process-id must be in 0..{self.num_processes - 1}, got {self.process_id!r}")
+        if not isinstance(self.timeout_seconds, int) or self.timeout_seconds < 1:
+            raise ValueError(f"--cluster-timeout must be a positive number of seconds, got {self.timeout_seconds!r}")
         if self.num_processes > 1 and not self.coordinator_address:
-            raise ValueError(f"coordinator_address (host:port) is required for {self.num_processes} processes")
+            raise ValueError(f"--coordinator-address HOST:PORT is required for --num-processes {self.num_processes}")
+        if self.coordinator_address is not None:
+            check_address(self.coordinator_address)
+            if self.num_processes == 1:
+                raise ValueError(
+                    f"--coordinator-address {self.coordinator_address} was given but --num-processes is 1: "
+                    "pass --num-processes N (and --process-id) on every host, or drop the address"
+                )
 
     @classmethod
-    def from_environment(cls, environ: dict | None = None) -> "Cluster":
-        """Reads AEJAX_COORDINATOR_ADDRESS, AEJAX_NUM_PROCESSES and AEJAX_PROCESS_ID."""
+    def resolve(cls, flags: dict[str, Any], environ: dict | None = None, timeout_seconds: int = 300) -> "Cluster":
+        """Flags win; a flag left as None falls back to its AEJAX_* variable, then to the default.
+
+        A variable is read (and must be valid) only when its flag was not given.
+        """
         environ = os.environ if environ is None else environ
-        try:
-            return cls(environ.get("AEJAX_COORDINATOR_ADDRESS") or None,
-                       int(environ.get("AEJAX_NUM_PROCESSES", 1)), int(environ.get("AEJAX_PROCESS_ID", 0)))
-        except ValueError as err:
-            raise ValueError(f"AEJAX_NUM_PROCESSES / AEJAX_PROCESS_ID must be integers: {err}") from err
+        values: dict[str, Any] = {}
+        for name, variable in ENVIRONMENT.items():
+            if flags.get(name) is not None:
+                values[name] = flags[name]
+            elif environ.get(variable):
+                raw = environ[variable]
+                if name == "coordinator_address":
+                    values[name] = raw
+                else:
+                    try:
+                        values[name] = int(raw)
+                    except ValueError:
+                        raise ValueError(
+                            f"{variable} must be an integer, got {raw!r} (or pass --{name.replace('_', '-')})"
+                        ) from None
+        return cls(**values, timeout_seconds=timeout_seconds)
 
 
 def initialize(cluster: Cluster) -> None:
     """Joins the cluster with `jax.distributed.initialize` (CPU collectives: gloo); no-op for 1 process.
 
-    Call before the first JAX computation.
+    Every wait is bounded by `cluster.timeout_seconds`. Call before the first JAX computation.
+    Raises ClusterError naming the likely causes when joining fails or times out.
     """
     if cluster.num_processes == 1:
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives; ignored by GPU/TPU
-    jax.distributed.initialize(cluster.coordinator_address, cluster.num_processes, cluster.process_id)
+    kwargs = {}
+    parameters = inspect.signature(jax.distributed.initialize).parameters
+    if "initialization_timeout" in parameters:
+        kwargs["initialization_timeout"] = cluster.timeout_seconds
+    try:
+        jax.distributed.initialize(cluster.coordinator_address, cluster.num_processes, cluster.process_id, **kwargs)
+    except Exception as err:  # noqa: BLE001 - jaxlib raises its own runtime error types; re-raised with context
+        raise ClusterError(
+            f"process {cluster.process_id} of {cluster.num_processes} could not join the cluster at "
+            f"{cluster.coordinator_address} within {cluster.timeout_seconds} s ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}). Check that process 0 runs on that "
+            "host and port, that every process got a distinct --process-id in 0..N-1 and the same "
+            "--num-processes, and that the port is reachable"
+        ) from err
 
 
-def data_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh named "data" over `devices` (default: every device of every process)."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (AXIS,))
+def training_mesh(num_members: int, devices: list | None = None) -> Mesh | None:
+    """A ("members", "data") mesh over `devices` (default: all devices of all processes), or None for one.
+
+    gcd(num_members, devices) devices take whole members; the rest split each batch.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) == 1:
+        return None
+    members = math.gcd(num_members, len(devices))
+    return Mesh(np.asarray(devices).reshape(members, len(devices) // members), (MEMBERS, DATA))
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-    """Raises ValueError unless the global batch splits evenly over the mesh."""
-    if batch_size % mesh.size:
+def check_batch_size(batch_size: int, mesh: Mesh | None) -> None:
+    """Raises ValueError unless the batch splits evenly over the mesh's "data" axis."""
+    if mesh is None:
+        return
+    ways = mesh.shape[DATA]
+    if batch_size % ways:
         raise ValueError(
-            f"batch_size {batch_size} is not divisible by the {mesh.size} devices of the mesh: choose a multiple "
-            f"of {mesh.size} (e.g. {max(mesh.size, batch_size // mesh.size * mesh.size)})"
+            f"--batch-size {batch_size} is not divisible by the {ways} devices that split each batch: choose a "
+            f"multiple of {ways} (e.g. {max(ways, batch_size // ways * ways)})"
         )
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec())
+def sharding(mesh: Mesh, *axes: str | None) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(*axes))
 
 
-def row_sharded(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(AXIS))
+def put(tree: Any, target: NamedSharding) -> Any:
+    """Places a pytree of host values, identical on every process, as global arrays with `target`."""
+    def place(leaf):
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+    return jax.tree.map(place, tree)
 
 
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Places a pytree of host values, identical on every process, on every device of `mesh`."""
-    sharding = replicated(mesh)
-    return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda _: np.asarray(x)), tree)
+def shard_rows(rows: np.ndarray, mesh: Mesh) -> jax.Array:
+    """A dataset (N, ...) split by rows along "data" (zero-padded to a multiple of its size).
 
-
-def process_rows(num_rows: int, mesh: Mesh) -> slice:
-    """The contiguous rows of a dataset (padded to a multiple of the mesh size) this process holds."""
-    per_device = -(-num_rows // mesh.size)
-    local = [i for i, device in enumerate(mesh.devices.flat) if device.process_index == jax.process_index()]
-    return slice(local[0] * per_device, (local[-1] + 1) * per_device)
-
-
-def shard_rows(local_rows: np.ndarray, num_rows: int, mesh: Mesh) -> jax.Array:
-    """The global (padded N, ...) array whose rows `process_rows(N, mesh)` this process passes in.
-
-    Rows past N are zero padding so every device holds the same count; indices < N never reach them.
+    Every process passes the same full array and keeps the rows its devices hold. Rows past N are
+    padding; callers slice back to N inside the compiled program.
     """
-    per_device = -(-num_rows // mesh.size)
-    rows = process_rows(num_rows, mesh)
-    want = rows.stop - rows.start
-    local_rows = np.asarray(local_rows)
-    if len(local_rows) < want:
-        local_rows = np.concatenate([local_rows, np.zeros((want - len(local_rows),) + local_rows.shape[1:], local_rows.dtype)])
-    global_shape = (per_device * mesh.size,) + local_rows.shape[1:]
-    return jax.make_array_from_process_local_data(row_sharded(mesh), local_rows, global_shape)
+    rows = np.asarray(rows)
+    padded = math.ceil(len(rows) / mesh.shape[DATA]) * mesh.shape[DATA]
+    if padded > len(rows):
+        rows = np.concatenate([rows, np.zeros((padded - len(rows),) + rows.shape[1:], rows.dtype)])
+    return put(rows, sharding(mesh, DATA))
 
 
 def data_parallel(train_step: TrainStep, mesh: Mesh) -> TrainStep:
     """`train_step` with its batch and weights split along the mesh's "data" axis."""
-    batch_sharding = row_sharded(mesh)
+    batch_sharding = sharding(mesh, DATA)
 
     @functools.wraps(train_step)
     def step(state, batch, key, weights):
@@ -125,5 +187,13 @@ def data_parallel(train_step: TrainStep, mesh: Mesh) -> TrainStep:
 
 
 def to_host(tree: Any) -> Any:
-    """NumPy copies of a pytree of replicated (or single-device) arrays, on any process."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
+    """NumPy copies of a pytree of (possibly sharded, possibly multi-process) arrays, on any process."""
+    def fetch(x):
+        if not isinstance(x, jax.Array):
+            return x
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        if x.sharding.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jax.tree.map(fetch, tree)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from aejax.files import write_bytes  # noqa: E402
+from aejax.stats import summarize  # noqa: E402
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
@@ -38,22 +40,39 @@ def linear_ae_codings(codings: np.ndarray) -> Figure:
     return fig
 
 
-def linear_ae_vs_pca(
-    codings_in_pca_frame: np.ndarray, pca_scores: np.ndarray, loss_history: np.ndarray, pca_loss: float
-) -> Figure:
-    """AE codings mapped into the PCA frame over the PCA projection, and the loss vs the PCA optimum."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.scatter(pca_scores[:, 0], pca_scores[:, 1], s=60, facecolors="none", edgecolors="k", label="PCA projection")
-    left.scatter(codings_in_pca_frame[:, 0], codings_in_pca_frame[:, 1], s=12, c="b", label="autoencoder (mapped)")
-    left.set(xlabel="PC 1", ylabel="PC 2", title="Codings vs the PCA projection")
-    left.legend(loc="best")
-    left.grid(True)
-    epochs = np.arange(1, len(loss_history) + 1)
-    right.semilogy(epochs, loss_history, "b.-", label="training MSE")
-    right.axhline(pca_loss, color="k", ls="--", label=f"PCA optimum {pca_loss:.5f}")
-    right.set(xlabel="epoch", ylabel="MSE", title="Training loss")
-    right.legend(loc="best")
-    right.grid(True, which="both")
+@dataclasses.dataclass(frozen=True)
+class LinearAERun:
+    """One trained linear autoencoder for `linear_ae_vs_pca`."""
+
+    label: str
+    reconstructions_in_pca_frame: np.ndarray  # (n, 2): reconstructions projected on the top-2 PCs
+    loss_history: np.ndarray  # (epochs,)
+    max_principal_angle_rad: float
+    loss_over_pca_optimum: float
+
+
+def linear_ae_vs_pca(runs: Sequence[LinearAERun], pca_scores: np.ndarray, pca_loss: float) -> Figure:
+    """One panel per run, its reconstructions over the PCA projection (with the largest principal
+    angle and the MSE ratio printed on it), and the training losses against the PCA optimum."""
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(5 * (len(runs) + 1), 4.2))
+    for ax, run in zip(axes, runs):
+        ax.scatter(pca_scores[:, 0], pca_scores[:, 1], s=60, facecolors="none", edgecolors="k", label="PCA projection")
+        ax.scatter(run.reconstructions_in_pca_frame[:, 0], run.reconstructions_in_pca_frame[:, 1], s=12, c="b",
+                   label="autoencoder (mapped)")
+        ax.set(xlabel="PC 1", ylabel="PC 2", title=run.label)
+        ax.text(0.02, 0.02, f"largest principal angle {run.max_principal_angle_rad:.2e} rad\n"
+                f"MSE {run.loss_over_pca_optimum:.3f} x the PCA optimum", transform=ax.transAxes, fontsize=9,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"})
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(True)
+    losses = axes[-1]
+    for index, run in enumerate(runs):
+        epochs = np.arange(1, len(run.loss_history) + 1)
+        losses.loglog(epochs, run.loss_history, "-", color=f"C{index}", label=run.label.split(":")[0])
+    losses.axhline(pca_loss, color="k", ls="--", label=f"PCA optimum {pca_loss:.5f}")
+    losses.set(xlabel="epoch", ylabel="training MSE (epoch mean)", title="Training loss")
+    losses.legend(loc="best", fontsize=8)
+    losses.grid(True, which="both")
     return fig
 
 
@@ -85,15 +104,82 @@ def reconstructions(originals: np.ndarray, reconstructed: np.ndarray) -> Figure:
     return fig
 
 
-def learning_curves(history: dict[str, Sequence[float]], keys: Sequence[str], ylabel: str) -> Figure:
-    """One line per history key against the epoch number."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for key in keys:
-        values = history[key]
-        ax.plot(np.arange(1, len(values) + 1), values, ".-", label=key)
+def learning_curves(history: dict[str, Sequence[float] | np.ndarray], keys: Sequence[str], ylabel: str) -> Figure:
+    """One curve per history key against the epoch.
+
+    A key's values are one run's (epochs,) or a population's (members, epochs) (NaN after a member
+    stopped): a population is drawn as its mean with a 95% Student-t band, members as thin lines.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for index, key in enumerate(keys):
+        values = np.atleast_2d(np.asarray(history[key], np.float64))
+        epochs = np.arange(1, values.shape[1] + 1)
+        color = f"C{index}"
+        if len(values) == 1:
+            ax.plot(epochs, values[0], ".-", color=color, label=key)
+            continue
+        for member in values:
+            ax.plot(epochs, member, "-", color=color, lw=0.5, alpha=0.25)
+        summaries = [summarize(column) for column in values.T]
+        mean = np.asarray([np.nan if s["mean"] is None else s["mean"] for s in summaries])
+        low = np.asarray([np.nan if s["ci95_low"] is None else s["ci95_low"] for s in summaries])
+        high = np.asarray([np.nan if s["ci95_high"] is None else s["ci95_high"] for s in summaries])
+        ax.plot(epochs, mean, "-", color=color, lw=2, label=f"{key}: mean of {len(values)}")
+        ax.fill_between(epochs, low, high, color=color, alpha=0.3, label=f"{key}: 95% interval of the mean")
     ax.set(xlabel="epoch", ylabel=ylabel)
     ax.grid(True)
-    ax.legend(loc="best")
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def rate_distortion(rates: Sequence[float], distortions: Sequence[float], betas: Sequence[float]) -> Figure:
+    """Distortion (-log p(x|z), nats) against rate (KL, nats) for models trained with different beta.
+
+    One point per model, coloured by beta, and the mean per beta joined in order of beta.
+    """
+    rates, distortions, betas = (np.asarray(v, np.float64) for v in (rates, distortions, betas))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    values = sorted(set(betas[np.isfinite(rates) & np.isfinite(distortions)]))
+    cmap = plt.get_cmap("viridis", max(len(values), 2))
+    means = []
+    for index, beta in enumerate(values):
+        pick = (betas == beta) & np.isfinite(rates) & np.isfinite(distortions)
+        ax.scatter(rates[pick], distortions[pick], s=14, color=cmap(index), alpha=0.6, label=f"beta = {beta:g}")
+        means.append((rates[pick].mean(), distortions[pick].mean()))
+    if means:
+        ax.plot(*np.asarray(means).T, "k-", lw=1, label="mean per beta")
+    ax.set(xlabel="rate: KL(q(z|x) || p(z)) (nats)", ylabel="distortion: -log p(x|z) (nats)",
+           title="rate–distortion over beta (test set)")
+    ax.grid(True)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def posterior_diagnostics(diagnostics: dict) -> Figure:
+    """KL per latent dimension and Cov_x(E_q[z|x]) per dimension (log scale, with the active-unit
+    threshold); the title gives active units, mutual information, rate and distortion.
+
+    `diagnostics`: the dict `experiments.evaluate_vae` writes (kl_per_dim_nats, latent_activity, …).
+    """
+    kl = np.asarray(diagnostics["kl_per_dim_nats"])
+    activity = np.asarray(diagnostics["latent_activity"])
+    threshold = diagnostics["active_units_threshold"]
+    dims = np.arange(len(kl))
+    active = activity > threshold
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.bar(dims, kl, color=np.where(active, "C0", "0.7"))
+    left.set(xlabel="latent dimension", ylabel="KL(q(z_l|x) || N(0,1)) (nats)", title="KL per dimension")
+    right.bar(dims, activity, color=np.where(active, "C0", "0.7"))
+    right.axhline(threshold, color="r", ls="--", label=f"active above {threshold:g}")
+    right.set_yscale("log")
+    right.set(xlabel="latent dimension", ylabel="Cov_x(E_q[z_l|x])", title="activity per dimension")
+    right.legend(loc="best", fontsize=8)
+    for ax in (left, right):
+        ax.grid(True, axis="y", which="both", alpha=0.4)
+    fig.suptitle(
+        f"active units {diagnostics['active_units']}/{len(kl)}; I(x; z) = {diagnostics['mutual_information_nats']:.2f} "
+        f"nats (max log N = {diagnostics['mutual_information_max_nats']:.2f}); rate {diagnostics['rate_nats']:.2f}, "
+        f"distortion {diagnostics['distortion_nats']:.2f} nats", fontsize=9)
     return fig
 
 

@@ -1,30 +1,99 @@
-"""Process-level XLA settings, applied explicitly by entry points before JAX's backend starts."""
+"""Process-level XLA settings, applied by the entry points before JAX's backend starts.
+
+XLA aborts the whole process on an XLA_FLAGS entry its jaxlib does not know, so every flag here is
+applied only if this jaxlib's library contains its name, and the CPU tuning flags only when the
+CPU is the backend JAX will use (JAX_PLATFORMS=cpu, or no accelerator plugin installed).
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import mmap
 import os
+from pathlib import Path
 
-# Measured on a 2-core AVX-512 Xeon with jaxlib 0.10 (benchmarks/throughput.py, VAE batch 128):
-# routing dots through XLA's default YNNPACK fusions is ~10% slower than its Eigen dots, and
-# 512-bit vectors speed up the elementwise fusions a further ~4%, and region-based copy
-# insertion drops parameter copies in the scanned train step (~5%, identical results).
-# Results agree to float round-off (summation order only). The flags are ignored by non-CPU backends.
+# Measured on a 2-core AVX-512 Xeon with jaxlib 0.10 (benchmarks/README.md): routing dots through
+# XLA's default YNNPACK fusions is ~10% slower than its Eigen dots, 512-bit vectors speed up the
+# elementwise fusions a further ~4%, and region-based copy insertion drops parameter copies in the
+# scanned train step (~5%, identical results).
 CPU_XLA_FLAGS = (
     "--xla_cpu_experimental_ynn_fusion_type=",
     "--xla_cpu_prefer_vector_width=512",
     "--xla_cpu_copy_insertion_use_region_analysis=true",
 )
+# Bitwise-reproducible GPU runs (scatter-adds and reductions in a fixed order).
+DETERMINISTIC_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true",)
+ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
+_LIBRARY_BYTES = 20 * 2**20  # jaxlib's XLA library is hundreds of MB; its small wrappers are not it
 
 
-def use_fast_cpu_flags(environ: dict | None = None) -> str:
-    """Appends `CPU_XLA_FLAGS` to XLA_FLAGS, keeping any flag of the same name the user set.
+def flag_name(flag: str) -> str:
+    return flag.split("=")[0].lstrip("-")
 
-    Takes effect only if called before the first JAX computation in the process (XLA reads
-    XLA_FLAGS once, when the backend starts). Returns the resulting XLA_FLAGS.
+
+def _xla_libraries() -> list[Path]:
+    """jaxlib's XLA library and those of installed PJRT plugins (each parses XLA_FLAGS itself)."""
+    libraries = []
+    for package in ("jaxlib", "jax_plugins"):
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            libraries += [p for p in Path(folder).rglob("*.so") if p.stat().st_size > _LIBRARY_BYTES]
+    return libraries
+
+
+def known_flags(flags: tuple[str, ...] | list[str], libraries: list[Path] | None = None) -> list[str]:
+    """The flags whose names every XLA library of this installation holds (XLA registers each flag by
+    its name, and aborts on an XLA_FLAGS entry it does not know).
+
+    If no library is found, no flag counts as known: an unapplied flag costs speed, an unknown one
+    aborts the process.
+    """
+    libraries = _xla_libraries() if libraries is None else libraries
+    known = set(flags) if libraries else set()
+    for library in libraries:
+        with open(library, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as contents:
+            known = {flag for flag in known if contents.find(flag_name(flag).encode()) >= 0}
+    return [flag for flag in flags if flag in known]
+
+
+def cpu_is_the_backend(environ: dict | None = None) -> bool:
+    """Whether JAX will run on the CPU: JAX_PLATFORMS names cpu first, or none is named and no
+    accelerator plugin (CUDA, ROCm, TPU) is installed."""
+    environ = os.environ if environ is None else environ
+    platforms = [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if platforms:
+        return platforms[0] == "cpu"
+    return not any(importlib.util.find_spec(name) is not None for name in ACCELERATOR_PLUGINS)
+
+
+def configure(*, deterministic: bool = False, environ: dict | None = None,
+              libraries: list[Path] | None = None) -> dict[str, list[str]]:
+    """Appends to XLA_FLAGS the CPU tuning flags (CPU backend only) and, with `deterministic`, XLA's
+    deterministic-ops flag; a flag the user already set keeps the user's value, and a flag this
+    jaxlib lacks is skipped. Returns {"applied": [...], "skipped": [...]}.
+
+    Takes effect only before the first JAX computation in the process (XLA reads XLA_FLAGS once).
     """
     environ = os.environ if environ is None else environ
+    wanted = (list(CPU_XLA_FLAGS) if cpu_is_the_backend(environ) else []) + (
+        list(DETERMINISTIC_XLA_FLAGS) if deterministic else [])
     current = environ.get("XLA_FLAGS", "").split()
-    names = {flag.split("=")[0] for flag in current}
-    added = [flag for flag in CPU_XLA_FLAGS if flag.split("=")[0] not in names]
-    environ["XLA_FLAGS"] = " ".join(current + added)
-    return environ["XLA_FLAGS"]
+    names = {flag_name(flag) for flag in current}
+    candidates = [flag for flag in wanted if flag_name(flag) not in names]
+    applied = known_flags(candidates, libraries) if candidates else []
+    environ["XLA_FLAGS"] = " ".join(current + applied)
+    return {"applied": applied, "skipped": [flag for flag in candidates if flag not in applied]}
+
+
+def describe(matmul_precision: str = "default", deterministic: bool = False) -> dict:
+    """What a result was measured on, for metrics.json (starts JAX's backend)."""
+    import jax
+
+    devices = jax.devices()
+    return {
+        "platform": devices[0].platform, "device_kind": devices[0].device_kind, "device_count": len(devices),
+        "process_count": jax.process_count(), "jax_version": jax.__version__,
+        "jaxlib_version": importlib.metadata.version("jaxlib"), "matmul_precision": matmul_precision,
+        "deterministic": deterministic, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }

@@ -7,17 +7,44 @@ uses `fold_in(fold_in(epoch_key, 1), s)`.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
-from flax.training.train_state import TrainState
+import optax
 
 Metrics = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Optimiser step count, parameters and optimiser state: everything a step changes.
+
+    The optimiser itself is not stored: `apply_gradients` takes it, so a step can build it from
+    per-member (traced) hyperparameters such as the learning rate (`aejax.recipes`).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+    @classmethod
+    def create(cls, params: Any, tx: optax.GradientTransformation) -> "TrainState":
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    def apply_gradients(self, grads: Any, tx: optax.GradientTransformation) -> "TrainState":
+        updates, opt_state = tx.update(grads, self.opt_state, self.params)
+        return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates), opt_state=opt_state)
+
+
 # (state, batch (B, ...), key, weights (B,) of 1 for real rows and 0 for padding) -> (state, metrics)
 TrainStep = Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, Metrics]]
 
-__all__ = ["TrainState", "Metrics", "TrainStep", "epoch_key", "weighted_mean", "run_epoch", "mean_over_batches"]
+
+def ceil_div(a: int, b: int) -> int:
+    """ceil(a / b) for positive integers: e.g. the number of batches of size b in a rows."""
+    return -(-a // b)
 
 
 def epoch_key(root: jax.Array, epoch: int | jax.Array) -> jax.Array:
@@ -44,7 +71,7 @@ def run_epoch(
     plus "first_nonfinite_step": the 0-based step whose loss first was NaN/inf, or -1.
     """
     num_examples = data.shape[0]
-    num_batches = -(-num_examples // batch_size)
+    num_batches = ceil_div(num_examples, batch_size)
     padding = num_batches * batch_size - num_examples
     order = jax.random.permutation(jax.random.fold_in(key, 0), num_examples)
     order = jnp.concatenate([order, jnp.zeros(padding, order.dtype)]).reshape(num_batches, batch_size)
@@ -78,7 +105,7 @@ def mean_over_batches(
     Call it inside `jax.jit` with `batch_size` static. Returns: dict of scalars.
     """
     num_examples = data.shape[0]
-    num_batches = -(-num_examples // batch_size)
+    num_batches = ceil_div(num_examples, batch_size)
     padding = num_batches * batch_size - num_examples
     padded = jnp.pad(data, [(0, padding)] + [(0, 0)] * (data.ndim - 1))
     batches = padded.reshape((num_batches, batch_size) + data.shape[1:])

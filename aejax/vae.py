@@ -1,8 +1,13 @@
 """The chapter-17 variational autoencoder as pure functions over a Flax params pytree.
 
 Encoder: flatten -> Dense 150 selu -> Dense 100 selu -> mean, log_var (Dense 10 each).
-Decoder: Dense 100 selu -> Dense 150 selu -> Dense 784 (logits; sigmoid gives pixel probabilities).
-The architecture is read back from the params' shapes, so `encode`/`decode` need no config.
+Decoder: Dense 100 selu -> Dense 150 selu -> Dense 784 logits of p(x | z) (`aejax.likelihoods`).
+Params: `{"encoder": {"hidden_0", ..., "mean", "log_var"}, "decoder": {"hidden_0", ..., "logits"}}`,
+each layer `{"kernel": (in, out), "bias": (out,)}` float32; `architecture(params)` checks the whole
+tree and reads the sizes back, so `encode`/`decode` need no config.
+
+Inputs are checked where it costs nothing after compilation (dtype and shape, at trace time);
+value checks (pixels in [0, 1], finite parameters) run under `aejax.checks.checked`.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 from flax import linen as nn
-from jax.sharding import Mesh
+from jax.experimental import checkify
 from jax.typing import ArrayLike
 
-from aejax import parallel
-from aejax.train import Metrics, TrainState, mean_over_batches, run_epoch, weighted_mean
+from aejax import likelihoods
+from aejax.config import check_types, fail, option
+from aejax.kernels import selu
+from aejax.train import Metrics, mean_over_batches, weighted_mean
 
 Params = dict
 IMAGE_SHAPE = (28, 28)
@@ -28,49 +35,21 @@ IMAGE_PIXELS = 784
 
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
-    """Architecture and loss weight; the defaults are the chapter's model (beta = 1)."""
+    """Architecture and observation model; the defaults are the chapter's VAE."""
 
-    hidden_sizes: tuple[int, ...] = (150, 100)
-    latent_dim: int = 10
-    beta: float = 1.0
+    hidden_sizes: tuple[int, ...] = option((150, 100), "encoder hidden layer sizes; the decoder mirrors them")
+    latent_dim: int = option(10, "size of the latent codings z")
+    likelihood: str = option("bernoulli", "observation model p(x|z): see aejax/likelihoods.py",
+                             choices=likelihoods.SETTINGS)
 
     def __post_init__(self):
-        if not self.hidden_sizes or any(int(n) <= 0 for n in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}")
-        if int(self.latent_dim) <= 0:
-            raise ValueError(f"latent_dim must be a positive integer, got {self.latent_dim!r}")
-        if not self.beta >= 0:  # also rejects NaN
-            raise ValueError(f"beta must be >= 0 (beta = 1 is the chapter's VAE), got {self.beta!r}")
-
-
-_SELU_SCALE = 1.0507009873554804934193349852946
-_SELU_ALPHA = 1.6732632423543772848170429916717
-
-
-@jax.custom_jvp
-def _max0(x: jax.Array) -> jax.Array:
-    """max(x, 0) with jnp.maximum's derivative (1, 0, and 1/2 at x == 0), taken with selects.
-
-    jnp.maximum's own derivative splits ties with a division per element; selects give the same
-    values, and a CPU training step is ~3% faster. Ties do occur (a float32 sum can cancel to
-    exactly 0): with relu's tie derivative of 0, the chapter run's parameters differ from epoch 2.
-    """
-    return jnp.maximum(x, 0.0)
-
-
-@_max0.defjvp
-def _max0_jvp(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    return _max0(x), jnp.where(x > 0, dx, jnp.where(x < 0, 0.0, 0.5 * dx))
-
-
-def selu(x: jax.Array) -> jax.Array:
-    """SELU as scale * (max(x, 0) + alpha * (exp(min(x, 0)) - 1)); shape of `x`.
-
-    Equal to `jax.nn.selu` within 2.4e-7 (exp(x) - 1 instead of expm1 near 0), without its
-    select between two branches: ~4% faster VAE training on CPU (benchmarks/throughput.py).
-    """
-    return _SELU_SCALE * (_max0(x) + _SELU_ALPHA * (jnp.exp(-_max0(-x)) - 1.0))
+        check_types(self)
+        if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
+            fail("hidden_sizes", f"must be one or more positive integers, got {self.hidden_sizes!r}")
+        if self.latent_dim <= 0:
+            fail("latent_dim", f"must be a positive integer, got {self.latent_dim!r}")
+        if self.likelihood not in likelihoods.SETTINGS:
+            fail("likelihood", f"must be one of {likelihoods.SETTINGS}, got {self.likelihood!r}")
 
 
 def _dense(features: int, name: str) -> nn.Dense:
@@ -93,7 +72,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(..., latent_dim) codings -> (..., 28, 28) Bernoulli logits."""
+    """(..., latent_dim) codings -> (..., 28, 28) logits of p(x | z)."""
 
     hidden_sizes: Sequence[int]
 
@@ -116,58 +95,133 @@ def init(key: jax.Array, config: VAEConfig = VAEConfig()) -> Params:
     }
 
 
-def _hidden_sizes(module_params: Params) -> tuple[int, ...]:
-    n = sum(name.startswith("hidden_") for name in module_params)
-    return tuple(module_params[f"hidden_{i}"]["kernel"].shape[1] for i in range(n))
+def _expected_shapes(hidden_sizes: tuple[int, ...], latent_dim: int) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for half, sizes, inputs in (("encoder", hidden_sizes, IMAGE_PIXELS),
+                                ("decoder", tuple(reversed(hidden_sizes)), latent_dim)):
+        for i, size in enumerate(sizes):
+            shapes[f"{half}/hidden_{i}/kernel"], shapes[f"{half}/hidden_{i}/bias"] = (inputs, size), (size,)
+            inputs = size
+        heads = (("mean", latent_dim), ("log_var", latent_dim)) if half == "encoder" else (("logits", IMAGE_PIXELS),)
+        for name, size in heads:
+            shapes[f"{half}/{name}/kernel"], shapes[f"{half}/{name}/bias"] = (inputs, size), (size,)
+    return shapes
+
+
+def _leaves(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for name, sub in tree.items() for k, v in _leaves(sub, f"{prefix}{name}/").items()}
+    return {prefix.rstrip("/"): tree}
+
+
+def architecture(params: Params) -> tuple[tuple[int, ...], int]:
+    """(hidden_sizes, latent_dim) of VAE params, after checking the whole tree's names, shapes,
+    dtypes and consistency (decoder mirrors encoder, one latent size). Raises ValueError naming
+    every difference from the VAE that the encoder's sizes imply."""
+    if not isinstance(params, dict) or set(params) != {"encoder", "decoder"}:
+        found = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"params must be a dict with exactly 'encoder' and 'decoder' (a VAE's), got {found}")
+    leaves = _leaves(params)
+    encoder = params["encoder"] if isinstance(params["encoder"], dict) else {}
+    num_hidden = sum(isinstance(name, str) and name.startswith("hidden_") for name in encoder)
+    try:
+        hidden = tuple(int(np.shape(encoder[f"hidden_{i}"]["kernel"])[1]) for i in range(num_hidden))
+        latent = int(np.shape(encoder["mean"]["kernel"])[1])
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(
+            "params are not a VAE's: the encoder needs hidden_0 … hidden_<n> and mean/log_var Dense layers "
+            f"(kernel, bias), found {sorted(leaves)[:8]}{' …' if len(leaves) > 8 else ''}"
+        ) from None
+    expected = _expected_shapes(hidden, latent)
+    problems = [f"{name} is missing" for name in expected if name not in leaves]
+    problems += [f"{name} is unexpected" for name in leaves if name not in expected]
+    for name, value in leaves.items():
+        if name in expected:
+            shape = tuple(np.shape(value))
+            dtype = value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype
+            if shape != expected[name]:
+                problems.append(f"{name} has shape {shape}, expected {expected[name]}")
+            if not jnp.issubdtype(dtype, jnp.floating):
+                problems.append(f"{name} has dtype {dtype}, expected floating point")
+    if problems:
+        raise ValueError(
+            f"params do not form one VAE (hidden sizes {hidden}, latent size {latent} from the encoder): "
+            + "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        )
+    return hidden, latent
+
+
+def check_params(params: Params) -> tuple[tuple[int, ...], int]:
+    """`architecture(params)` plus a check that every value is finite (needs concrete arrays)."""
+    shape = architecture(params)
+    for name, value in _leaves(params).items():
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(np.asarray(value))))
+        if bad:
+            raise ValueError(f"params {name} holds {bad} NaN/inf value(s) of {np.size(value)}: "
+                             "the model diverged or the file is damaged")
+    return shape
 
 
 def latent_dim(params: Params) -> int:
-    return params["encoder"]["mean"]["kernel"].shape[1]
+    return architecture(params)[1]
+
+
+def _check_images(x: ArrayLike) -> jax.Array:
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"images must be floating-point pixels in [0, 1], got dtype {x.dtype} "
+            "(uint8 images: use aejax.data.to_unit_float or divide by 255)"
+        )
+    if x.ndim < 2 or x.shape[-2:] != IMAGE_SHAPE:
+        raise ValueError(f"images must have shape (..., 28, 28), got {x.shape}")
+    x = x.astype(jnp.float32)
+    checkify.debug_check(jnp.all((x >= 0) & (x <= 1)), "images must lie in [0, 1] (and be finite)")
+    return x
+
+
+def _check_finite_params(params: Params) -> None:
+    for name, value in _leaves(params).items():
+        checkify.debug_check(jnp.all(jnp.isfinite(value)), f"params {name} must be finite")
 
 
 def encode(params: Params, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    """Images (..., 28, 28) in [0, 1] -> (mean, log_var), each (..., latent_dim)."""
-    encoder = Encoder(_hidden_sizes(params["encoder"]), latent_dim(params))
-    return encoder.apply({"params": params["encoder"]}, jnp.asarray(x, jnp.float32))
+    """Images (..., 28, 28) float in [0, 1] -> (mean, log_var) of q(z | x), each (..., latent_dim)."""
+    hidden, latent = architecture(params)
+    x = _check_images(x)
+    _check_finite_params(params["encoder"])
+    return Encoder(hidden, latent).apply({"params": params["encoder"]}, x)
 
 
 def decode_logits(params: Params, z: ArrayLike) -> jax.Array:
-    """Codings (..., latent_dim) -> (..., 28, 28) Bernoulli logits."""
-    return Decoder(_hidden_sizes(params["decoder"])).apply({"params": params["decoder"]}, z)
+    """Codings (..., latent_dim) -> (..., 28, 28) logits of p(x | z)."""
+    hidden, latent = architecture(params)
+    z = jnp.asarray(z)
+    if z.ndim < 1 or z.shape[-1] != latent:
+        raise ValueError(f"codings must have shape (..., {latent}) for these params, got {z.shape}")
+    _check_finite_params(params["decoder"])
+    return Decoder(tuple(reversed(hidden))).apply({"params": params["decoder"]}, z)
 
 
-def decode(params: Params, z: ArrayLike) -> jax.Array:
-    """Codings (..., latent_dim) -> (..., 28, 28) pixel probabilities in [0, 1]."""
-    return jax.nn.sigmoid(decode_logits(params, z))
+def decode(params: Params, z: ArrayLike, likelihood: str = "bernoulli") -> jax.Array:
+    """Codings (..., latent_dim) -> (..., 28, 28) images E[x | z] in [0, 1] (sigmoid(logits) for Bernoulli)."""
+    return likelihoods.mean(likelihoods.pixel_kind(likelihood), decode_logits(params, z))
+
+
+def reparameterize(mean: ArrayLike, log_var: ArrayLike, noise: ArrayLike) -> jax.Array:
+    """z = mean + exp(log_var / 2) * noise (the chapter's Sampling layer); shape of `mean`."""
+    return mean + jnp.exp(log_var / 2) * noise
 
 
 def sample_latent(key: jax.Array, mean: ArrayLike, log_var: ArrayLike) -> jax.Array:
     """Reparameterised draw z = mean + exp(log_var / 2) * eps, eps ~ N(0, I); shape of `mean`."""
-    eps = jax.random.normal(key, jnp.shape(mean), jnp.result_type(mean))
-    return mean + jnp.exp(log_var / 2) * eps
+    return reparameterize(mean, log_var, jax.random.normal(key, jnp.shape(mean), jnp.result_type(mean)))
 
 
 def kl_divergence(mean: ArrayLike, log_var: ArrayLike) -> jax.Array:
     """KL(N(mean, exp(log_var)) || N(0, I)) in nats, summed over the last axis: shape (...)."""
     # expm1 keeps exp(log_var) - 1 - log_var accurate when log_var is near 0.
     return 0.5 * jnp.sum(jnp.square(mean) + jnp.expm1(log_var) - log_var, axis=-1)
-
-
-def bernoulli_cross_entropy(logits: ArrayLike, targets: ArrayLike) -> jax.Array:
-    """Per-pixel BCE in nats from logits, targets in [0, 1]; shape of `logits`.
-
-    softplus(l) - t * l written as max(l, 0) + log(1 + exp(-|l|)) - t * l: never overflows, and
-    needs one exp and one log per pixel instead of the two log-sigmoids of the textbook form.
-    With exp(-|l|) in (0, 1], log(1 + e) is within 6e-8 nats of log1p(e) and ~20% cheaper on CPU.
-    """
-    logits = jnp.asarray(logits)
-    return _max0(logits) + jnp.log(1.0 + jnp.exp(-jnp.abs(logits))) - targets * logits
-
-
-def _forward(params: Params, x: ArrayLike, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One latent draw per example: (logits (B, 28, 28), mean (B, L), log_var (B, L))."""
-    mean, log_var = encode(params, x)
-    return decode_logits(params, sample_latent(key, mean, log_var)), mean, log_var
 
 
 def rounded_accuracy(targets: ArrayLike, probabilities: ArrayLike) -> jax.Array:
@@ -177,64 +231,54 @@ def rounded_accuracy(targets: ArrayLike, probabilities: ArrayLike) -> jax.Array:
 
 
 def _rounded_accuracy_from_logits(targets: jax.Array, logits: jax.Array) -> jax.Array:
-    # round(sigmoid(l)) is 1 exactly when l > 0 (round half to even sends 0.5 to 0): no sigmoid needed.
+    # Every likelihood's E[x | z] exceeds 1/2 exactly when the logit is > 0 (round half to even
+    # sends 0.5 to 0), so no sigmoid is needed.
     agree = jnp.round(targets) == (logits > 0).astype(targets.dtype)
     return jnp.mean(agree, axis=(-2, -1))
 
 
-def batch_metrics(params: Params, x: ArrayLike, key: jax.Array, beta: float = 1.0) -> Metrics:
+def batch_metrics(
+    params: Params, x: ArrayLike, key: jax.Array, beta: float | jax.Array = 1.0, likelihood: str = "bernoulli"
+) -> Metrics:
     """Per-example metrics for one latent draw each; every value has shape (B,).
 
-    loss = mean pixel BCE + beta * KL / 784 (the chapter's scale), bce (nats per pixel),
-    kl (nats), rounded_accuracy.
+    loss = reconstruction + beta * kl / 784 (the chapter's per-pixel scale); reconstruction =
+    -log p(x | z) per pixel (nats; the BCE for "bernoulli"); kl (nats); rounded_accuracy.
+    "binarized" first replaces x by a Bernoulli draw from `fold_in(key, 1)`; the latent noise
+    always comes from `key`.
     """
-    logits, mean, log_var = _forward(params, x, key)
-    bce = jnp.mean(bernoulli_cross_entropy(logits, x), axis=(-2, -1))
+    x = _check_images(x)
+    if likelihood == "binarized":
+        x = likelihoods.binarize(jax.random.fold_in(key, 1), x)
+    mean, log_var = encode(params, x)
+    logits = decode_logits(params, sample_latent(key, mean, log_var))
+    reconstruction = -jnp.mean(likelihoods.log_prob(likelihoods.pixel_kind(likelihood), logits, x), axis=(-2, -1))
     kl = kl_divergence(mean, log_var)
     return {
-        "loss": bce + beta * kl / IMAGE_PIXELS,
-        "bce": bce,
+        "loss": reconstruction + beta * kl / IMAGE_PIXELS,
+        "reconstruction": reconstruction,
         "kl": kl,
         "rounded_accuracy": _rounded_accuracy_from_logits(x, logits),
     }
 
 
 def loss(
-    params: Params, x: ArrayLike, key: jax.Array, beta: float = 1.0, weights: jax.Array | None = None
+    params: Params, x: ArrayLike, key: jax.Array, beta: float | jax.Array = 1.0,
+    weights: jax.Array | None = None, likelihood: str = "bernoulli",
 ) -> jax.Array:
-    """The chapter's loss, a scalar: batch mean of pixel BCE + beta * KL / 784 (loss * 784 ≈ -ELBO).
+    """The chapter's loss, a scalar: batch mean of reconstruction + beta * KL / 784 (loss * 784 ≈ -ELBO).
 
     `weights` (B,) of 0/1 restrict the mean to the rows marked 1 (a padded last batch).
     """
-    if isinstance(beta, (int, float)) and not beta >= 0:
-        raise ValueError(f"beta must be >= 0 (beta = 1 is the chapter's VAE), got {beta!r}")
-    return weighted_mean(batch_metrics(params, x, key, beta)["loss"], weights)
+    if isinstance(beta, (int, float)) and not 0 <= beta < float("inf"):
+        raise ValueError(f"beta must be a finite number >= 0 (beta = 1 is the chapter's VAE), got {beta!r}")
+    return weighted_mean(batch_metrics(params, x, key, beta, likelihood)["loss"], weights)
 
 
-def chapter_optimizer(learning_rate: float = 1e-3) -> optax.GradientTransformation:
-    """Keras' RMSprop defaults (lr 1e-3, rho 0.9, eps 1e-7 added outside the square root)."""
-    return optax.rmsprop(learning_rate, decay=0.9, eps=1e-7, eps_in_sqrt=False)
-
-
-@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("beta",))
-def train_step(
-    state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array | None = None, beta: float = 1.0
-) -> tuple[TrainState, Metrics]:
-    """One optimiser step on a batch (B, 28, 28) in [0, 1]; metrics: {"loss": batch mean}.
-
-    `weights` (B,) of 0/1 mark real rows of a padded batch (see `aejax.train.run_epoch`).
-
-    Only the loss is reported per step: also summing rounded accuracy and the gradient norm
-    each step costs ~20% of CPU throughput. `evaluate` gives every metric.
-    """
-    value, grads = jax.value_and_grad(loss)(state.params, batch, key, beta, weights)
-    return state.apply_gradients(grads=grads), {"loss": value}
-
-
-@functools.partial(jax.jit, static_argnames=("n",))
-def generate(params: Params, key: jax.Array, n: int) -> jax.Array:
-    """n images (n, 28, 28) in [0, 1]: decoded codings drawn from the prior N(0, I)."""
-    return decode(params, jax.random.normal(key, (n, latent_dim(params))))
+@functools.partial(jax.jit, static_argnames=("n", "likelihood"))
+def generate(params: Params, key: jax.Array, n: int, likelihood: str = "bernoulli") -> jax.Array:
+    """n images (n, 28, 28) in [0, 1]: E[x | z] for codings z drawn from the prior N(0, I)."""
+    return decode(params, jax.random.normal(key, (n, latent_dim(params))), likelihood)
 
 
 def interpolate_codings(
@@ -262,30 +306,17 @@ def interpolate_codings(
     return resized.reshape(size[0] * size[1], latent)
 
 
-@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("batch_size", "beta", "mesh", "num_examples"))
-def train_epoch(
-    state: TrainState, images: jax.Array, key: jax.Array, batch_size: int = 128, beta: float = 1.0,
-    mesh: Mesh | None = None, num_examples: int | None = None,
-) -> tuple[TrainState, Metrics]:
-    """One shuffled epoch over images (N, 28, 28) in [0, 1], all inside one compiled `lax.scan`.
-
-    With `mesh`, each batch is split over its "data" axis (see `aejax.parallel`); `images` may then
-    be row-sharded and zero-padded, with `num_examples` the real row count (default: all rows).
-    Returns: the new state and the epoch's example-weighted mean metrics (Keras' epoch "loss").
-    """
-    step = functools.partial(train_step, beta=beta)
-    if mesh is not None:
-        step = parallel.data_parallel(step, mesh)
-    if num_examples is not None:
-        images = images[:num_examples]
-    return run_epoch(step, state, images, key, batch_size)
-
-
-@functools.partial(jax.jit, static_argnames=("batch_size", "beta"))
+@functools.partial(jax.jit, static_argnames=("batch_size", "likelihood"))
 def evaluate(
-    params: Params, images: jax.Array, key: jax.Array, batch_size: int = 1000, beta: float = 1.0
+    params: Params, images: jax.Array, key: jax.Array, batch_size: int = 1000,
+    beta: float | jax.Array = 1.0, likelihood: str = "bernoulli",
 ) -> Metrics:
-    """Mean loss, bce, kl and rounded_accuracy over images (N, 28, 28), one latent draw each."""
+    """Mean loss, reconstruction, kl and rounded_accuracy over images (N, 28, 28), one latent draw each.
+
+    For a "binarized" model pass images binarized once (`likelihoods.binarize_for_evaluation`):
+    they are scored as given, as 0/1 pixels.
+    """
+    kind = likelihoods.pixel_kind(likelihood)
     return mean_over_batches(
-        lambda batch, batch_key: batch_metrics(params, batch, batch_key, beta), images, key, batch_size
+        lambda batch, batch_key: batch_metrics(params, batch, batch_key, beta, kind), images, key, batch_size
     )

@@ -4,9 +4,12 @@
                                      --peers all --peer-python .venv-peers/bin/python --json out.json]
 
 Training: median examples/s over `--epochs` timed epochs after one compile epoch, for (a) the
-jitted `vae.train_step` called once per batch from Python and (b) `vae.train_epoch`, a whole
-epoch in one `lax.scan` with the data on the device. FLOPs per example come from the compiled
-step's own cost analysis; the ceiling is the same matmul shapes (forward + backward) timed alone.
+jitted `fit.train_step` called once per batch from Python and (b) `fit.train_epoch`, a whole
+epoch in one `lax.scan` with the data on the device, for each `--population-sizes` P: P models
+(seeds 0 … P-1) trained together in one compiled program, reported as aggregate and per-model
+examples/s and the program's device memory (XLA's memory analysis). FLOPs per example come from
+the compiled step's own cost analysis; the ceiling is the same matmul shapes (forward + backward)
+timed alone.
 
 Peers (benchmarks/peers/, installed by `make peers`): the same model, loss and optimiser in
 Keras 3 via `model.fit` (TensorFlow backend, the chapter's code path, and JAX backend) and
@@ -30,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import data, linear_ae, metrics, runtime, vae
+from aejax import data, fit, linear_ae, metrics, recipes, runtime, vae
 from aejax.files import write_json
 from aejax.train import TrainState
 
@@ -64,17 +67,36 @@ def _time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
     return first, timings
 
 
-def _fresh_state(params, tx):
-    return TrainState.create(apply_fn=None, params=jax.tree.map(jnp.copy, params), tx=tx)
+CHAPTER_HYPER = {"beta": 1.0, "learning_rate": 1e-3}
+
+
+def _fresh_state(params):
+    return TrainState.create(jax.tree.map(jnp.copy, params), recipes.chapter_optimizer())
 
 
 def _compiled_flops(batch_size: int) -> float | None:
-    state = _fresh_state(vae.init(jax.random.key(0)), vae.chapter_optimizer())
+    state = _fresh_state(vae.init(jax.random.key(0)))
     batch = jnp.zeros((batch_size, 28, 28))
-    analysis = vae.train_step.lower(state, batch, jax.random.key(1)).compile().cost_analysis()
+    analysis = fit.train_step.lower(state, batch, jax.random.key(1), CHAPTER_HYPER).compile().cost_analysis()
     if isinstance(analysis, list):
         analysis = analysis[0] if analysis else None
     return float(analysis["flops"]) / batch_size if analysis and "flops" in analysis else None
+
+
+def population(size: int) -> tuple[TrainState, dict, jax.Array]:
+    """`size` chapter models (seeds 0 … size-1): stacked states, hyperparameters and epoch keys."""
+    keys = fit.member_keys(range(size))
+    hyper = {name: jnp.full(size, value, jnp.float32) for name, value in CHAPTER_HYPER.items()}
+    return fit.init_states(keys["init"]), hyper, keys["train"]
+
+
+def _memory(compiled) -> int | None:
+    """Device memory of a compiled program (arguments, outputs and temporaries), by XLA's analysis."""
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return None
+    return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+               - analysis.alias_size_in_bytes)
 
 
 MATMUL_SHAPES = [(784, 150), (150, 100), (100, 20), (10, 100), (100, 150), (150, 784)]
@@ -113,29 +135,38 @@ def _matmul_ceiling(batch_size: int, steps: int, repeats: int) -> float:
     return steps * batch_size / statistics.median(timings)
 
 
-def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int) -> list[dict]:
-    params = vae.init(jax.random.key(0))
-    tx = vae.chapter_optimizer()
+def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int,
+                           population_sizes: list[int] = (1,)) -> list[dict]:
+    """The scanned epoch for each population size (one compiled program: `fit.train_epoch`), and a
+    single model's jitted step called once per batch from Python. Compilation is timed apart."""
     n = images.shape[0]
+    program = fit.Program(batch_size=batch_size)
     records = []
+    for size in population_sizes:
+        states, hyper, keys = population(size)
+        start = time.perf_counter()
+        compiled = fit.train_epoch.lower(states, hyper, images, keys, program).compile()
+        compile_s = time.perf_counter() - start
+        _, timings = _time(lambda: compiled(population(size)[0], hyper, images, keys), repeats)
+        median = statistics.median(timings)
+        records.append({"name": "vae_train_scan_epoch", "batch_size": batch_size, "population": size,
+                        "compile_s": compile_s, "timings_s": timings, "examples_per_sec": size * n / median,
+                        "examples_per_sec_per_member": n / median, "program_bytes": _memory(compiled)})
 
-    state = _fresh_state(params, tx)
-    compile_s, timings = _time(lambda: vae.train_epoch(_fresh_state(params, tx), images, jax.random.key(1), batch_size), repeats)
-    records.append({"name": "vae_train_scan_epoch", "batch_size": batch_size, "compile_s": compile_s,
-                    "timings_s": timings, "examples_per_sec": n / statistics.median(timings)})
-
+    state = _fresh_state(vae.init(jax.random.key(0)))
     num_batches = n // batch_size
     batches = [images[i * batch_size:(i + 1) * batch_size] for i in range(num_batches)]
 
     def per_step_epoch():
         nonlocal state
         for i, batch in enumerate(batches):
-            state, step_metrics = vae.train_step(state, batch, jax.random.key(i))
+            state, step_metrics = fit.train_step(state, batch, jax.random.key(i), CHAPTER_HYPER)
         return step_metrics
 
     compile_s, timings = _time(per_step_epoch, repeats)
-    records.append({"name": "vae_train_step_per_batch", "batch_size": batch_size, "compile_s": compile_s,
-                    "timings_s": timings, "examples_per_sec": num_batches * batch_size / statistics.median(timings)})
+    records.append({"name": "vae_train_step_per_batch", "batch_size": batch_size, "population": 1,
+                    "compile_s": compile_s, "timings_s": timings,
+                    "examples_per_sec": num_batches * batch_size / statistics.median(timings)})
     return records
 
 
@@ -197,34 +228,47 @@ def _parse_list(parser: argparse.ArgumentParser, flag: str, text: str, choices=N
         parser.error(f"{flag} must be integers separated by commas, got {text!r}")
 
 
+def _label(record: dict) -> str:
+    population = record.get("population", 1)
+    return record["name"] if population == 1 else f"{record['name']} x{population}"
+
+
 def print_table(results: list[dict]) -> None:
-    """Training rows with ratios to Keras/TensorFlow and % of the matmul ceiling; then the rest."""
+    """Training rows with ratios to Keras/TensorFlow and % of the matmul ceiling; population rows
+    with their aggregate and per-member examples/s and the ratio to one model in the same run."""
     by_batch: dict[int, dict[str, dict]] = {}
     for r in results:
         if "batch_size" in r:
-            by_batch.setdefault(r["batch_size"], {})[r["name"]] = r
-    print(f"{'name':28s} {'batch':>6s} {'examples/s':>12s} {'vs Keras/TF':>12s} {'% ceiling':>10s} {'GFLOP/s':>8s} {'compile s':>10s}")
+            by_batch.setdefault(r["batch_size"], {})[_label(r)] = r
+    print(f"{'name':32s} {'batch':>6s} {'examples/s':>12s} {'per model':>10s} {'vs 1 model':>10s} "
+          f"{'vs Keras/TF':>12s} {'% ceiling':>10s} {'GFLOP/s':>8s} {'compile s':>10s} {'program MB':>10s}")
     for batch_size, rows in by_batch.items():
         baseline = rows.get(BASELINE, {}).get("examples_per_sec")
         ceiling = rows.get("matmul_only_ceiling", {}).get("examples_per_sec")
-        for r in rows.values():
+        single = rows.get("vae_train_scan_epoch", {}).get("examples_per_sec")
+        for label, r in rows.items():
             speed = r.get("examples_per_sec")
             training = r["name"].startswith("vae_train") or r["name"] in PEERS
             ratio = f"{speed / baseline:11.2f}x" if training and speed and baseline else ""
             frac = f"{100 * speed / ceiling:9.0f}%" if training and speed and ceiling else ""
+            versus = f"{speed / single:9.2f}x" if r["name"] == "vae_train_scan_epoch" and speed and single else ""
+            per = r.get("examples_per_sec_per_member")
             shown = f"{speed:12,.0f}" if speed else f"{'n/a':>12s}"
-            compile_s, gflops = r.get("compile_s"), r.get("gflops_per_sec")
-            print(f"{r['name']:28s} {batch_size:6d} {shown} {ratio:>12s} {frac:>10s} "
-                  f"{'' if gflops is None else f'{gflops:8.1f}':>8s} {'' if compile_s is None else f'{compile_s:10.2f}':>10s}")
+            compile_s, gflops, size = r.get("compile_s"), r.get("gflops_per_sec"), r.get("program_bytes")
+            print(f"{label:32s} {batch_size:6d} {shown} {'' if per is None else f'{per:10,.0f}':>10s} {versus:>10s} "
+                  f"{ratio:>12s} {frac:>10s} {'' if gflops is None else f'{gflops:8.1f}':>8s} "
+                  f"{'' if compile_s is None else f'{compile_s:10.2f}':>10s} "
+                  f"{'' if size is None else f'{size / 2**20:10.0f}':>10s}")
     for r in results:
         if "error" in r:
             print(f"{r['name']}: not measured ({r['error']})")
 
 
 def main(argv: list[str] | None = None) -> int:
-    runtime.use_fast_cpu_flags()  # before JAX's backend starts; see aejax/runtime.py
+    runtime.configure()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes (default: %(default)s)")
+    parser.add_argument("--population-sizes", default="1,4,16", help="comma-separated numbers of models trained together in one program (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs/repeats per measurement, median reported (default: %(default)s)")
     parser.add_argument("--num-examples", type=int, default=55000, help="training examples per epoch (default: %(default)s)")
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX directory; default: random images of the same shape")
@@ -234,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write all raw timings to this JSON file")
     args = parser.parse_args(argv)
     batch_sizes = _parse_list(parser, "--batch-sizes", args.batch_sizes)
+    population_sizes = _parse_list(parser, "--population-sizes", args.population_sizes)
     peers = list(PEERS) if args.peers == "all" else [] if args.peers == "none" else _parse_list(parser, "--peers", args.peers, PEERS)
     if not batch_sizes or min(batch_sizes) <= 0 or args.epochs <= 0 or args.threads <= 0:
         parser.error(f"--batch-sizes, --epochs and --threads must be positive, got {args.batch_sizes!r}, {args.epochs}, {args.threads}")
+    if not population_sizes or min(population_sizes) <= 0:
+        parser.error(f"--population-sizes must be positive integers, got {args.population_sizes!r}")
     if args.num_examples < max(batch_sizes):
         parser.error(f"--num-examples must be at least the largest batch size {max(batch_sizes)}, got {args.num_examples}")
 
@@ -253,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         ceiling = _matmul_ceiling(batch_size, max(1, args.num_examples // batch_size), args.epochs)
         results.append({"name": "matmul_only_ceiling", "batch_size": batch_size, "examples_per_sec": ceiling,
                         "gflops_per_sec": ceiling * HAND_FLOPS_PER_EXAMPLE / 1e9})
-        for record in benchmark_vae_training(images, batch_size, args.epochs):
+        for record in benchmark_vae_training(images, batch_size, args.epochs, population_sizes):
             record["flops_per_example_compiled"] = flops
             record["gflops_per_sec"] = record["examples_per_sec"] * (flops or HAND_FLOPS_PER_EXAMPLE) / 1e9
             record["fraction_of_matmul_ceiling"] = record["examples_per_sec"] / ceiling

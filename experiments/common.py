@@ -1,50 +1,121 @@
-"""Helpers the experiment CLIs share: output folders, dataclass <-> argparse."""
+"""What the experiment CLIs share: flags from typed configs, runtime set-up, and exit codes.
+
+Exit codes: 0 done; 1 the work failed (divergence, a full disk, a cluster that cannot form);
+2 bad input (flags, data, output folder), with one line naming the flag, before any output;
+130 interrupted (Ctrl-C), with one line naming the checkpoint that --resume continues from.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import tempfile
-from pathlib import Path
-from typing import Any
+import sys
+import typing
+import warnings
+from typing import Any, Callable
 
 from aejax import runtime
+from aejax.config import ConfigError
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def prepare_out_dir(out: str | os.PathLike) -> Path:
-    """Creates `out` if needed and checks it is writable; raises SystemExit with a clear message if not."""
-    out = Path(out)
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-", delete=True)
-        probe.close()
-    except OSError as err:
-        raise SystemExit(f"error: --out {str(out)!r} is not a writable directory ({err.strerror or err})") from err
-    return out
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas (e.g. 300,300), got {text!r}") from None
 
 
-def config_parser(config_cls: type, help_text: dict[str, str], description: str) -> argparse.ArgumentParser:
-    """An experiment's parser: one `--flag-name` per dataclass field, defaulting to the field's default.
+def _sweep_item(text: str) -> tuple[str, tuple[float, ...]]:
+    name, _, values = text.partition("=")
+    try:
+        parsed = tuple(float(v) for v in values.split(","))
+    except ValueError:
+        parsed = ()
+    if not name or not parsed:
+        raise argparse.ArgumentTypeError(f"expected NAME=v1,v2,… (e.g. beta=0.5,1,2), got {text!r}")
+    return name.replace("-", "_"), parsed
 
-    Also applies the fast XLA CPU flags, which must happen before JAX's backend starts (aejax/runtime.py).
-    """
-    runtime.use_fast_cpu_flags()
+
+def _argument(field: dataclasses.Field, annotation: Any) -> dict[str, Any]:
+    help_text = field.metadata.get("help", "")
+    kwargs: dict[str, Any] = {"default": field.default, "help": f"{help_text} (default: %(default)s)"}
+    base = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    kind = base[0]
+    if kind is bool:
+        return {"action": "store_true", "help": help_text}
+    if field.name == "sweep":
+        return {"action": "append", "type": _sweep_item, "default": None, "help": help_text}
+    if typing.get_origin(kind) is tuple:
+        kwargs["type"] = _int_tuple
+        kwargs["help"] = f"{help_text} (default: {','.join(map(str, field.default))})"
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    if field.metadata.get("choices"):
+        kwargs["choices"] = field.metadata["choices"]
+    return kwargs
+
+
+def config_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
+    """An experiment's parser: one `--flag-name` per field of `config_cls`, with the field's help."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
-        kwargs: dict[str, Any] = {"default": field.default, "help": f"{help_text[field.name]} (default: %(default)s)"}
-        if field.type in ("bool", bool):
-            kwargs = {"action": "store_true", "help": help_text[field.name]}
-        elif field.type in ("int", int):
-            kwargs["type"] = int
-        elif field.type in ("float", float, "float | None"):
-            kwargs["type"] = float
-        choices = field.metadata.get("choices")
-        if choices:
-            kwargs["choices"] = choices
-        parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name, **kwargs)
+        parser.add_argument(flag(field.name), dest=field.name, **_argument(field, hints[field.name]))
     return parser
 
 
-def config_from_args(config_cls: type, args: argparse.Namespace):
-    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
+    if "sweep" in values:
+        values["sweep"] = tuple(values["sweep"] or ())
+    return config_cls(**values)
+
+
+def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(
+    config_cls: type, description: str, run: Callable[[Any], int], argv: list[str] | None = None,
+    on_interrupt: Callable[[Any], str] | None = None, prepare: Callable[[Any], None] | None = None,
+) -> int:
+    """Parses flags into `config_cls`, sets up XLA, calls `run(config)` and maps failures to exit codes.
+
+    `prepare(config)` runs first (checks that need no data, cluster set-up); `on_interrupt(config)`
+    says what Ctrl-C leaves behind. Usage errors exit through `parser.error` (SystemExit 2).
+    """
+    parser = config_parser(config_cls, description)
+    args = parser.parse_args(argv)
+    config = None
+    try:
+        config = config_from_args(config_cls, args)
+        runtime.configure(deterministic=bool(getattr(config, "deterministic", False)))
+        if prepare is not None:
+            prepare(config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.showwarning = _warn_to_stderr
+            return run(config)
+    except ConfigError as err:
+        parser.error(f"{flag(err.field)} {err.message}")
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        parser.error(str(err))
+    except (FloatingPointError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as err:
+        where = f" {err.filename!r}" if err.filename else ""
+        print(f"error: could not write or read{where}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        hint = on_interrupt(config) if (on_interrupt is not None and config is not None) else ""
+        print(f"interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0

@@ -1,16 +1,23 @@
-"""Evaluate a trained VAE on the Fashion-MNIST test set in nats: -ELBO and IWAE bounds, plus views.
+"""Evaluate a trained VAE on the Fashion-MNIST test set: bounds in nats and posterior diagnostics.
 
     python -m experiments.evaluate_vae --params runs/vae/params.msgpack [--iwae-k 1,50,5000
                                        --data-dir DIR --seed 0 --out runs/vae_eval]
 
-Writes metrics.json (test -ELBO, -IWAE_k for each k, the chapter's loss and rounded accuracy),
-vae_reconstructions_plot.png, vae_latent_space_plot.png (PCA of the 10-D means, by class) and
-vae_latent_traversal_plot.png (one coding varied at a time).
+Writes metrics.json: test -ELBO and -IWAE_k (mean over the test images and its standard error),
+the chapter's loss and rounded accuracy, and the posterior diagnostics: rate (mean KL) and
+distortion (mean -log p(x|z)), KL per latent dimension, active units (Burda et al. 2016) and the
+mutual information I(x; z) (He et al. 2019). For the chapter's "bernoulli" likelihood on grey
+levels it also reports the targets' entropy floor: the -ELBO of a perfect model, so the numbers
+are cross-entropies, not log-likelihoods (aejax/likelihoods.py). Figures: reconstructions, the
+latent space (PCA of the means, by class), a latent traversal and the posterior diagnostics.
+The likelihood is read from the training run's run.json beside --params. A population's
+params.msgpack is evaluated member by member (or pick one with --member).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -21,128 +28,264 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from aejax import data, metrics, pca, plotting, vae
+from aejax import data, fit, likelihoods, metrics, pca, plotting, runs, runtime, stats, vae
+from aejax.config import check_types, fail, option
 from aejax.files import write_json
-from experiments.common import config_from_args, config_parser, prepare_out_dir
+from experiments import common
+
+KIND = "evaluate_vae"
+FIGURES = ("vae_reconstructions_plot.png", "vae_latent_space_plot.png", "vae_latent_traversal_plot.png",
+           "vae_posterior_diagnostics.png")
+OUTPUTS = ("metrics.json",) + FIGURES
+# Decoder evaluations (images x samples x members) one evaluation may ask for: ~8 hours on a 2-core
+# CPU (measured ~3.5e5 per second), minutes on a GPU. More is refused up front.
+MAX_DECODER_EVALUATIONS = 10**10
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    params: str = "runs/vae/params.msgpack"
-    iwae_k: str = "1,50,5000"
-    batch_size: int = 100
-    elbo_samples: int = 10
-    seed: int = 0
-    data_dir: str | None = None
-    out: str = "runs/vae_eval"
+    params: str = option("runs/vae/params.msgpack", "params.msgpack written by experiments.vae_fashion_mnist")
+    iwae_k: str = option("1,50,5000", "comma-separated numbers of importance samples for the IWAE bound")
+    elbo_samples: int = option(10, "latent draws per image for the Monte Carlo ELBO")
+    batch_size: int = option(100, "test images per compiled call")
+    num_test_images: int | None = option(None, "evaluate the first N test images (default: all 10,000)")
+    likelihood: str | None = option(None, "observation model (default: the training run's, from run.json beside "
+                                    "--params; else 'bernoulli')", choices=likelihoods.SETTINGS)
+    member: int | None = option(None, "a population's member to evaluate (default: every member)")
+    matmul_precision: str = option("default", "matmul precision: see experiments.vae_fashion_mnist --help",
+                                   choices=fit.MATMUL_PRECISIONS)
+    seed: int = option(0, f"seed of the evaluation key (0..{fit.MAX_SEED})")
+    data_dir: str | None = option(None, "folder with the Fashion-MNIST IDX .gz files (default: Debian's package, else TFDS)")
+    out: str = option("runs/vae_eval", "output folder (not a training run's: results never overwrite another run's)")
+    overwrite: bool = option(False, "replace an earlier evaluation in --out")
+
+    def __post_init__(self):
+        check_types(self)
+        for name in ("elbo_samples", "batch_size"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be a positive integer, got {getattr(self, name)}")
+        if self.num_test_images is not None and self.num_test_images < 1:
+            fail("num_test_images", f"must be a positive integer, got {self.num_test_images}")
+        if self.member is not None and self.member < 0:
+            fail("member", f"must be >= 0, got {self.member}")
+        if not 0 <= self.seed <= fit.MAX_SEED:
+            fail("seed", f"must be in 0..{fit.MAX_SEED}, got {self.seed}")
+        self.ks()
+
+    def ks(self) -> list[int]:
+        try:
+            ks = [int(part) for part in self.iwae_k.split(",")]
+        except ValueError:
+            ks = []
+        if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+            fail("iwae_k", f"must be distinct positive integers separated by commas, got {self.iwae_k!r}")
+        if max(ks) > metrics.MAX_IMPORTANCE_SAMPLES:
+            fail("iwae_k", f"values must be at most {metrics.MAX_IMPORTANCE_SAMPLES}, got {max(ks)}")
+        return ks
 
 
-HELP = {
-    "params": "params.msgpack written by experiments.vae_fashion_mnist",
-    "iwae_k": "comma-separated numbers of importance samples for the IWAE bound",
-    "batch_size": "test images per compiled call",
-    "elbo_samples": "latent draws per image for the Monte Carlo ELBO",
-    "seed": "seed of the evaluation key",
-    "data_dir": "directory with the Fashion-MNIST IDX .gz files (default: Debian's package, else TFDS)",
-    "out": "output directory",
-}
-
-
-def load_params(path: str | Path) -> vae.Params:
-    """Reads params saved with flax.serialization; checks they are a VAE's."""
+def load_params(path: str | Path) -> tuple[list[vae.Params], bytes]:
+    """The VAE params in `path` (one model, or a population's stacked params) as a list of members,
+    checked as whole trees (names, shapes, dtypes, consistency, finiteness); and the file's bytes."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--params {str(path)!r} does not exist; train first with experiments.vae_fashion_mnist")
+    raw = path.read_bytes()
     try:
-        params = flax.serialization.msgpack_restore(path.read_bytes())
-    except (ValueError, TypeError) as err:  # msgpack's errors for corrupt bytes derive from these
+        tree = flax.serialization.msgpack_restore(raw)
+    except Exception as err:  # noqa: BLE001 - msgpack raises several unrelated types for damaged bytes
         raise ValueError(f"--params {str(path)!r} is not a flax msgpack file ({type(err).__name__}: {err})") from err
-    if not isinstance(params, dict) or set(params) != {"encoder", "decoder"}:
-        raise ValueError(f"--params {str(path)!r} does not hold VAE params (expected 'encoder' and 'decoder')")
-    return jax.tree.map(jnp.asarray, params)
+    leaves = jax.tree.leaves(tree)
+    if isinstance(tree, dict) and leaves and all(np.ndim(x) >= 1 for x in leaves):
+        kernel = tree.get("encoder", {}).get("hidden_0", {}).get("kernel") if isinstance(tree.get("encoder"), dict) else None
+        if kernel is not None and np.ndim(kernel) == 3 and len({np.shape(x)[0] for x in leaves}) == 1:
+            members = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], tree) for i in range(np.shape(kernel)[0])]
+        else:
+            members = [tree]
+    else:
+        members = [tree]
+    for index, params in enumerate(members):
+        try:
+            vae.check_params(params)
+        except ValueError as err:
+            where = f" (member {index})" if len(members) > 1 else ""
+            raise ValueError(f"--params {str(path)!r}{where}: {err}") from None
+    return members, raw
 
 
-def parse_ks(text: str) -> list[int]:
-    try:
-        ks = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        ks = []
-    if not ks or min(ks) <= 0:
-        raise ValueError(f"--iwae-k must be positive integers separated by commas, got {text!r}")
-    return ks
+def training_likelihood(params_path: str | Path) -> str | None:
+    """The likelihood recorded by the training run beside `params_path`, if any."""
+    record = runs.read_record(Path(params_path).parent)
+    return (record or {}).get("definition", {}).get("likelihood")
 
 
-def batched_mean(fn, images: np.ndarray, key: jax.Array, batch_size: int, desc: str) -> float:
-    """Mean over all images of fn(batch, key_i) -> (B,), batch i keyed by fold_in(key, i), with a progress bar."""
-    total = 0.0
+def batched(fn, images: jax.Array, key: jax.Array, batch_size: int, desc: str) -> np.ndarray:
+    """fn(batch, key_i) -> (B,) over all images, batch i keyed by fold_in(key, i), with a progress bar."""
+    values = []
     starts = range(0, len(images), batch_size)
     for index, start in enumerate(tqdm(starts, desc=desc, unit="batch", file=sys.stdout, leave=False)):
-        values = fn(jnp.asarray(images[start : start + batch_size]), jax.random.fold_in(key, index))
-        total += float(jnp.sum(values))
-    return total / len(images)
+        values.append(np.asarray(fn(images[start:start + batch_size], jax.random.fold_in(key, index))))
+    return np.concatenate(values)
 
 
-def run(config: Config) -> dict:
-    ks = parse_ks(config.iwae_k)
-    params = load_params(config.params)
-    images, labels = data.load_fashion_mnist("test", config.data_dir)
-    x = data.to_unit_float(images)
-    out = prepare_out_dir(config.out)
-    elbo_key, iwae_key, chapter_key, figure_key = jax.random.split(jax.random.key(config.seed), 4)
+def _mean_and_error(name: str, values: np.ndarray) -> dict[str, float]:
+    if not np.all(np.isfinite(values)):
+        raise FloatingPointError(f"{name} is not finite for {int(np.sum(~np.isfinite(values)))} test image(s): "
+                                 "the model or its inputs are broken; nothing was written")
+    mean, error = stats.mean_and_standard_error(values)
+    return {"mean": mean, "standard_error": error}
 
-    results: dict = {"num_test_images": len(x), "params": config.params}
-    start = time.perf_counter()
-    results["test_negative_elbo_nats"] = -batched_mean(
-        lambda b, k: metrics.elbo(params, b, k, config.elbo_samples), x, elbo_key, config.batch_size, "ELBO"
-    )
-    results["test_negative_iwae_nats"] = {}
-    for k in ks:
-        results["test_negative_iwae_nats"][str(k)] = -batched_mean(
-            lambda b, key, k=k: metrics.iwae_bound(params, b, key, k), x, iwae_key, config.batch_size, f"IWAE k={k}"
-        )
-    chapter = vae.evaluate(params, jnp.asarray(x), chapter_key)
+
+def evaluation_keys(seed: int) -> dict[str, jax.Array]:
+    elbo, iwae, chapter, figures = jax.random.split(jax.random.key(seed), 4)
+    reconstruction, mutual_information = jax.random.split(figures)
+    return {"elbo": elbo, "iwae": iwae, "chapter": chapter, "reconstruction": reconstruction,
+            "mutual_information": mutual_information}
+
+
+def evaluate_member(config: Config, params: vae.Params, x: jax.Array, likelihood: str) -> dict:
+    """Every number of one model on the test images x (already binarized for "binarized")."""
+    kind = likelihoods.pixel_kind(likelihood)
+    keys = evaluation_keys(config.seed)
+    elbo_key, iwae_key, chapter_key, mi_key = (keys[k] for k in ("elbo", "iwae", "chapter", "mutual_information"))
+    results: dict = {}
+    results["test_negative_elbo_nats"] = _mean_and_error("-ELBO", -batched(
+        lambda b, k: metrics.elbo(params, b, k, config.elbo_samples, kind), x, elbo_key, config.batch_size, "ELBO"))
+    results["test_negative_iwae_nats"] = {
+        str(k): _mean_and_error(f"-IWAE k={k}", -batched(
+            lambda b, key, k=k: metrics.iwae_bound(params, b, key, k, likelihood=kind), x, iwae_key,
+            config.batch_size, f"IWAE k={k}"))
+        for k in config.ks()
+    }
+    chapter = vae.evaluate(params, x, chapter_key, likelihood=kind)
     results["test_chapter_loss"] = float(chapter["loss"])
     results["test_rounded_accuracy"] = float(chapter["rounded_accuracy"])
-    results["eval_wall_seconds"] = time.perf_counter() - start
-
-    reconstruction_key, traversal_key = jax.random.split(figure_key)
-    mean, log_var = vae.encode(params, x[:10])
-    reconstructed = np.asarray(vae.decode(params, vae.sample_latent(reconstruction_key, mean, log_var)))
-    plotting.save_figure(plotting.reconstructions(x[:10], reconstructed), out / "vae_reconstructions_plot.png")
-
-    means = np.asarray(vae.encode(params, x)[0])
-    scores = (means - means.mean(axis=0)) @ pca.principal_components(means, 2)
-    plotting.save_figure(plotting.latent_scatter(scores, labels, data.FASHION_MNIST_CLASSES), out / "vae_latent_space_plot.png")
-
-    values = np.linspace(-3.0, 3.0, 9)
-    base = np.asarray(vae.encode(params, x[:1])[0])[0]
-    traversal = np.repeat(base[None, None], vae.latent_dim(params), axis=0).repeat(len(values), axis=1)
-    for dim in range(vae.latent_dim(params)):
-        traversal[dim, :, dim] = values
-    traversed = np.asarray(vae.decode(params, traversal.reshape(-1, vae.latent_dim(params))))
-    titles = [f"z{dim}={v:+.1f}" if dim == 0 else "" for dim in range(vae.latent_dim(params)) for v in values]
-    fig = plotting.image_grid(traversed, len(values), titles=titles)
-    fig.suptitle("latent traversal: row i varies coding i from -3 to +3, others at a test image's mean", fontsize=9)
-    plotting.save_figure(fig, out / "vae_latent_traversal_plot.png")
-
-    write_json(out / "metrics.json", {"config": dataclasses.asdict(config), **results})
+    per_dim = np.asarray(metrics.kl_per_dim(params, x), np.float64)
+    activity = np.asarray(metrics.latent_activity(params, x), np.float64)
+    results["diagnostics"] = {
+        "rate_nats": float(chapter["kl"]),
+        "distortion_nats": float(vae.IMAGE_PIXELS * chapter["reconstruction"]),
+        "kl_per_dim_nats": per_dim.tolist(),
+        "latent_activity": activity.tolist(),
+        "active_units": int(np.sum(activity > 0.01)),
+        "active_units_threshold": 0.01,
+        "mutual_information_nats": float(metrics.mutual_information(params, x, mi_key)),
+        "mutual_information_max_nats": float(np.log(len(x))),
+    }
+    for name, value in results["diagnostics"].items():
+        if not np.all(np.isfinite(value)):
+            raise FloatingPointError(f"{name} is not finite: the model or its inputs are broken; nothing was written")
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = config_parser(Config, HELP, __doc__)
-    config = config_from_args(Config, parser.parse_args(argv))
-    try:
-        results = run(config)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
-    iwae = ", ".join(f"k={k}: {v:.2f}" for k, v in results["test_negative_iwae_nats"].items())
-    print(
-        f"test -ELBO {results['test_negative_elbo_nats']:.2f} nats; -IWAE {iwae} nats; chapter loss "
-        f"{results['test_chapter_loss']:.4f}; rounded accuracy {results['test_rounded_accuracy']:.4f} "
-        f"({results['eval_wall_seconds']:.0f} s) -> {config.out}"
-    )
+def figures(config: Config, params: vae.Params, x: np.ndarray, labels: np.ndarray, likelihood: str,
+            diagnostics: dict, out: Path) -> None:
+    reconstruction_key = evaluation_keys(config.seed)["reconstruction"]
+    mean, log_var = vae.encode(params, x[:10])
+    reconstructed = np.asarray(vae.decode(params, vae.sample_latent(reconstruction_key, mean, log_var), likelihood))
+    plotting.save_figure(plotting.reconstructions(x[:10], reconstructed), out / FIGURES[0])
+
+    means = np.asarray(vae.encode(params, x)[0])
+    scores = (means - means.mean(axis=0)) @ pca.principal_components(means, min(2, means.shape[1]))
+    scores = np.pad(scores, ((0, 0), (0, 2 - scores.shape[1])))
+    plotting.save_figure(plotting.latent_scatter(scores, labels, data.FASHION_MNIST_CLASSES), out / FIGURES[1])
+
+    latent = vae.latent_dim(params)
+    values = np.linspace(-3.0, 3.0, 9)
+    traversal = np.repeat(means[:1][None], latent, axis=0).repeat(len(values), axis=1)
+    for dim in range(latent):
+        traversal[dim, :, dim] = values
+    traversed = np.asarray(vae.decode(params, traversal.reshape(-1, latent), likelihood))
+    titles = [f"z{dim}={v:+.1f}" if dim == 0 else "" for dim in range(latent) for v in values]
+    fig = plotting.image_grid(traversed, len(values), titles=titles)
+    fig.suptitle("latent traversal: row i varies coding i from -3 to +3, others at a test image's mean", fontsize=9)
+    plotting.save_figure(fig, out / FIGURES[2])
+    plotting.save_figure(plotting.posterior_diagnostics(diagnostics), out / FIGURES[3])
+
+
+def run(config: Config) -> int:
+    ks = config.ks()
+    members, raw = load_params(config.params)
+    recorded = training_likelihood(config.params)
+    if config.likelihood is not None and recorded is not None and config.likelihood != recorded:
+        fail("likelihood", f"{config.likelihood!r} differs from the {recorded!r} the model was trained with "
+             f"(run.json beside --params); drop --likelihood")
+    likelihood = config.likelihood or recorded or "bernoulli"
+    if config.member is not None:
+        if config.member >= len(members):
+            fail("member", f"must be below the population's {len(members)} members, got {config.member}")
+    chosen = range(len(members)) if config.member is None else [config.member]
+
+    images, labels = data.load_fashion_mnist("test", config.data_dir)
+    count = len(images) if config.num_test_images is None else config.num_test_images
+    if len(images) == 0:
+        raise ValueError(f"the test split in {config.data_dir or 'the default data source'} holds no images")
+    if count > len(images):
+        fail("num_test_images", f"must be at most the {len(images)} test images, got {count}")
+    evaluations = count * (sum(ks) + config.elbo_samples) * len(chosen)
+    if evaluations > MAX_DECODER_EVALUATIONS:
+        fail("iwae_k", f"{config.iwae_k} with --elbo-samples {config.elbo_samples} over {count} images and "
+             f"{len(chosen)} model(s) asks for {evaluations:.2e} decoder evaluations (about "
+             f"{evaluations / 3.5e5 / 3600:.0f} h on a 2-core CPU); the limit is {MAX_DECODER_EVALUATIONS:.0e}: "
+             "lower --iwae-k, or pass --num-test-images or --member")
+    images, labels = images[:count], labels[:count]
+    x = jnp.asarray(data.to_unit_float(images))
+    if likelihood == "binarized":
+        x = likelihoods.binarize_for_evaluation(x, "test")
+
+    definition = {"params_sha256": hashlib.sha256(raw).hexdigest(), "data_sha256": fit.fingerprint(images),
+                  **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "overwrite", "data_dir")}}
+    out = Path(config.out)
+    with runs.claim(out, KIND, definition, overwrite=config.overwrite, outputs=OUTPUTS):
+        start = time.perf_counter()
+        with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
+            rows = [{"member": i, **evaluate_member(config, members[i], x, likelihood)} for i in chosen]
+        seconds = time.perf_counter() - start
+        result = {
+            "config": dataclasses.asdict(config),
+            "environment": runtime.describe(config.matmul_precision),
+            "params": config.params, "likelihood": likelihood, "num_test_images": count,
+            "model": dict(zip(("hidden_sizes", "latent_dim"), vae.architecture(members[chosen[0]]))),
+            "eval_wall_seconds": seconds,
+        }
+        if likelihood == "bernoulli":
+            floor = np.sum(np.asarray(likelihoods.bernoulli_entropy(x)), axis=(1, 2))
+            result["test_entropy_floor_nats"] = float(np.mean(floor))
+            result["note"] = ("'bernoulli' on grey levels is a cross-entropy, not a log-likelihood: a perfect model "
+                              "scores test_entropy_floor_nats; compare models by the gap above it")
+        if len(rows) == 1:
+            result.update({k: v for k, v in rows[0].items() if k != "member"})
+        else:
+            result["members"] = rows
+            result["summary"] = {
+                "test_negative_elbo_nats": stats.summarize([r["test_negative_elbo_nats"]["mean"] for r in rows]),
+                **{f"test_negative_iwae_nats_k{k}": stats.summarize([r["test_negative_iwae_nats"][str(k)]["mean"]
+                                                                      for r in rows]) for k in ks},
+                "active_units": stats.summarize([r["diagnostics"]["active_units"] for r in rows]),
+                "mutual_information_nats": stats.summarize([r["diagnostics"]["mutual_information_nats"] for r in rows]),
+            }
+        figures(config, members[chosen[0]], np.asarray(x), labels, likelihood, rows[0]["diagnostics"], out)
+        write_json(out / "metrics.json", result)
+    print(summary_line(result, out))
     return 0
+
+
+def summary_line(result: dict, out: Path) -> str:
+    first = result if "members" not in result else result["members"][0]
+    iwae = ", ".join(f"k={k}: {v['mean']:.2f} ± {v['standard_error']:.2f}" for k, v in first["test_negative_iwae_nats"].items())
+    elbo = first["test_negative_elbo_nats"]
+    d = first["diagnostics"]
+    floor = f"; entropy floor {result['test_entropy_floor_nats']:.2f}" if "test_entropy_floor_nats" in result else ""
+    who = f"member 0 of {len(result['members'])}: " if "members" in result else ""
+    return (f"{who}test -ELBO {elbo['mean']:.2f} ± {elbo['standard_error']:.2f} nats; -IWAE {iwae} nats{floor} "
+            f"({result['likelihood']}); rate {d['rate_nats']:.2f}, distortion {d['distortion_nats']:.2f}, active units "
+            f"{d['active_units']}/{len(d['kl_per_dim_nats'])}, MI {d['mutual_information_nats']:.2f} nats; chapter loss "
+            f"{first['test_chapter_loss']:.4f}, rounded accuracy {first['test_rounded_accuracy']:.4f} "
+            f"({result['eval_wall_seconds']:.0f} s) -> {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.main(Config, __doc__, run, argv)
 
 
 if __name__ == "__main__":

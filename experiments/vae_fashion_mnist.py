@@ -1,18 +1,18 @@
-"""Chapter 17's variational autoencoder on Fashion-MNIST: train, generate, interpolate, evaluate.
+"""Chapter 17's variational autoencoder on Fashion-MNIST: train one model or a population of them.
 
-    python -m experiments.vae_fashion_mnist [--recipe chapter|improved --epochs 25 --batch-size 128
-                                             --seed 42 --data-dir DIR --out runs/vae --resume]
+    python -m experiments.vae_fashion_mnist [--recipe chapter|improved|adam --epochs 25 --seed 42
+                                             --num-seeds N --sweep beta=0.5,1,2 --out runs/vae --resume]
 
-Trains on the first 55,000 training images, validates on the last 5,000 (as the chapter), and
-writes metrics.json, the chapter's figures, reconstructions, learning curves and params.msgpack.
+Trains on the first 55,000 training images and validates on the last 5,000 (as the chapter), then
+writes into --out: metrics.json, params.msgpack, history.jsonl (one line per model and epoch, as
+they happen), the chapter's figures, reconstructions, learning curves and checkpoints/.
+--num-seeds and --sweep train a population (seeds x grid) in one compiled program; metrics.json
+then lists every member and summarises each final metric (mean, 95% t-interval).
 
-Every epoch ends with a checkpoint in <out>/checkpoints (the last --keep-checkpoints kept);
---resume continues from the newest readable one, bit for bit as if never interrupted.
-With several devices the batch is split over all of them (data parallelism). Several hosts:
-start one process per host with --coordinator-address HOST:PORT --num-processes N --process-id I
-(or AEJAX_COORDINATOR_ADDRESS / AEJAX_NUM_PROCESSES / AEJAX_PROCESS_ID); each keeps only its
-rows of the training set, process 0 writes the outputs, and --out must be on a shared filesystem
-for --resume.
+Every epoch ends with a checkpoint; --resume continues bit for bit. With several devices, members
+and batches spread over them. Several hosts: one process per host with --coordinator-address
+HOST:PORT --num-processes N --process-id I (or AEJAX_COORDINATOR_ADDRESS / AEJAX_NUM_PROCESSES /
+AEJAX_PROCESS_ID; flags win); process 0 writes, and --out must be on a shared filesystem.
 """
 
 from __future__ import annotations
@@ -20,261 +20,193 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import flax.serialization
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from tqdm import tqdm
 
-from aejax import checkpoint, data, parallel, plotting, vae
-from aejax.checks import check_positive_int
-from aejax.train import TrainState, epoch_key
+from aejax import checkpoint, data, fit, likelihoods, parallel, plotting, runs, runtime, stats, vae, writers
+from aejax.config import fail, option
 from aejax.files import write_bytes, write_json
-from experiments.common import config_from_args, config_parser, prepare_out_dir
+from experiments import common
 
-RECIPES = ("chapter", "improved")
-# Settings a resumed run must share with its checkpoints (epochs and learning rate may change).
-RUN_DEFINING = ("recipe", "batch_size", "beta", "num_validation", "seed")
+KIND = "vae_fashion_mnist"
+FIGURES = ("vae_generated_images_plot.png", "semantic_interpolation_plot.png", "vae_reconstructions_plot.png",
+           "vae_learning_curves.png", "vae_rate_distortion.png")
+OUTPUTS = ("metrics.json", "params.msgpack", "history.jsonl", "checkpoints", "tensorboard") + FIGURES
+FINAL_METRICS = ("final_val_loss", "final_val_rounded_accuracy", "test_loss", "test_rounded_accuracy",
+                 "test_rate_nats", "test_distortion_nats")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    recipe: str = dataclasses.field(default="chapter", metadata={"choices": RECIPES})
-    epochs: int = 25
-    batch_size: int = 128
-    beta: float = 1.0
-    num_validation: int = 5000
-    learning_rate: float | None = None
-    seed: int = 42
-    data_dir: str | None = None
-    out: str = "runs/vae"
-    resume: bool = False
-    keep_checkpoints: int = 3
-    coordinator_address: str | None = None
-    num_processes: int = 1
-    process_id: int = 0
+class Config(fit.Config):
+    data_dir: str | None = option(None, "folder with the four Fashion-MNIST IDX .gz files (default: Debian's "
+                                  "package, else TFDS)")
+    out: str = option("runs/vae", "output folder (owned by this run: see --resume and --overwrite)")
+    resume: bool = option(False, "continue the run in --out from its newest readable checkpoint")
+    overwrite: bool = option(False, "replace the run already in --out (deletes its checkpoints and results)")
+    keep_checkpoints: int = option(3, "how many per-epoch checkpoints to keep")
+    tensorboard: bool = option(False, "also write the metrics as TensorBoard events to <out>/tensorboard "
+                               "(pip install -e '.[tensorboard]')")
+    deterministic: bool = option(False, "bitwise-reproducible GPU runs (XLA's deterministic ops; a little slower)")
+    coordinator_address: str | None = option(None, "multi-host: HOST:PORT of process 0 (env AEJAX_COORDINATOR_ADDRESS)")
+    num_processes: int | None = option(None, "multi-host: number of processes (env AEJAX_NUM_PROCESSES; default 1)")
+    process_id: int | None = option(None, "multi-host: this process's index, 0..N-1 (env AEJAX_PROCESS_ID; default 0)")
+    cluster_timeout: int = option(300, "multi-host: seconds to wait for every process to join")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.keep_checkpoints < 1:
+            fail("keep_checkpoints", f"must be a positive integer, got {self.keep_checkpoints}")
+        if self.resume and self.overwrite:
+            fail("overwrite", "and --resume contradict each other: pass one")
 
 
-HELP = {
-    "recipe": "'chapter': Keras RMSprop defaults as in the book; 'improved': Adam with warm-up + cosine decay",
-    "epochs": "training epochs",
-    "batch_size": "minibatch size",
-    "beta": "weight of the KL term (beta-VAE); 1 is the chapter's VAE",
-    "num_validation": "the last N training images are held out for validation",
-    "learning_rate": "peak learning rate (default: the recipe's, 1e-3 chapter / 4e-3 improved)",
-    "seed": "seed of the root JAX key (init, sampling, shuffling, figures)",
-    "data_dir": "directory with the four Fashion-MNIST IDX .gz files (default: Debian's package, else TFDS)",
-    "out": "output directory for metrics.json, figures, params.msgpack and checkpoints/",
-    "resume": "continue from the newest readable checkpoint in <out>/checkpoints",
-    "keep_checkpoints": "how many per-epoch checkpoints to keep",
-    "coordinator_address": "multi-host: HOST:PORT of process 0 (env AEJAX_COORDINATOR_ADDRESS)",
-    "num_processes": "multi-host: number of processes (env AEJAX_NUM_PROCESSES)",
-    "process_id": "multi-host: this process's index, 0..N-1 (env AEJAX_PROCESS_ID)",
-}
+def prepare(config: Config) -> None:
+    """Joins the cluster (before any JAX computation)."""
+    flags = {name: getattr(config, name) for name in parallel.ENVIRONMENT}
+    parallel.initialize(parallel.Cluster.resolve(flags, timeout_seconds=config.cluster_timeout))
 
 
-def make_optimizer(
-    recipe: str, steps_per_epoch: int, epochs: int, learning_rate: float | None = None
-) -> optax.GradientTransformation:
-    """The chapter's RMSprop, or the improved recipe's Adam with a warm-up + cosine schedule."""
-    if recipe == "chapter":
-        return vae.chapter_optimizer() if learning_rate is None else vae.chapter_optimizer(learning_rate)
-    if recipe == "improved":
-        peak = 4e-3 if learning_rate is None else learning_rate
-        schedule = optax.warmup_cosine_decay_schedule(
-            init_value=0.0, peak_value=peak, warmup_steps=steps_per_epoch,
-            decay_steps=steps_per_epoch * epochs, end_value=peak * 0.01,
-        )
-        return optax.adam(schedule)
-    raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+def params_digest(params) -> tuple[bytes, str]:
+    payload = flax.serialization.to_bytes(params)
+    return payload, hashlib.sha256(payload).hexdigest()  # equal digests: bitwise-equal params
 
 
-def _validate(config: Config, num_train_images: int) -> None:
-    check_positive_int("--epochs", config.epochs)
-    check_positive_int("--batch-size", config.batch_size)
-    check_positive_int("--num-validation", config.num_validation)
-    check_positive_int("--keep-checkpoints", config.keep_checkpoints)
-    if config.learning_rate is not None and not config.learning_rate > 0:
-        raise ValueError(f"--learning-rate must be a positive number, got {config.learning_rate}")
-    if config.num_validation >= num_train_images:
-        raise ValueError(
-            f"--num-validation must be smaller than the {num_train_images} training images, got {config.num_validation}"
-        )
-    if config.batch_size > num_train_images - config.num_validation:
-        raise ValueError(
-            f"--batch-size must be at most the {num_train_images - config.num_validation} training examples, "
-            f"got {config.batch_size}"
-        )
+def figures(result: fit.FitResult, test_images: np.ndarray, out: Path) -> None:
+    """The chapter's figures for member 0, learning curves for all, rate–distortion over a beta sweep."""
+    params = result.member_params(0)
+    likelihood = result.config.likelihood
+    generate_key, grid_key, reconstruction_key = jax.random.split(fit.member_keys([result.members[0].seed])["figures"][0], 3)
+    generated = np.asarray(vae.generate(params, generate_key, 12, likelihood))
+    plotting.save_figure(plotting.image_grid(generated, 4), out / FIGURES[0])
 
-
-def _floats(metrics: dict) -> dict[str, float]:
-    return {name: float(value) for name, value in parallel.to_host(metrics).items()}
-
-
-def train(config: Config, train_images: np.ndarray, key: jax.Array, out: Path):
-    """Trains with a progress bar and per-epoch checkpoints; returns (params, history, seconds, N).
-
-    Raises FloatingPointError naming the epoch and step of a non-finite loss (the last good
-    checkpoint stays in place).
-    """
-    fit_images, val_images = data.train_validation_split(data.to_unit_float(train_images), config.num_validation)
-    num_fit = len(fit_images)
-    steps_per_epoch = -(-num_fit // config.batch_size)
-    init_key, train_key, eval_key = jax.random.split(key, 3)
-    state = TrainState.create(
-        apply_fn=None, params=vae.init(init_key, vae.VAEConfig(beta=config.beta)),
-        tx=make_optimizer(config.recipe, steps_per_epoch, config.epochs, config.learning_rate),
-    )
-    history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_bce": [], "val_kl": [], "val_rounded_accuracy": []}
-    checkpoint_dir, start_epoch = out / "checkpoints", 0
-    if config.resume:
-        restored = checkpoint.restore_latest(checkpoint_dir, state)
-        if restored is None:
-            print(f"--resume: no readable checkpoint in {checkpoint_dir}; starting from epoch 1", file=sys.stderr)
-        else:
-            state, start_epoch, extra = restored
-            history = extra["history"]
-            changed = {k: (v, getattr(config, k)) for k, v in extra["run"].items() if getattr(config, k) != v}
-            if changed:
-                raise ValueError(
-                    f"--resume: the checkpoints in {checkpoint_dir} come from a run with different settings "
-                    + ", ".join(f"--{k.replace('_', '-')} {old!r} (now {new!r})" for k, (old, new) in changed.items())
-                    + "; pass the same values or use another --out"
-                )
-            if start_epoch > config.epochs:
-                raise ValueError(f"--epochs {config.epochs} is less than the {start_epoch} epochs already in {checkpoint_dir}")
-
-    # One device: plain arrays. Several (or several processes): replicated state, row-sharded data.
-    mesh = parallel.data_mesh() if jax.device_count() > 1 else None
-    if mesh is None:
-        fit_data, val_data = jnp.asarray(fit_images), jnp.asarray(val_images)
-    else:
-        parallel.check_batch_size(config.batch_size, mesh)
-        state = parallel.replicate(state, mesh)
-        fit_data = parallel.shard_rows(fit_images[parallel.process_rows(num_fit, mesh)], num_fit, mesh)
-        val_data = parallel.replicate(val_images, mesh)
-    del fit_images  # the float copy: only this process's rows stay, on its devices
-
-    writer = jax.process_index() == 0
-    run_settings = {k: getattr(config, k) for k in RUN_DEFINING}
-    start = time.perf_counter()
-    bar = tqdm(range(start_epoch, config.epochs), desc=f"VAE ({config.recipe})", unit="epoch", file=sys.stdout,
-               dynamic_ncols=True, initial=start_epoch, total=config.epochs, disable=not writer)
-    for epoch in bar:
-        state, train_metrics = vae.train_epoch(
-            state, fit_data, epoch_key(train_key, epoch), config.batch_size, config.beta, mesh, num_fit
-        )
-        # A fixed evaluation key: validation curves differ only through the parameters.
-        val = _floats(vae.evaluate(state.params, val_data, eval_key, beta=config.beta))
-        train_metrics = _floats(train_metrics)
-        bad_step = int(train_metrics.pop("first_nonfinite_step"))
-        if bad_step >= 0 or not np.isfinite(train_metrics["loss"]) or not np.isfinite(val["loss"]):
-            where = f"step {bad_step + 1} of {steps_per_epoch}" if bad_step >= 0 else "validation"
-            kept = checkpoint.list_checkpoints(checkpoint_dir)
-            raise FloatingPointError(
-                f"non-finite loss at epoch {epoch + 1}, {where}; training stopped. "
-                + (f"The last good checkpoint is {kept[-1]} (--resume continues from it). " if kept else "")
-                + "Lower --learning-rate or check the input data."
-            )
-        history["loss"].append(train_metrics["loss"])
-        for name, value in val.items():
-            history[f"val_{name}"].append(value)
-        if writer:
-            checkpoint.save(checkpoint_dir, epoch + 1, state, {"history": history, "run": run_settings},
-                            keep=config.keep_checkpoints)
-        bar.set_postfix(loss=f"{train_metrics['loss']:.4f}", val_loss=f"{val['loss']:.4f}",
-                        val_acc=f"{val['rounded_accuracy']:.4f}")
-    seconds = time.perf_counter() - start
-    return parallel.to_host(state.params), history, seconds, num_fit * (config.epochs - start_epoch)
-
-
-def figures(params, test_images: np.ndarray, key: jax.Array, out: Path, history: dict) -> None:
-    """The chapter's generated and interpolated images, plus reconstructions and learning curves."""
-    generate_key, grid_key, reconstruction_key = jax.random.split(key, 3)
-    generated = np.asarray(vae.generate(params, generate_key, 12))
-    plotting.save_figure(plotting.image_grid(generated, 4), out / "vae_generated_images_plot.png")
-
-    codings = jax.random.normal(grid_key, (12, vae.latent_dim(params)))
-    interpolated = np.asarray(vae.decode(params, vae.interpolate_codings(codings, (3, 4), (5, 7))))
+    codings = jax.random.normal(grid_key, (12, result.config.latent_dim))
+    interpolated = np.asarray(vae.decode(params, vae.interpolate_codings(codings, (3, 4), (5, 7)), likelihood))
     originals = [row * 7 + col for row in range(0, 5, 2) for col in range(0, 7, 2)]  # the chapter's frames
-    plotting.save_figure(plotting.image_grid(interpolated, 7, framed=originals), out / "semantic_interpolation_plot.png")
+    plotting.save_figure(plotting.image_grid(interpolated, 7, framed=originals), out / FIGURES[1])
 
     originals_x = data.to_unit_float(test_images[:10])
+    if likelihood == "binarized":
+        originals_x = np.asarray(likelihoods.binarize_for_evaluation(data.to_unit_float(test_images), "test")[:10])
     mean, log_var = vae.encode(params, originals_x)
-    reconstructed = np.asarray(vae.decode(params, vae.sample_latent(reconstruction_key, mean, log_var)))
-    plotting.save_figure(plotting.reconstructions(originals_x, reconstructed), out / "vae_reconstructions_plot.png")
+    reconstructed = np.asarray(vae.decode(params, vae.sample_latent(reconstruction_key, mean, log_var), likelihood))
+    plotting.save_figure(plotting.reconstructions(originals_x, reconstructed), out / FIGURES[2])
     plotting.save_figure(
-        plotting.learning_curves(history, ["loss", "val_loss"], "loss (BCE per pixel + KL/784)"),
-        out / "vae_learning_curves.png",
+        plotting.learning_curves(result.history, ["loss", "val_loss"], "loss (reconstruction per pixel + KL/784)"),
+        out / FIGURES[3],
     )
 
 
-def run(config: Config) -> dict:
+def run(config: Config) -> int:
     train_images, _ = data.load_fashion_mnist("train", config.data_dir)
     test_images, _ = data.load_fashion_mnist("test", config.data_dir)
-    _validate(config, len(train_images))
-    out = prepare_out_dir(config.out)
-    key = jax.random.key(config.seed)
-    train_key, test_key, figure_key = jax.random.split(key, 3)
+    fit.check(config, len(train_images))
+    members = config.members()
+    out = Path(config.out)
+    log = [writers.JsonLines(out / "history.jsonl")]
+    if config.tensorboard:
+        log.append(writers.TensorBoard(out / "tensorboard", len(members)))
+    definition = {**config.run_definition(), "data_sha256": fit.fingerprint(train_images)}
+    writer = jax.process_index() == 0
+    with runs.claim(out, KIND, definition, resume=config.resume, overwrite=config.overwrite, outputs=OUTPUTS,
+                    enabled=writer):
+        result = fit.fit(config, train_images, checkpoint_dir=out / "checkpoints", resume=config.resume,
+                         keep_checkpoints=config.keep_checkpoints, writers=log)
+        for w in log:
+            getattr(w, "close", lambda: None)()
+        metrics = results(config, result, test_images)
+        if writer:
+            figures(result, test_images, out)
+            if any(name == "beta" for name, _ in config.sweep):
+                rows = metrics["members"]
+                plotting.save_figure(plotting.rate_distortion(
+                    [r["test_rate_nats"] for r in rows], [r["test_distortion_nats"] for r in rows],
+                    [r["beta"] for r in rows]), out / FIGURES[4])
+            params = result.member_params(0) if len(members) == 1 else result.params
+            write_bytes(out / "params.msgpack", flax.serialization.to_bytes(params))
+            write_json(out / "metrics.json", metrics)
+    print(summary_line(config, metrics))
+    return 0
 
-    params, history, seconds, num_trained = train(config, train_images, train_key, out)
-    test = _floats(vae.evaluate(params, jnp.asarray(data.to_unit_float(test_images)), test_key, beta=config.beta))
-    params_bytes = flax.serialization.to_bytes(params)
+
+def results(config: Config, result: fit.FitResult, test_images: np.ndarray) -> dict:
+    """metrics.json: the run's settings and environment, each member's results, and their summary."""
+    test = fit.evaluate_members(result.params, test_images, result.members, config.likelihood)
+    rows = []
+    for i, member in enumerate(result.members):
+        finite = result.diverged[i] is None or result.best_epoch is not None and result.best_epoch[i] > 0
+        row = {**dataclasses.asdict(member), "params_sha256": params_digest(result.member_params(i))[1],
+               "diverged": result.diverged[i],
+               "best_epoch": None if result.best_epoch is None else int(result.best_epoch[i])}
+        values = {
+            "final_val_loss": result.final("val_loss")[i],
+            "final_val_rounded_accuracy": result.final("val_rounded_accuracy")[i],
+            "test_loss": test["loss"][i], "test_rounded_accuracy": test["rounded_accuracy"][i],
+            "test_rate_nats": test["kl"][i], "test_distortion_nats": vae.IMAGE_PIXELS * test["reconstruction"][i],
+        }
+        row.update({k: float(v) if finite and np.isfinite(v) else None for k, v in values.items()})
+        rows.append(row)
+    seconds = result.seconds
     metrics = {
         "config": dataclasses.asdict(config),
-        "device": jax.devices()[0].device_kind,
-        "jax_version": jax.__version__,
-        "history": history,
-        "final_val_loss": history["val_loss"][-1],
-        "final_val_rounded_accuracy": history["val_rounded_accuracy"][-1],
-        "test": test,
+        "environment": runtime.describe(config.matmul_precision, config.deterministic),
         "train_wall_seconds": seconds,
-        "train_examples_per_sec": num_trained / seconds if num_trained else None,
-        "num_devices": jax.device_count(),
-        "num_processes": jax.process_count(),
-        "params_sha256": hashlib.sha256(params_bytes).hexdigest(),  # equal digests: bitwise-equal params
+        "train_examples_per_sec": result.examples_trained / seconds if result.examples_trained else None,
+        "epochs_run": result.epochs_run,
     }
-    if jax.process_index() == 0:
-        figures(params, test_images, figure_key, out, history)
-        write_bytes(out / "params.msgpack", params_bytes)
-        write_json(out / "metrics.json", metrics)
-    return metrics
+    history = {name: [[None if not np.isfinite(v) else float(v) for v in member] for member in values]
+               for name, values in result.history.items()}
+    if len(rows) == 1:
+        single = {k: v for k, v in rows[0].items() if k not in ("seed", "beta", "learning_rate")}
+        return {**metrics, **single, "history": {name: values[0] for name, values in history.items()},
+                "test": {k: float(v[0]) for k, v in test.items()}}
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["beta"], row["learning_rate"]), []).append(row)
+    return {
+        **metrics,
+        "population": len(rows),
+        "summary_method": "mean and Student-t 95% interval over the members (NaN/diverged members left out; n says how many)",
+        "summary": {name: stats.summarize([r[name] if r[name] is not None else np.nan for r in rows])
+                    for name in FINAL_METRICS},
+        "summary_by_hyperparameters": [
+            {"beta": beta, "learning_rate": rate,
+             **{name: stats.summarize([r[name] if r[name] is not None else np.nan for r in group])
+                for name in FINAL_METRICS}}
+            for (beta, rate), group in groups.items()
+        ] if len(groups) > 1 else None,
+        "figures_member": {"index": 0, "seed": rows[0]["seed"], "beta": rows[0]["beta"],
+                           "learning_rate": rows[0]["learning_rate"]},
+        "members": rows,
+        "history": history,
+    }
 
 
-def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+def summary_line(config: Config, metrics: dict) -> str:
+    speed = f"training {metrics['train_wall_seconds']:.1f} s -> {config.out}"
+    if "members" not in metrics:
+        return (f"VAE ({config.recipe}): val_loss {metrics['final_val_loss']:.4f} (chapter 0.3133), val rounded "
+                f"accuracy {metrics['final_val_rounded_accuracy']:.4f} (chapter 0.9228), {speed}; params sha256 "
+                f"{metrics['params_sha256']}")
+    loss, accuracy = metrics["summary"]["final_val_loss"], metrics["summary"]["final_val_rounded_accuracy"]
+    def interval(s):
+        return "n/a" if s["mean"] is None else (f"{s['mean']:.4f}" if s["n"] < 2 else
+                                                 f"{s['mean']:.4f} [{s['ci95_low']:.4f}, {s['ci95_high']:.4f}]")
+    return (f"VAE population of {metrics['population']} ({config.recipe}): val_loss {interval(loss)}, val rounded "
+            f"accuracy {interval(accuracy)} (mean [95% CI], n={loss['n']}), {speed}")
+
+
+def resume_hint(config: Config) -> str:
+    kept = checkpoint.list_checkpoints(Path(config.out) / "checkpoints")
+    if not kept:
+        return "no checkpoint was written yet"
+    return f"--resume continues from {kept[-1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = config_parser(Config, HELP, __doc__)
-    try:
-        cluster_env = parallel.Cluster.from_environment()
-    except ValueError as err:
-        parser.error(str(err))
-    parser.set_defaults(**dataclasses.asdict(cluster_env))
-    config = config_from_args(Config, parser.parse_args(argv))
-    try:
-        parallel.initialize(parallel.Cluster(config.coordinator_address, config.num_processes, config.process_id))
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", checkpoint.CheckpointWarning)
-            warnings.showwarning = _warn_to_stderr
-            metrics = run(config)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
-    except FloatingPointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(
-        f"VAE ({config.recipe}): val_loss {metrics['final_val_loss']:.4f} (chapter 0.3133), val rounded accuracy "
-        f"{metrics['final_val_rounded_accuracy']:.4f} (chapter 0.9228), training {metrics['train_wall_seconds']:.1f} s "
-        f"-> {config.out}; params sha256 {metrics['params_sha256']}"
-    )
-    return 0
+    return common.main(Config, __doc__, run, argv, on_interrupt=resume_hint, prepare=prepare)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_bad_data_dir(subset_dir, tmp_path, capsys, corrupt, message):
     (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
     (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
     (["--batch-size", "601"], "--batch-size must be at most the 600 training examples, got 601"),
-    (["--learning-rate", "-1"], "--learning-rate must be a positive number, got -1.0"),
+    (["--learning-rate", "-1"], "--learning-rate must be a finite number > 0, got -1.0"),
     (["--keep-checkpoints", "0"], "--keep-checkpoints must be a positive integer, got 0"),
     (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
@@ -97,7 +97,7 @@ def test_unwritable_output_directory(subset_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         vae_fashion_mnist.main(["--data-dir", str(subset_dir), "--num-validation", "120", "--epochs", "1",
                                 "--out", str(blocker / "out")])
-    assert info.value.code != 0 and "is not a writable directory" in str(info.value.code) + capsys.readouterr().err
+    assert info.value.code == 2 and "is not a writable folder" in capsys.readouterr().err
     assert blocker.read_text() == "a file, not a directory"
 
 

@@ -14,11 +14,17 @@ PEER_PYTHON = Path(throughput.REPO_ROOT) / ".venv-peers" / "bin" / "python"
 
 def test_throughput_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["--batch-sizes", "16", "--epochs", "1", "--num-examples", "64", "--peers", "none", "--json", str(out)]
+    argv = ["--batch-sizes", "16", "--epochs", "1", "--num-examples", "64", "--population-sizes", "1,3",
+            "--peers", "none", "--json", str(out)]
     assert throughput.main(argv) == 0
     payload = json.loads(out.read_text())
     names = {r["name"] for r in payload["results"]}
     assert {"vae_train_scan_epoch", "vae_train_step_per_batch", "vae_generate", "matmul_only_ceiling"} <= names
+    populations = {r["population"]: r for r in payload["results"] if r["name"] == "vae_train_scan_epoch"}
+    assert sorted(populations) == [1, 3]
+    # Aggregate = members x per-member rate; a bigger population needs more device memory.
+    assert populations[3]["examples_per_sec"] == pytest.approx(3 * populations[3]["examples_per_sec_per_member"])
+    assert populations[3]["program_bytes"] > populations[1]["program_bytes"] > 0
     for record in payload["results"]:
         assert {"name", "batch_size", "examples_per_sec", "device"} <= set(record)
         assert record["examples_per_sec"] > 0

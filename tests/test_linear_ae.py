@@ -94,7 +94,7 @@ class FunctionsTest(chex.TestCase, parameterized.TestCase):
         (X, {"batch_size": 0}, "batch_size must be a positive integer"),
         (X, {"batch_size": 61}, "batch_size must be at most the number of examples 60"),
         (np.where(np.arange(180).reshape(60, 3) == 7, np.nan, X), {}, "x must be finite, found 1 NaN"),
-        (X, {"learning_rate": -1.0}, "learning_rate must be > 0"),
+        (X, {"learning_rate": -1.0}, "learning_rate must be a finite number > 0"),
     ],
 )
 def test_bad_input_is_named(x, kwargs, message):

@@ -19,14 +19,14 @@ def _env(**extra):
     return dict(os.environ, PYTHONPATH=str(ROOT), **extra)
 
 
-def test_eight_devices_match_one_device_for_the_same_global_batch():
+def test_eight_devices_match_one_device_for_the_same_global_batch_and_population():
     done = subprocess.run([sys.executable, str(ROOT / "tests/helpers/data_parallel_check.py")], env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["devices"] == 8
     for case in ("one_step", "two_epochs"):
-        assert report[case]["data_devices"] == 8  # the training set really is sharded over all 8
+        assert report[case]["data_devices"] == 8 and report[case]["mesh"] == {"members": 1, "data": 8}
         # Only the gradient all-reduce order differs: losses agree to 1 ulp of ~0.7 (6e-8).
         assert report[case]["loss"] <= 2e-7
     # RMSprop moves each weight ~lr * 3.2 = 3.2e-3 on step 1, whatever the gradient's size, so a
@@ -34,8 +34,14 @@ def test_eight_devices_match_one_device_for_the_same_global_batch():
     # steps of two epochs stay within 1e-4 (weights are ~0.1).
     assert report["one_step"]["params"] < 1e-5
     assert report["two_epochs"]["params"] < 1e-4
+    # Populations spread over the members axis: 8 members one per device, 4 members x 2-way data.
+    # Each device compiles its members' arithmetic separately (float rounding only): same bound.
+    assert report["population_8"]["mesh"] == {"members": 8, "data": 1} and report["population_8"]["member_shards"] == 8
+    assert report["population_4"]["mesh"] == {"members": 4, "data": 2} and report["population_4"]["member_shards"] == 4
+    for case in ("population_8", "population_4"):
+        assert report[case]["params"] < 1e-4 and report[case]["loss"] <= 2e-7
     assert report["indivisible"] == (
-        "batch_size 30 is not divisible by the 8 devices of the mesh: choose a multiple of 8 (e.g. 24)"
+        "--batch-size 30 is not divisible by the 8 devices that split each batch: choose a multiple of 8 (e.g. 24)"
     )
 
 
@@ -61,15 +67,28 @@ def test_two_processes_finish_with_identical_parameters(subset_dir, tmp_path):
     digests = [re.search(r"params sha256 ([0-9a-f]{64})", stdout).group(1) for stdout, _ in outputs]
     assert digests[0] == digests[1]
     metrics = json.loads((out / "metrics.json").read_text())  # written once, by process 0
-    assert metrics["num_processes"] == 2 and metrics["num_devices"] == 2
+    assert metrics["environment"]["process_count"] == 2 and metrics["environment"]["device_count"] == 2
     assert metrics["params_sha256"] == digests[0]
 
 
-@pytest.mark.parametrize("environ, message", [
-    ({"AEJAX_NUM_PROCESSES": "2"}, "coordinator_address (host:port) is required"),
-    ({"AEJAX_COORDINATOR_ADDRESS": "h:1", "AEJAX_NUM_PROCESSES": "2", "AEJAX_PROCESS_ID": "2"}, "process_id must be in 0..1"),
-    ({"AEJAX_NUM_PROCESSES": "two"}, "must be integers"),
+@pytest.mark.parametrize("flags, environ, message", [
+    ({}, {"AEJAX_NUM_PROCESSES": "2"}, "--coordinator-address HOST:PORT is required for --num-processes 2"),
+    ({}, {"AEJAX_COORDINATOR_ADDRESS": "h:1", "AEJAX_NUM_PROCESSES": "2", "AEJAX_PROCESS_ID": "2"},
+     "--process-id must be in 0..1, got 2"),
+    ({}, {"AEJAX_NUM_PROCESSES": "two"}, "AEJAX_NUM_PROCESSES must be an integer, got 'two' (or pass --num-processes)"),
+    ({"coordinator_address": "localhost"}, {"AEJAX_NUM_PROCESSES": "2"}, "must be HOST:PORT with a port in 1..65535"),
+    ({"coordinator_address": "localhost:70000", "num_processes": 2}, {}, "got 'localhost:70000'"),
+    ({"coordinator_address": "localhost:1234"}, {}, "was given but --num-processes is 1"),
 ])
-def test_bad_cluster_settings_are_named(environ, message):
+def test_bad_cluster_settings_are_named(flags, environ, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        parallel.Cluster.from_environment(environ)
+        parallel.Cluster.resolve(flags, environ)
+
+
+def test_flags_win_over_the_environment():
+    environ = {"AEJAX_NUM_PROCESSES": "garbage", "AEJAX_PROCESS_ID": "also garbage"}
+    cluster = parallel.Cluster.resolve({"num_processes": 1, "process_id": 0}, environ)
+    assert cluster == parallel.Cluster()
+    cluster = parallel.Cluster.resolve({}, {"AEJAX_COORDINATOR_ADDRESS": "[::1]:8476", "AEJAX_NUM_PROCESSES": "4",
+                                            "AEJAX_PROCESS_ID": "3"})
+    assert (cluster.coordinator_address, cluster.num_processes, cluster.process_id) == ("[::1]:8476", 4, 3)

@@ -7,12 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import checkpoint, vae
+from aejax import checkpoint, fit, recipes, vae
 from aejax.train import TrainState
 from experiments import vae_fashion_mnist
 
@@ -67,9 +68,12 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(subset_dir, tmp_pat
     capsys.readouterr()
     assert vae_fashion_mnist.main(_flags(subset_dir, out, 3) + ["--resume"]) == 0
     err = capsys.readouterr().err
-    assert "epoch_0002.msgpack is truncated or corrupt" in err and "falling back" in err
+    assert "epoch_0002.msgpack is truncated or corrupt" in err and "fell back to the previous checkpoint" in err
     # Epoch 2 is recomputed from epoch 1's checkpoint: still the uninterrupted run, bit for bit.
     assert (out / "params.msgpack").read_bytes() == (tmp_path / "reference" / "params.msgpack").read_bytes()
+    # The damaged file is kept aside for inspection, outside the epochs that pruning counts.
+    assert (out / "checkpoints" / "epoch_0002.msgpack.corrupt").exists()
+    assert [p.name for p in checkpoint.list_checkpoints(out / "checkpoints")] == ["epoch_0002.msgpack", "epoch_0003.msgpack"]
 
 
 def test_resume_refuses_different_run_settings(subset_dir, tmp_path, capsys):
@@ -77,7 +81,15 @@ def test_resume_refuses_different_run_settings(subset_dir, tmp_path, capsys):
     assert vae_fashion_mnist.main(_flags(subset_dir, out, 1)) == 0
     with pytest.raises(SystemExit) as info:
         vae_fashion_mnist.main(_flags(subset_dir, out, 2) + ["--resume", "--seed", "7"])
-    assert info.value.code == 2 and "--seed 42 (now 7)" in capsys.readouterr().err
+    assert info.value.code == 2 and "different settings: seed 42 (now 7)" in capsys.readouterr().err
+
+
+def _plant_huge_weight(path):
+    # A finite but huge weight: the next forward pass overflows to inf and the loss becomes NaN.
+    contents = flax.serialization.msgpack_restore(path.read_bytes()[:-32])  # the SHA-256 trails the payload
+    layer = contents["tree"]["state"]["params"]["encoder"]["hidden_0"]
+    layer["kernel"] = np.full_like(layer["kernel"], 1e38)
+    checkpoint.save(path.parent, int(contents["epoch"]), contents["tree"], json.loads(contents["extra"]))
 
 
 def test_nonfinite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(subset_dir, tmp_path, capsys):
@@ -85,14 +97,16 @@ def test_nonfinite_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(
     assert vae_fashion_mnist.main(_flags(subset_dir, out, 2)) == 0
     (out / "metrics.json").unlink()
     (out / "params.msgpack").unlink()
+    _plant_huge_weight(out / "checkpoints" / "epoch_0002.msgpack")
     capsys.readouterr()
-    code = vae_fashion_mnist.main(_flags(subset_dir, out, 3) + ["--resume", "--learning-rate", "1e30"])
+    code = vae_fashion_mnist.main(_flags(subset_dir, out, 3) + ["--resume"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "non-finite loss at epoch 3, step " in err and "of 19" in err  # 600 examples / 32 = 19 steps
-    assert "epoch_0002.msgpack" in err and "--resume continues from it" in err
+    assert "non-finite loss at epoch 3, step 1 of 19" in err  # 600 examples / 32 = 19 steps
+    assert "epoch_0002.msgpack" in err and "Lower --learning-rate" in err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0001.msgpack", "epoch_0002.msgpack"]
     assert not (out / "metrics.json").exists() and not (out / "params.msgpack").exists()
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
 
 
 def test_run_epoch_reports_the_first_nonfinite_step():
@@ -101,35 +115,40 @@ def test_run_epoch_reports_the_first_nonfinite_step():
     key = jax.random.key(3)
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), 64))
     expected_step = int(np.where(order == 37)[0][0]) // 8
-    state = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0)), tx=vae.chapter_optimizer())
-    _, metrics = vae.train_epoch(state, jnp.asarray(images), key, 8)
-    assert int(metrics["first_nonfinite_step"]) == expected_step
-    state = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0)), tx=vae.chapter_optimizer())
-    _, metrics = vae.train_epoch(state, jnp.asarray(np.full((64, 28, 28), 0.5, np.float32)), key, 8)
-    assert int(metrics["first_nonfinite_step"]) == -1
+    hyper = {"beta": jnp.ones(1), "learning_rate": jnp.full(1, 1e-3)}
+    program = fit.Program(batch_size=8)
+    for data, step in ((images, expected_step), (np.full((64, 28, 28), 0.5, np.float32), -1)):
+        states = fit.init_states(fit.member_keys([0])["init"])
+        _, metrics = fit.train_epoch(states, hyper, jnp.asarray(data), jnp.stack([key]), program)
+        assert int(metrics["first_nonfinite_step"][0]) == step
+
+
+def _state(config=vae.VAEConfig()):
+    return TrainState.create(vae.init(jax.random.key(0), config), recipes.chapter_optimizer())
 
 
 def test_checkpoints_roundtrip_and_reject_another_model(tmp_path):
-    state = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0)), tx=vae.chapter_optimizer())
+    state = _state()
     for epoch in range(1, 5):
-        checkpoint.save(tmp_path, epoch, state.replace(step=epoch), {"epoch": epoch}, keep=3)
+        checkpoint.save(tmp_path, epoch, state.replace(step=jnp.asarray(epoch)), {"epoch": epoch}, keep=3)
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [f"epoch_{e:04d}.msgpack" for e in (2, 3, 4)]
-    restored, epoch, extra = checkpoint.restore_latest(tmp_path, state)
-    assert epoch == 4 and extra == {"epoch": 4} and int(restored.step) == 4
+    restored, epoch, extra, path = checkpoint.restore_latest(tmp_path, state)
+    assert epoch == 4 and extra == {"epoch": 4} and int(restored.step) == 4 and path.name == "epoch_0004.msgpack"
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), restored.params, state.params)
-    other = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0), vae.VAEConfig(latent_dim=4)),
-                              tx=vae.chapter_optimizer())
     with pytest.raises(ValueError, match="differ from this model"):
-        checkpoint.load(tmp_path / "epoch_0004.msgpack", other)
+        checkpoint.load(tmp_path / "epoch_0004.msgpack", _state(vae.VAEConfig(latent_dim=4)))
+    # Another model's checkpoint is an error, not a corrupt file to skip: nothing is set aside.
+    with pytest.raises(ValueError, match="differ from this model"):
+        checkpoint.restore_latest(tmp_path, _state(vae.VAEConfig(latent_dim=4)))
+    assert len(checkpoint.list_checkpoints(tmp_path)) == 3
     assert checkpoint.restore_latest(tmp_path / "none", state) is None
 
 
 def test_save_removes_a_partial_write_left_by_a_killed_run(tmp_path):
-    state = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0)), tx=vae.chapter_optimizer())
-    partial = tmp_path / ".epoch_0002-k1ll3d.msgpack"
+    partial = tmp_path / ".epoch_0002.msgpack.0123456789abcdef.tmp"
     partial.write_bytes(b"cut short")
     unrelated = tmp_path / "notes.txt"
     unrelated.write_text("kept")
-    checkpoint.save(tmp_path, 2, state, {}, keep=3)
+    checkpoint.save(tmp_path, 2, _state(), {}, keep=3)
     assert not partial.exists() and unrelated.exists()
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch_0002.msgpack"]

@@ -1,4 +1,4 @@
-"""Run in a subprocess with 8 CPU devices: 1-device vs 8-device training, and the batch check."""
+"""Run in a subprocess with 8 CPU devices: 1 vs 8 devices for data parallelism and for populations."""
 
 import json
 import sys
@@ -10,23 +10,25 @@ jax.config.update("jax_num_cpu_devices", 8)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aejax import parallel, vae  # noqa: E402
-from aejax.train import TrainState  # noqa: E402
+from aejax import fit, parallel  # noqa: E402
 
 
-def train(images, mesh, epochs, batch_size):
-    state = TrainState.create(apply_fn=None, params=vae.init(jax.random.key(0)), tx=vae.chapter_optimizer())
+def train(images, mesh, epochs, batch_size, seeds):
+    keys = fit.member_keys(seeds)
+    states = fit.init_states(keys["init"])
+    hyper = {"beta": np.ones(len(seeds), np.float32), "learning_rate": np.full(len(seeds), 1e-3, np.float32)}
+    program = fit.Program(batch_size=batch_size, num_examples=len(images), mesh=mesh)
     if mesh is None:
         data = jnp.asarray(images)
     else:
-        state = parallel.replicate(state, mesh)
-        data = parallel.shard_rows(images[parallel.process_rows(len(images), mesh)], len(images), mesh)
+        states = parallel.put(parallel.to_host(states), parallel.sharding(mesh, parallel.MEMBERS))
+        data = parallel.shard_rows(images, mesh)
     losses = []
     for epoch in range(epochs):
-        state, metrics = vae.train_epoch(state, data, jax.random.key(epoch), batch_size, mesh=mesh,
-                                         num_examples=len(images))
-        losses.append(float(parallel.to_host(metrics["loss"])))
-    return parallel.to_host(state.params), losses, data.sharding
+        epoch_keys = jax.vmap(fit.epoch_key, (0, None))(keys["train"], epoch)
+        states, metrics = fit.train_epoch(states, hyper, data, epoch_keys, program)
+        losses.append(parallel.to_host(metrics["loss"]))
+    return parallel.to_host(states.params), np.asarray(losses), data.sharding, states
 
 
 def max_abs_difference(a, b):
@@ -34,17 +36,24 @@ def max_abs_difference(a, b):
 
 
 images = np.random.default_rng(0).random((300, 28, 28), dtype=np.float32)  # 300 rows: not a multiple of 8
-mesh = parallel.data_mesh()
 report = {"devices": jax.device_count()}
-# One full-batch step on 296 rows; then two shuffled epochs of batch 32 (10 steps each, last one padded).
+# Data parallelism, one model: one full-batch step on 296 rows; two shuffled epochs of batch 32.
 for name, rows, epochs, batch_size in [("one_step", 296, 1, 296), ("two_epochs", 300, 2, 32)]:
-    params_1, losses_1, _ = train(images[:rows], None, epochs, batch_size)
-    params_8, losses_8, sharding = train(images[:rows], mesh, epochs, batch_size)
-    report[name] = {"params": max_abs_difference(params_1, params_8),
-                    "loss": max(abs(a - b) for a, b in zip(losses_1, losses_8)),
-                    "data_devices": len(sharding.device_set)}
+    mesh = parallel.training_mesh(1)
+    params_1, losses_1, _, _ = train(images[:rows], None, epochs, batch_size, [0])
+    params_8, losses_8, sharding, _ = train(images[:rows], mesh, epochs, batch_size, [0])
+    report[name] = {"params": max_abs_difference(params_1, params_8), "loss": float(np.max(np.abs(losses_1 - losses_8))),
+                    "data_devices": len(sharding.device_set), "mesh": dict(mesh.shape)}
+# A population of 8 spread over the members axis (each device trains one member), and of 4 (2 x 2).
+for name, size in [("population_8", 8), ("population_4", 4)]:
+    mesh = parallel.training_mesh(size)
+    params_1, losses_1, _, _ = train(images, None, 2, 32, list(range(size)))
+    params_8, losses_8, _, states = train(images, mesh, 2, 32, list(range(size)))
+    kernel = states.params["decoder"]["logits"]["kernel"]
+    report[name] = {"params": max_abs_difference(params_1, params_8), "loss": float(np.max(np.abs(losses_1 - losses_8))),
+                    "mesh": dict(mesh.shape), "member_shards": len({(s.index[0].start, s.index[0].stop) for s in kernel.addressable_shards})}
 try:
-    parallel.check_batch_size(30, mesh)
+    parallel.check_batch_size(30, parallel.training_mesh(1))
 except ValueError as err:
     report["indivisible"] = str(err)
 json.dump(report, sys.stdout)

@@ -1,0 +1,78 @@
+"""Typed, frozen configs: each field carries its help text, and values are checked against its type.
+
+A field is declared with `option(default, "help text")`; the experiment CLIs turn every field
+into a `--flag-name` with that help (experiments/common.py). `check_types(config)` checks each
+value against the field's annotation: `int` (not bool), `float` (finite unless the field allows
+otherwise), `str`, `bool`, `tuple[int, ...]`, and `X | None`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any
+
+import numpy as np
+
+
+class ConfigError(ValueError):
+    """A config field holds a value it cannot take; `field` names it (a CLI shows it as --field-name)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field} {message}")
+        self.field, self.message = field, message
+
+
+def fail(field: str, message: str) -> None:
+    """Raises ConfigError: `message` says what `field` must be and what it got."""
+    raise ConfigError(field, message)
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field with its help text (and e.g. `choices=...`) stored in its metadata."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, (bool, np.bool_))
+    if annotation is int:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if annotation is float:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(item, args[0]) for item in value)
+        return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+    return True  # other annotations are not checked here
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def check_types(config: Any) -> None:
+    """Raises ConfigError naming the first field whose value does not match its annotation.
+
+    Floats must also be finite unless the field's metadata says `allow_nonfinite=True`.
+    """
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        annotation = hints[field.name]
+        if not _matches(value, annotation):
+            fail(field.name, f"must be of type {_type_name(annotation)}, got {value!r}")
+        if (isinstance(value, (float, np.floating)) and not math.isfinite(value)
+                and not field.metadata.get("allow_nonfinite")):
+            fail(field.name, f"must be a finite number, got {value!r}")

@@ -1,0 +1,538 @@
+"""Training the VAE as a library function: one config, one compiled program for 1 … N models.
+
+>>> images, _ = data.load_fashion_mnist("train")
+>>> run = fit(Config(), images)                        # the chapter's VAE, 25 epochs
+>>> population = fit(Config(num_seeds=16), images)     # 16 seeds in one compiled program
+
+A *population* is every combination of `num_seeds` seeds (seed, seed + 1, …) and the values in
+`sweep` (e.g. `(("beta", (0.5, 1.0, 2.0)),)`). All members train in one compiled program: `vmap`
+over their parameters, optimiser states, keys and hyperparameters, with the dataset shared. A
+member draws its initialisation, shuffles and noise from its own seed exactly as a single run with
+that seed does, so on one device it reproduces that run bit for bit (tests/test_fit.py).
+A single run is a population of one.
+
+Keys of a member with seed s (unchanged since the chapter scripts): root = key(s);
+(train, test, figures) = split(root, 3); (init, shuffle+noise, validation) = split(train, 3);
+epoch e uses fold_in(shuffle+noise, e) (`aejax.train.run_epoch`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import itertools
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from tqdm import tqdm
+
+from aejax import checkpoint, data, likelihoods, parallel, recipes, vae
+from aejax.config import ConfigError, check_types, fail, option
+from aejax.train import Metrics, TrainState, ceil_div, epoch_key, run_epoch
+
+SWEEPABLE = ("beta", "learning_rate")
+MAX_SEED = 2**32 - 1  # jax.random.key(s) wraps modulo 2**32 (without x64): larger seeds alias smaller ones
+MATMUL_PRECISIONS = ("default", "high", "highest")
+_MEMBER_BYTES_LIMIT = 2**36  # 64 GiB of parameters and optimiser state across a population
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run; the defaults are the chapter's VAE recipe."""
+
+    # Model.
+    hidden_sizes: tuple[int, ...] = option((150, 100), "encoder hidden layer sizes, e.g. 300,300; the decoder mirrors them")
+    latent_dim: int = option(10, "size of the latent codings z")
+    likelihood: str = option("bernoulli", "observation model: 'bernoulli' (the chapter's, on grey levels; not a "
+                             "density), 'binarized' (dynamic binarization; the literature's protocol), "
+                             "'continuous_bernoulli' (a density on [0, 1])", choices=likelihoods.SETTINGS)
+    # Loss.
+    beta: float = option(1.0, "weight of the KL term (beta-VAE); 1 is the chapter's VAE")
+    kl_warmup_epochs: int = option(0, "KL warm-up: the KL weight grows linearly to beta over this many epochs (0: off)")
+    # Optimiser.
+    recipe: str = option("chapter", "optimiser recipe: 'chapter' (Keras RMSprop, as the book), 'improved' (Adam, "
+                         "warm-up + cosine decay), 'adam' (Adam, constant rate)", choices=tuple(recipes.RECIPES))
+    learning_rate: float | None = option(None, "peak learning rate (default: the recipe's, 1e-3 chapter / 4e-3 "
+                                         "improved / 1e-3 adam)")
+    matmul_precision: str = option("default", "matmul precision (jax_default_matmul_precision): 'highest' is full "
+                                   "float32 on every backend; 'default' lets GPUs/TPUs use TF32/bf16 passes",
+                                   choices=MATMUL_PRECISIONS)
+    # Schedule.
+    epochs: int = option(25, "training epochs (the most, with --early-stopping-patience)", resume_may_change=True)
+    batch_size: int = option(128, "minibatch size")
+    num_validation: int = option(5000, "the last N training images are held out for validation")
+    early_stopping_patience: int | None = option(None, "stop a model after this many epochs without a lower "
+                                                 "validation loss (counted after KL warm-up) and keep its best "
+                                                 "epoch's parameters (default: train all epochs, keep the last)")
+    # Randomness and populations.
+    seed: int = option(42, f"seed of the root key (0..{MAX_SEED}): initialisation, shuffling, noise, figures")
+    num_seeds: int = option(1, "population: train seeds seed, seed+1, …, seed+N-1 together")
+    sweep: tuple[tuple[str, tuple[float, ...]], ...] = option(
+        (), f"population: NAME=v1,v2,… (repeatable; NAME in {SWEEPABLE}); the grid is crossed with the seeds")
+
+    def __post_init__(self):
+        check_types(self)
+        vae.VAEConfig(self.hidden_sizes, self.latent_dim, self.likelihood)
+        if self.recipe not in recipes.RECIPES:
+            fail("recipe", f"must be one of {tuple(recipes.RECIPES)}, got {self.recipe!r}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            fail("matmul_precision", f"must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}")
+        _check_beta("beta", self.beta)
+        if self.learning_rate is not None:
+            _check_learning_rate("learning_rate", self.learning_rate)
+        for name in ("epochs", "batch_size", "num_validation", "num_seeds"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be a positive integer, got {getattr(self, name)}")
+        if self.kl_warmup_epochs < 0:
+            fail("kl_warmup_epochs", f"must be >= 0, got {self.kl_warmup_epochs}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            fail("early_stopping_patience", f"must be a positive integer, got {self.early_stopping_patience}")
+        if not 0 <= self.seed <= MAX_SEED:
+            fail("seed", f"must be in 0..{MAX_SEED} (larger or negative seeds alias others), got {self.seed}")
+        if self.seed + self.num_seeds - 1 > MAX_SEED:
+            fail("num_seeds", f"{self.num_seeds} from --seed {self.seed} would pass the largest seed {MAX_SEED}")
+        names = [name for name, _ in self.sweep]
+        for name, values in self.sweep:
+            if name not in SWEEPABLE:
+                fail("sweep", f"names must be in {SWEEPABLE}, got {name!r}")
+            if names.count(name) > 1:
+                fail("sweep", f"names each {name!r} twice; give all its values once: {name}=v1,v2,…")
+            if not values or len(set(values)) != len(values):
+                fail("sweep", f"{name} needs one or more distinct values, got {list(values)}")
+            for value in values:
+                (_check_beta if name == "beta" else _check_learning_rate)("sweep", value, f"{name} value")
+        members = self.num_seeds * int(np.prod([len(v) for _, v in self.sweep]))
+        member_bytes = 3 * 4 * sum(int(np.prod(s)) for s in vae._expected_shapes(self.hidden_sizes, self.latent_dim).values())
+        if members * member_bytes > _MEMBER_BYTES_LIMIT:
+            fail("num_seeds", f"and --sweep ask for {members} models, {members * member_bytes / 2**30:.0f} GiB of "
+                 f"parameters and optimiser state; the limit is {_MEMBER_BYTES_LIMIT / 2**30:.0f} GiB")
+
+    @property
+    def model(self) -> vae.VAEConfig:
+        return vae.VAEConfig(self.hidden_sizes, self.latent_dim, self.likelihood)
+
+    @property
+    def peak_learning_rate(self) -> float:
+        return recipes.get(self.recipe).default_learning_rate if self.learning_rate is None else self.learning_rate
+
+    def members(self) -> list["Member"]:
+        """Every (grid point, seed), grid points outer, seeds inner (member i: seed + i % num_seeds)."""
+        grid = dict(self.sweep)
+        axes = [grid.get("beta", (self.beta,)), grid.get("learning_rate", (self.peak_learning_rate,))]
+        return [Member(self.seed + offset, float(beta), float(rate))
+                for beta, rate in itertools.product(*axes) for offset in range(self.num_seeds)]
+
+    def run_definition(self) -> dict[str, Any]:
+        """The settings a resumed run must share with its checkpoints: every field, except those that
+        may change on resume (epochs, unless the recipe's schedule depends on it)."""
+        flexible = {f.name for f in dataclasses.fields(Config) if f.metadata.get("resume_may_change")}
+        if recipes.get(self.recipe).schedule_uses_epochs:
+            flexible.discard("epochs")
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(Config) if f.name not in flexible}
+
+
+def _check_beta(field: str, value: float, what: str = "beta") -> None:
+    if not 0 <= value < float("inf"):
+        fail(field, f"{'' if what == 'beta' else what + ' '}must be a finite number >= 0"
+             f"{' (1 is the chapter VAE)' if what == 'beta' else ''}, got {value!r}".lstrip())
+
+
+def _check_learning_rate(field: str, value: float, what: str = "") -> None:
+    if not 0 < value < float("inf"):
+        fail(field, f"{what + ' ' if what else ''}must be a finite number > 0, got {value!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, tuple) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One model of a population: its seed and hyperparameters."""
+
+    seed: int
+    beta: float
+    learning_rate: float
+
+
+def member_keys(seeds: Sequence[int]) -> dict[str, jax.Array]:
+    """Per-member keys (M,) named init / train / validation / test / figures (see the module docstring)."""
+    def derive(seed):
+        train, test, figures = jax.random.split(jax.random.key(seed), 3)
+        init, shuffle, validation = jax.random.split(train, 3)
+        return {"init": init, "train": shuffle, "validation": validation, "test": test, "figures": figures}
+    return jax.vmap(derive)(jnp.asarray(seeds, jnp.uint32))
+
+
+class Writer(Protocol):
+    """Receives each epoch's metrics as they happen (`aejax.writers`)."""
+
+    def write(self, epoch: int, records: list[dict[str, Any]]) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The static part of the compiled training program (hashable: a jit static argument)."""
+
+    likelihood: str = "bernoulli"
+    recipe: str = "chapter"
+    batch_size: int = 128
+    steps_per_epoch: int = 1  # with `epochs`, what the recipe's schedule needs
+    epochs: int = 1
+    num_examples: int | None = None  # real rows of a padded, row-sharded dataset (None: all rows)
+    mesh: Mesh | None = None
+
+
+def _vmap(fn, mesh: Mesh | None):
+    return jax.vmap(fn, spmd_axis_name=parallel.MEMBERS if mesh is not None else None)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "recipe"))
+def init_states(keys: jax.Array, model: vae.VAEConfig = vae.VAEConfig(), recipe: str = "chapter") -> TrainState:
+    """Stacked initial states (M, ...) of M models, one per initialisation key (M,)."""
+    # The optimiser's state does not depend on the learning rate; 1.0 stands in for it.
+    return jax.vmap(lambda key: TrainState.create(vae.init(key, model), recipes.optimizer(recipe, 1.0)))(keys)
+
+
+def _step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array | None, hyper: dict,
+          program: Program) -> tuple[TrainState, Metrics]:
+    rate = recipes.learning_rate(program.recipe, hyper["learning_rate"], state.step, program.steps_per_epoch,
+                                 program.epochs)
+    value, grads = jax.value_and_grad(vae.loss)(state.params, batch, key, hyper["beta"], weights, program.likelihood)
+    return state.apply_gradients(grads, recipes.optimizer(program.recipe, rate)), {"loss": value}
+
+
+@functools.partial(jax.jit, static_argnames=("program",), donate_argnums=(0,))
+def train_step(state: TrainState, batch: jax.Array, key: jax.Array, hyper: dict, weights: jax.Array | None = None,
+               program: Program = Program()) -> tuple[TrainState, Metrics]:
+    """One optimiser step of one model on a batch (B, 28, 28) in [0, 1]; metrics {"loss": batch mean}.
+
+    hyper: {"beta": scalar, "learning_rate": the recipe's peak rate}. `weights` (B,) of 0/1 mark
+    the real rows of a padded batch.
+    """
+    return _step(state, batch, key, weights, hyper, program)
+
+
+@functools.partial(jax.jit, static_argnames=("program",), donate_argnums=(0,))
+def train_epoch(states: TrainState, hyper: dict, images: jax.Array, keys: jax.Array, program: Program
+                ) -> tuple[TrainState, Metrics]:
+    """One shuffled epoch of every member, in one compiled program: `vmap` over the stacked states,
+    hyperparameters {"beta", "learning_rate"} (M,) and epoch keys (M,); `images` (N, 28, 28) shared.
+
+    Returns the new states and each member's epoch metrics (M,): the example-weighted mean loss and
+    "first_nonfinite_step" (`aejax.train.run_epoch`).
+    """
+    def member_epoch(state, hyper, key):
+        def step(state, batch, step_key, weights):
+            return _step(state, batch, step_key, weights, hyper, program)
+        if program.mesh is not None:
+            step = parallel.data_parallel(step, program.mesh)
+        rows = images if program.num_examples is None else images[:program.num_examples]
+        return run_epoch(step, state, rows, key, program.batch_size)
+    return _vmap(member_epoch, program.mesh)(states, hyper, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("likelihood", "mesh"))
+def _evaluate(params, images, keys, beta, likelihood: str, mesh: Mesh | None = None) -> Metrics:
+    return _vmap(lambda p, k, b: vae.evaluate(p, images, k, beta=b, likelihood=likelihood), mesh)(params, keys, beta)
+
+
+def evaluate_members(params: Any, images: np.ndarray, members: Sequence[Member], likelihood: str,
+                     key_name: str = "test") -> dict[str, np.ndarray]:
+    """Mean loss, reconstruction, kl, rounded_accuracy (each (M,)) of stacked params on `images`.
+
+    Each member uses its own `key_name` key and beta; a "binarized" model's images are binarized
+    once with the fixed test key (`likelihoods.binarize_for_evaluation`).
+    """
+    x = jnp.asarray(data.unit_float_images("images", images))
+    if likelihood == "binarized":
+        x = likelihoods.binarize_for_evaluation(x, "test" if key_name == "test" else "validation")
+    keys = member_keys([m.seed for m in members])[key_name]
+    beta = jnp.asarray([m.beta for m in members], jnp.float32)
+    return {k: np.asarray(v) for k, v in _evaluate(params, x, keys, beta, likelihood).items()}
+
+
+@jax.jit
+def _keep_improved(best, params, improved):
+    return jax.tree.map(lambda b, p: jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b), best, params)
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` returns. Arrays have a leading member axis M (1 for a single run)."""
+
+    config: Config
+    members: list[Member]
+    params: Any  # NumPy pytree (M, ...): the best epoch's with early stopping, else the last epoch's
+    history: dict[str, np.ndarray]  # name -> (M, epochs) float64; NaN after a member stopped or diverged
+    epochs_run: int
+    best_epoch: np.ndarray | None  # (M,) 1-based, with early stopping
+    diverged: list[dict | None]  # per member: {"epoch", "step"} of its first non-finite loss, or None
+    seconds: float  # wall time of the training loop (compilation, validation and checkpoints included)
+    examples_trained: int  # over all members
+
+    def member_params(self, index: int) -> Any:
+        return jax.tree.map(lambda leaf: leaf[index], self.params)
+
+    def final(self, name: str) -> np.ndarray:
+        """(M,) each member's value of history `name` at its result's epoch (best or last)."""
+        values = self.history[name]
+        if self.best_epoch is None:
+            return values[:, -1]
+        picked = values[np.arange(len(values)), np.maximum(self.best_epoch, 1) - 1]
+        return np.where(self.best_epoch > 0, picked, np.nan)  # 0: no finite validation loss ever
+
+
+def _member_dicts(members: Sequence[Member]) -> list[dict]:
+    return [dataclasses.asdict(m) for m in members]
+
+
+def _nan_to_none(values) -> list:
+    return [None if not np.isfinite(v) else float(v) for v in values]
+
+
+def fingerprint(images: np.ndarray) -> str:
+    """SHA-256 of an image array's dtype, shape and bytes: what identifies the training data."""
+    images = np.ascontiguousarray(images)
+    digest = hashlib.sha256(f"{images.dtype}{images.shape}".encode())
+    digest.update(images.data)
+    return digest.hexdigest()
+
+
+def check(config: Config, num_images: int) -> None:
+    """The checks of `config` that depend on the data's size and the devices; ConfigError if one fails."""
+    if config.num_validation >= num_images:
+        fail("num_validation", f"must be smaller than the {num_images} training images, got {config.num_validation}")
+    if config.batch_size > num_images - config.num_validation:
+        fail("batch_size", f"must be at most the {num_images - config.num_validation} training examples, "
+             f"got {config.batch_size}")
+    parallel.check_batch_size(config.batch_size, parallel.training_mesh(len(config.members())))
+
+
+def fit(
+    config: Config,
+    train_images: np.ndarray,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    keep_checkpoints: int = 3,
+    writers: Sequence[Writer] = (),
+    progress: bool = True,
+) -> FitResult:
+    """Trains the population that `config` describes on `train_images` (N, 28, 28), uint8 or in [0, 1].
+
+    The last `config.num_validation` images validate after every epoch (with the full beta; fixed
+    keys, so curves differ only through the parameters). With `checkpoint_dir`, the state after
+    every epoch is saved there (the last `keep_checkpoints` kept), and `resume=True` continues from
+    the newest readable checkpoint, bit for bit, after checking it comes from the same run (same
+    `config.run_definition()` and the same data). On several devices members spread over the
+    "members" mesh axis and batches over "data" (`aejax.parallel`); on several hosts process 0
+    writes checkpoints and calls the writers.
+
+    Raises FloatingPointError for a non-finite loss (naming epoch, step and the last checkpoint) in
+    a single run or in every member; in a population, a diverged member is recorded and frozen.
+    """
+    check(config, len(train_images))
+    images = data.unit_float_images("train_images", train_images)
+    fit_images, val_images = data.train_validation_split(images, config.num_validation)
+    members = config.members()
+    size = len(members)
+    mesh = parallel.training_mesh(size)
+    steps_per_epoch = ceil_div(len(fit_images), config.batch_size)
+    program = Program(config.likelihood, config.recipe, config.batch_size, steps_per_epoch, config.epochs,
+                      len(fit_images), mesh)
+    definition = {**config.run_definition(), "data_sha256": fingerprint(train_images)}
+    keys = member_keys([m.seed for m in members])
+    beta = np.asarray([m.beta for m in members], np.float32)
+    hyper = {"beta": beta, "learning_rate": np.asarray([m.learning_rate for m in members], np.float32)}
+    val_kind = likelihoods.pixel_kind(config.likelihood)
+    if config.likelihood == "binarized":
+        val_images = np.asarray(likelihoods.binarize_for_evaluation(val_images, "validation"))
+    patience = config.early_stopping_patience
+    writer_process = jax.process_index() == 0
+
+    with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
+        states = init_states(keys["init"], config.model, config.recipe)
+        # A copy: the state's buffers are donated to the next epoch.
+        tree = {"state": states, "best_params": jax.tree.map(jnp.copy, states.params)} if patience else {"state": states}
+        tracker = _Tracker(size, patience, config.kl_warmup_epochs)
+        start_epoch = 0
+        if checkpoint_dir is not None:
+            existing = checkpoint.list_checkpoints(checkpoint_dir)
+            if resume:
+                restored = checkpoint.restore_latest(checkpoint_dir, parallel.to_host(tree),
+                                                     lambda extra, path: _check_same_run(extra["run"], definition, path))
+                if restored is None:
+                    warnings.warn(f"no readable checkpoint in {checkpoint_dir}; starting from epoch 1",
+                                  checkpoint.CheckpointWarning, stacklevel=2)
+                else:
+                    tree, start_epoch, extra, path = restored
+                    if start_epoch > config.epochs:
+                        fail("epochs", f"{config.epochs} is less than the {start_epoch} epochs already in {path}")
+                    tracker = _Tracker.from_json(extra["tracker"], patience, config.kl_warmup_epochs)
+            elif existing:
+                raise ValueError(f"{checkpoint_dir} already holds checkpoints ({existing[-1].name}); resume them or "
+                                 "choose an empty directory")
+
+        if mesh is None:
+            fit_data, val_data = jnp.asarray(fit_images), jnp.asarray(val_images)
+            tree = jax.tree.map(jnp.asarray, tree)
+        else:
+            fit_data = parallel.shard_rows(fit_images, mesh)
+            val_data = parallel.put(val_images, parallel.sharding(mesh))
+            tree = parallel.put(parallel.to_host(tree), parallel.sharding(mesh, parallel.MEMBERS))
+        del images, fit_images
+
+        bar = tqdm(range(start_epoch, config.epochs), desc=f"VAE ({config.recipe}, {size} model{'s' * (size > 1)})",
+                   unit="epoch", file=sys.stdout, dynamic_ncols=True, initial=start_epoch, total=config.epochs,
+                   disable=not (progress and writer_process))
+        start = time.perf_counter()
+        epochs_run = start_epoch
+        for epoch in bar:
+            if tracker.all_stopped():
+                break
+            epoch_hyper = {**hyper, "beta": beta * tracker.kl_weight(epoch)}
+            states, train_metrics = train_epoch(tree["state"], epoch_hyper, fit_data,
+                                                jax.vmap(epoch_key, (0, None))(keys["train"], epoch), program)
+            val = _evaluate(states.params, val_data, keys["validation"], beta, val_kind, mesh)
+            train_metrics, val = parallel.to_host(train_metrics), parallel.to_host(val)
+            tree = {**tree, "state": states}
+            records = tracker.record(epoch, train_metrics, val)
+            if tracker.newly_diverged and size == 1:
+                _raise_diverged(tracker.diverged[0], steps_per_epoch, checkpoint_dir)
+            if tracker.all_diverged():
+                _raise_diverged(tracker.diverged[0], steps_per_epoch, checkpoint_dir, population=size)
+            if patience:
+                tree["best_params"] = _keep_improved(tree["best_params"], states.params, jnp.asarray(tracker.improved))
+            epochs_run = epoch + 1
+            if checkpoint_dir is not None and writer_process:
+                checkpoint.save(checkpoint_dir, epoch + 1, tree,
+                                {"run": definition, "tracker": tracker.to_json(), "members": _member_dicts(members)},
+                                keep=keep_checkpoints)
+            if writer_process:
+                for writer in writers:
+                    writer.write(epoch + 1, [{**dataclasses.asdict(m), **r} for m, r in zip(members, records)])
+            bar.set_postfix(tracker.postfix())
+        bar.close()
+        seconds = time.perf_counter() - start
+
+    params = parallel.to_host(tree["best_params"] if patience else tree["state"].params)
+    return FitResult(
+        config=config, members=members, params=params, history=tracker.history_arrays(), epochs_run=epochs_run,
+        best_epoch=np.asarray(tracker.best_epoch) if patience else None, diverged=tracker.diverged,
+        seconds=seconds, examples_trained=program.num_examples * sum(tracker.epochs_trained(start_epoch, epochs_run)),
+    )
+
+
+def _check_same_run(recorded: dict, definition: dict, path: Path) -> None:
+    changed = {k: (recorded.get(k), v) for k, v in definition.items() if recorded.get(k) != v}
+    if changed:
+        differences = ", ".join(
+            f"the training data (SHA-256 {old[:12] if old else None}… now {new[:12]}…)" if k == "data_sha256"
+            else f"--{k.replace('_', '-')} {old!r} (now {new!r})" for k, (old, new) in changed.items()
+        )
+        raise ValueError(f"--resume: {path} comes from a run with different settings: {differences}; pass the "
+                         "same settings to continue it, or use another --out for a new run")
+
+
+def _raise_diverged(where: dict, steps_per_epoch: int, checkpoint_dir, population: int = 1) -> None:
+    step = f"step {where['step'] + 1} of {steps_per_epoch}" if where["step"] >= 0 else "validation"
+    kept = checkpoint.list_checkpoints(checkpoint_dir) if checkpoint_dir is not None else []
+    who = f"all {population} models" if population > 1 else "training"
+    raise FloatingPointError(
+        f"non-finite loss at epoch {where['epoch']}, {step}; {who} stopped. "
+        + (f"The last good checkpoint is {kept[-1]}. " if kept else "")
+        + "Lower --learning-rate or --beta, or check the input data."
+    )
+
+
+class _Tracker:
+    """Host-side bookkeeping per member: history, divergence, early stopping, KL warm-up."""
+
+    def __init__(self, size: int, patience: int | None, warmup: int):
+        self.size, self.patience, self.warmup = size, patience, warmup
+        self.history: dict[str, list[list[float | None]]] = {}
+        self.diverged: list[dict | None] = [None] * size
+        self.best_val = [float("inf")] * size
+        self.best_epoch = [0] * size
+        self.since_best = [0] * size
+        self.stopped_after: list[int | None] = [None] * size  # epochs trained when a member stopped
+        self.improved = [False] * size
+        self.newly_diverged = False
+
+    def kl_weight(self, epoch: int) -> float:
+        return 1.0 if self.warmup == 0 else min(1.0, (epoch + 1) / self.warmup)
+
+    def active(self, i: int) -> bool:
+        return self.stopped_after[i] is None
+
+    def all_stopped(self) -> bool:
+        return not any(self.active(i) for i in range(self.size))
+
+    def all_diverged(self) -> bool:
+        return all(d is not None for d in self.diverged)
+
+    def record(self, epoch: int, train: dict, val: dict) -> list[dict]:
+        names = ["loss"] + [f"val_{k}" for k in val]
+        values = {"loss": train["loss"], **{f"val_{k}": v for k, v in val.items()}}
+        self.newly_diverged, self.improved = False, [False] * self.size
+        records = []
+        for i in range(self.size):
+            active = self.active(i)
+            if active and (train["first_nonfinite_step"][i] >= 0 or not np.isfinite(values["loss"][i])
+                           or not np.isfinite(values["val_loss"][i])):
+                self.diverged[i] = {"epoch": epoch + 1, "step": int(train["first_nonfinite_step"][i])}
+                self.stopped_after[i], active, self.newly_diverged = epoch + 1, False, True
+            row = {name: float(values[name][i]) if active else None for name in names}
+            if active and self.patience:
+                if row["val_loss"] < self.best_val[i]:
+                    self.best_val[i], self.best_epoch[i], self.since_best[i] = row["val_loss"], epoch + 1, 0
+                    self.improved[i] = True
+                elif epoch + 1 > self.warmup:
+                    self.since_best[i] += 1
+                if self.since_best[i] >= self.patience:
+                    self.stopped_after[i] = epoch + 1
+            records.append({"epoch": epoch + 1, "member": i, **row})
+        for name in names:
+            self.history.setdefault(name, []).append([r[name] for r in records])
+        return records
+
+    def epochs_trained(self, start: int, end: int) -> list[int]:
+        return [max(0, (min(end, s) if s is not None else end) - start) for s in self.stopped_after]
+
+    def postfix(self) -> dict[str, str]:
+        last = {k: [v for v in rows[-1] if v is not None] for k, rows in self.history.items()}
+        shown = {k: f"{np.mean(v):.4f}" for k, v in last.items() if k in ("loss", "val_loss") and v}
+        if self.size > 1:
+            shown["active"] = f"{sum(self.active(i) for i in range(self.size))}/{self.size}"
+        return shown
+
+    def history_arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray([[np.nan if v is None else v for v in row] for row in rows], np.float64).T
+                for k, rows in self.history.items()}
+
+    def to_json(self) -> dict:
+        return {"history": self.history, "diverged": self.diverged, "best_val": _nan_to_none(self.best_val),
+                "best_epoch": self.best_epoch, "since_best": self.since_best, "stopped_after": self.stopped_after}
+
+    @classmethod
+    def from_json(cls, state: dict, patience: int | None, warmup: int) -> "_Tracker":
+        tracker = cls(len(state["diverged"]), patience, warmup)
+        tracker.history, tracker.diverged = state["history"], state["diverged"]
+        tracker.best_val = [float("inf") if v is None else v for v in state["best_val"]]
+        tracker.best_epoch, tracker.since_best = state["best_epoch"], state["since_best"]
+        tracker.stopped_after = state["stopped_after"]
+        return tracker
+
+
+__all__ = ["Config", "ConfigError", "Member", "FitResult", "Writer", "Program", "check", "fit", "init_states",
+           "train_step", "train_epoch", "evaluate_members", "member_keys",
+           "fingerprint", "SWEEPABLE", "MAX_SEED"]

@@ -1,0 +1,157 @@
+"""One run owns its output folder: a lock while it runs, and a record of what defines it.
+
+`claim(out, kind, definition)` is entered before a script writes anything into `out`:
+
+- it takes an exclusive lock (`.aejax.lock`, released even if the process is killed), so a second
+  run into the same folder is refused at once instead of racing the first;
+- it reads `run.json`, the record the folder's earlier run left: a folder of another kind of run
+  (say, evaluation output pointed at a training folder) is always refused; a folder of the same
+  kind is refused unless `resume` (the definitions must then agree: settings and a fingerprint of
+  the data) or `overwrite` (which first deletes that run's outputs);
+- it writes the new record (status "running", then "finished", "failed" or "interrupted") and
+  removes temporary files an earlier, killed run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from aejax.files import remove_temporaries, write_json
+
+RECORD = "run.json"
+LOCK = ".aejax.lock"
+
+
+class RunDirError(ValueError):
+    """The output folder cannot be used for this run; the message says why and what to do."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_record(out: str | os.PathLike) -> dict | None:
+    """The run record in `out`, or None if there is none. RunDirError if it is unreadable."""
+    path = Path(out) / RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or "kind" not in record:
+            raise ValueError("not a run record")
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path} is not a readable run record ({err}); move the folder aside or choose "
+                          "another --out") from err
+    return record
+
+
+def _differences(old: dict, new: dict) -> str:
+    names = sorted(set(old) | set(new))
+    return ", ".join(f"{name} {old.get(name)!r} (now {new.get(name)!r})" for name in names if old.get(name) != new.get(name))
+
+
+def _lock(out: Path):
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirError(f"--out {str(out)!r} is in use by another run ({holder}); wait for it to finish or "
+                          "choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}".encode(), 0)
+    return fd
+
+
+@contextlib.contextmanager
+def claim(
+    out: str | os.PathLike, kind: str, definition: dict[str, Any], *, resume: bool = False,
+    overwrite: bool = False, outputs: Sequence[str] = (), enabled: bool = True,
+) -> Iterator[dict]:
+    """Owns `out` for one run of `kind` (a script's name); yields its record (a dict to add results to).
+
+    Args:
+      definition: JSON-able settings that define the run (compared on `resume`).
+      outputs: the files and folders this kind of run writes into `out`; `overwrite` deletes them.
+      enabled: False on the processes of a multi-host run that do not write (only process 0 claims).
+    Raises RunDirError (before writing anything) when the folder cannot be used.
+    """
+    if not enabled:
+        yield {}
+        return
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {str(out)!r} exists and is not a folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = _lock(out)
+    except OSError as err:
+        raise RunDirError(f"--out {str(out)!r} is not a writable folder ({err.strerror or err})") from err
+    status = "failed"
+    try:
+        try:
+            record = read_record(out)
+            _check_reuse(out, record, kind, definition, resume, overwrite, outputs)
+        except RunDirError:
+            if created:
+                os.close(fd)
+                fd = None
+                shutil.rmtree(out, ignore_errors=True)  # only the lock file is in it
+            raise
+        if overwrite:
+            for name in list(outputs) + [RECORD]:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        remove_temporaries(out)
+        started = dict(record or {}) if resume and record else {}
+        current = {**started, "kind": kind, "definition": definition, "status": "running",
+                   "started": started.get("started", _now()), "last_started": _now(),
+                   "host": socket.gethostname(), "pid": os.getpid(), "argv": sys.argv}
+        write_json(out / RECORD, current)
+        yield current
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if fd is not None:
+            if status != "failed" or (out / RECORD).exists():
+                with contextlib.suppress(OSError, RunDirError):
+                    record = read_record(out)
+                    if record is not None and record.get("pid") == os.getpid():
+                        write_json(out / RECORD, {**record, "status": status, "ended": _now()})
+            os.close(fd)
+
+
+def _check_reuse(out: Path, record: dict | None, kind: str, definition: dict, resume: bool, overwrite: bool,
+                 outputs: Sequence[str]) -> None:
+    if record is None:
+        leftovers = [name for name in outputs if (out / name).exists()]
+        if leftovers and not overwrite:
+            raise RunDirError(f"--out {str(out)!r} already holds {', '.join(leftovers)} of an unrecorded run; pass "
+                              "--overwrite to replace them or choose another --out")
+        return
+    if record["kind"] != kind:
+        raise RunDirError(f"--out {str(out)!r} holds the outputs of a {record['kind']} run, which this {kind} run "
+                          "must not touch; choose another --out")
+    if resume:
+        if record.get("definition") != definition:
+            raise RunDirError(f"--resume: {out / RECORD} records a run with different settings: "
+                              f"{_differences(record.get('definition') or {}, definition)}; pass the same settings "
+                              "to continue it, or choose another --out")
+        return
+    if not overwrite:
+        raise RunDirError(f"--out {str(out)!r} already holds a {kind} run (status {record.get('status')!r}, started "
+                          f"{record.get('started')}); pass --resume to continue it, --overwrite to replace it, or "
+                          "choose another --out")
