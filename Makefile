@@ -11,7 +11,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -e .
+	$(PY) -m pip install -q -r requirements.txt -e '.[tensorboard]'
 	touch $@
 
 venv: $(VENV)/.installed

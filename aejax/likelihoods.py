@@ -100,9 +100,14 @@ def mean(kind: str, logits: ArrayLike) -> jax.Array:
     if kind == "bernoulli":
         return jax.nn.sigmoid(logits)
     small = jnp.abs(logits) < _TAYLOR_BELOW
-    far = jnp.where(small, _TAYLOR_BELOW, logits)
     near = jnp.where(small, logits, 0.0)
-    return jnp.where(small, 0.5 + near / 12.0 - near**3 / 720.0, -1.0 / jnp.expm1(-far) - 1.0 / far)
+    # 1 / (1 - exp(-l)) as -1 / expm1(-l) for l > 0 and exp(l) / expm1(l) for l < 0: neither
+    # overflows, so values and gradients stay finite for saturated logits.
+    positive = jnp.where(logits > 0, jnp.maximum(logits, _TAYLOR_BELOW), 1.0)
+    negative = jnp.where(logits > 0, -1.0, jnp.minimum(logits, -_TAYLOR_BELOW))
+    first = jnp.where(logits > 0, -1.0 / jnp.expm1(-positive), jnp.exp(negative) / jnp.expm1(negative))
+    far = jnp.where(logits > 0, positive, negative)
+    return jnp.where(small, 0.5 + near / 12.0 - near**3 / 720.0, first - 1.0 / far)
 
 
 def binarize(key: jax.Array, images: ArrayLike) -> jax.Array:

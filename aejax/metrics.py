@@ -130,8 +130,10 @@ def mutual_information_from_posterior(key: jax.Array, mean: ArrayLike, log_var: 
 
     The estimator of He et al. (2019, "Lagging inference networks"): -H[q(z|x)] averaged over x
     (closed form) minus E[log q(z)], with one draw z_n ~ q(z | x_n) per image and the aggregate
-    posterior q(z) = (1/N) sum_m q(z | x_m). It is biased for small N (q(z) includes each draw's
-    own posterior); use thousands of images. Nats, a scalar in [0, log N].
+    posterior q(z) = (1/N) sum_m q(z | x_m). The mixture includes each draw's own posterior, which
+    biases the estimate down when the posteriors are narrow next to the spacing of the N codes, more
+    so in more dimensions; use thousands of images, and compare models on the same images.
+    Nats, a scalar, at most log N.
     """
     mean, log_var = jnp.asarray(mean), jnp.asarray(log_var)
     n, latent = mean.shape

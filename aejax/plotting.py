@@ -147,7 +147,9 @@ def rate_distortion(rates: Sequence[float], distortions: Sequence[float], betas:
         ax.scatter(rates[pick], distortions[pick], s=14, color=cmap(index), alpha=0.6, label=f"beta = {beta:g}")
         means.append((rates[pick].mean(), distortions[pick].mean()))
     if means:
-        ax.plot(*np.asarray(means).T, "k-", lw=1, label="mean per beta")
+        ax.plot(*np.asarray(means).T, "k-o", lw=1, ms=5, label="mean per beta")
+        for beta, (rate, distortion) in zip(values, means):
+            ax.annotate(f"β={beta:g}", (rate, distortion), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set(xlabel="rate: KL(q(z|x) || p(z)) (nats)", ylabel="distortion: -log p(x|z) (nats)",
            title="rate–distortion over beta (test set)")
     ax.grid(True)

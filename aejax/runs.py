@@ -98,7 +98,7 @@ def claim(
         fd = _lock(out)
     except OSError as err:
         raise RunDirError(f"--out {str(out)!r} is not a writable folder ({err.strerror or err})") from err
-    status = "failed"
+    status, ours = "failed", False
     try:
         try:
             record = read_record(out)
@@ -119,18 +119,17 @@ def claim(
                    "started": started.get("started", _now()), "last_started": _now(),
                    "host": socket.gethostname(), "pid": os.getpid(), "argv": sys.argv}
         write_json(out / RECORD, current)
+        ours = True
         yield current
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
+        if ours:
+            with contextlib.suppress(OSError, RunDirError):
+                write_json(out / RECORD, {**read_record(out), "status": status, "ended": _now()})
         if fd is not None:
-            if status != "failed" or (out / RECORD).exists():
-                with contextlib.suppress(OSError, RunDirError):
-                    record = read_record(out)
-                    if record is not None and record.get("pid") == os.getpid():
-                        write_json(out / RECORD, {**record, "status": status, "ended": _now()})
             os.close(fd)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import types
 import typing
 import warnings
 from typing import Any, Callable
@@ -45,8 +46,8 @@ def _sweep_item(text: str) -> tuple[str, tuple[float, ...]]:
 def _argument(field: dataclasses.Field, annotation: Any) -> dict[str, Any]:
     help_text = field.metadata.get("help", "")
     kwargs: dict[str, Any] = {"default": field.default, "help": f"{help_text} (default: %(default)s)"}
-    base = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
-    kind = base[0]
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    kind = [a for a in typing.get_args(annotation) if a is not type(None)][0] if union else annotation
     if kind is bool:
         return {"action": "store_true", "help": help_text}
     if field.name == "sweep":
@@ -62,12 +63,36 @@ def _argument(field: dataclasses.Field, annotation: Any) -> dict[str, Any]:
 
 
 def config_parser(config_cls: type, description: str) -> argparse.ArgumentParser:
-    """An experiment's parser: one `--flag-name` per field of `config_cls`, with the field's help."""
+    """An experiment's parser: one `--flag-name` per field of `config_cls`, with the field's help.
+
+    A config class with PRESETS ({name: {field: value}}) also gets `--preset NAME`, which sets
+    those fields' defaults; flags given explicitly still win.
+    """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    presets = getattr(config_cls, "PRESETS", None)
+    if presets:
+        parser.add_argument("--preset", choices=sorted(presets), default=None,
+                            help="set the defaults of several flags at once: " + "; ".join(
+                                f"{name}: " + (", ".join(f"{flag(k)} {_shown(v)}" for k, v in values.items()) or "the defaults")
+                                for name, values in presets.items()))
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         parser.add_argument(flag(field.name), dest=field.name, **_argument(field, hints[field.name]))
     return parser
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def parse_args(parser: argparse.ArgumentParser, config_cls: type, argv: list[str] | None) -> argparse.Namespace:
+    """Parses `argv`, applying `--preset`'s defaults first when the config class has presets."""
+    presets = getattr(config_cls, "PRESETS", None)
+    if presets:
+        known, _ = parser.parse_known_args(argv)
+        if known.preset:
+            parser.set_defaults(**presets[known.preset])
+    return parser.parse_args(argv)
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
@@ -91,7 +116,7 @@ def main(
     says what Ctrl-C leaves behind. Usage errors exit through `parser.error` (SystemExit 2).
     """
     parser = config_parser(config_cls, description)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, config_cls, argv)
     config = None
     try:
         config = config_from_args(config_cls, args)

@@ -120,12 +120,17 @@ def training_likelihood(params_path: str | Path) -> str | None:
 
 
 def batched(fn, images: jax.Array, key: jax.Array, batch_size: int, desc: str) -> np.ndarray:
-    """fn(batch, key_i) -> (B,) over all images, batch i keyed by fold_in(key, i), with a progress bar."""
+    """fn(batch, key_i) -> (B,) over all images, batch i keyed by fold_in(key, i), with a progress bar.
+
+    The last batch is zero-padded to full size (its padding's values dropped): one compilation.
+    """
+    count = len(images)
+    padded = jnp.pad(images, ((0, -count % batch_size), (0, 0), (0, 0)))
     values = []
-    starts = range(0, len(images), batch_size)
+    starts = range(0, count, batch_size)
     for index, start in enumerate(tqdm(starts, desc=desc, unit="batch", file=sys.stdout, leave=False)):
-        values.append(np.asarray(fn(images[start:start + batch_size], jax.random.fold_in(key, index))))
-    return np.concatenate(values)
+        values.append(np.asarray(fn(padded[start:start + batch_size], jax.random.fold_in(key, index))))
+    return np.concatenate(values)[:count]
 
 
 def _mean_and_error(name: str, values: np.ndarray) -> dict[str, float]:
@@ -254,7 +259,7 @@ def run(config: Config) -> int:
             result["note"] = ("'bernoulli' on grey levels is a cross-entropy, not a log-likelihood: a perfect model "
                               "scores test_entropy_floor_nats; compare models by the gap above it")
         if len(rows) == 1:
-            result.update({k: v for k, v in rows[0].items() if k != "member"})
+            result.update(rows[0] if len(members) > 1 else {k: v for k, v in rows[0].items() if k != "member"})
         else:
             result["members"] = rows
             result["summary"] = {

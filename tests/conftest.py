@@ -1,8 +1,17 @@
-"""Shared fixtures: paths to the real Fashion-MNIST subset in ../shared."""
+"""Shared fixtures: paths to the real Fashion-MNIST subset in ../shared.
+
+The tests run under the XLA settings every aejax entry point applies (`runtime.configure`), set
+here before JAX's backend starts: results that are bitwise under them (a population member equals
+its single run) are tested as such.
+"""
 
 from pathlib import Path
 
 import pytest
+
+from aejax import runtime
+
+runtime.configure()
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET_DIR = REPO.parent / "shared" / "data" / "fashion-mnist-900"

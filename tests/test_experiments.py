@@ -107,3 +107,36 @@ def test_evaluation_cli_rejects_bad_params_and_k(tmp_path, capsys):
         evaluate_vae.main(["--params", str(bad), "--iwae-k", "0,5", "--out", str(tmp_path / "o")])
     assert "--iwae-k must be distinct positive integers" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_population_through_the_cli(subset_dir, tmp_path, capsys):
+    out = tmp_path / "population"
+    code = vae_fashion_mnist.main([
+        "--data-dir", str(subset_dir), "--epochs", "2", "--batch-size", "64", "--num-validation", "120",
+        "--num-seeds", "2", "--sweep", "beta=1,4", "--tensorboard", "--out", str(out),
+    ])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["population"] == 4 and [(m["seed"], m["beta"]) for m in metrics["members"]] == [
+        (42, 1.0), (43, 1.0), (42, 4.0), (43, 4.0)]
+    for member in metrics["members"]:
+        assert {"final_val_loss", "final_val_rounded_accuracy", "params_sha256", "learning_rate"} <= set(member)
+    summary = metrics["summary"]["final_val_loss"]
+    assert summary["n"] == 4 and summary["ci95_low"] < summary["mean"] < summary["ci95_high"]
+    by_beta = {g["beta"]: g for g in metrics["summary_by_hyperparameters"]}
+    assert by_beta[4.0]["test_rate_nats"]["mean"] < by_beta[1.0]["test_rate_nats"]["mean"]  # beta buys a lower rate
+    assert (out / "vae_rate_distortion.png").exists() and (out / "vae_learning_curves.png").exists()
+    lines = (out / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 4 * 2 and json.loads(lines[-1])["member"] == 3
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == [f"member_{i:03d}" for i in range(4)]
+    assert "VAE population of 4" in capsys.readouterr().out
+
+    # One member of the population, evaluated on its own, matches its recorded params digest.
+    evaluation = tmp_path / "eval"
+    assert evaluate_vae.main(["--params", str(out / "params.msgpack"), "--data-dir", str(subset_dir),
+                              "--member", "3", "--iwae-k", "1,5", "--elbo-samples", "1", "--out", str(evaluation)]) == 0
+    result = json.loads((evaluation / "metrics.json").read_text())
+    assert result["likelihood"] == "bernoulli" and result["member"] == 3
+    diagnostics = result["diagnostics"]
+    assert len(diagnostics["kl_per_dim_nats"]) == 10 and 0 <= diagnostics["active_units"] <= 10
+    assert sum(diagnostics["kl_per_dim_nats"]) == pytest.approx(diagnostics["rate_nats"], rel=1e-4)

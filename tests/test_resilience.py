@@ -47,7 +47,8 @@ def test_sigkill_then_resume_is_bitwise_identical(subset_dir, tmp_path):
     assert not (out / "params.msgpack").exists()
     names = [p.name for p in (out / "checkpoints").iterdir()]
     temporary = [name for name in names if name.startswith(".")]  # a write the kill cut short
-    assert len(names) - len(temporary) <= 2 and len(temporary) <= 1  # keep=2; at most one temp file
+    # keep=2, plus one if the kill fell between a checkpoint's rename and the pruning after it.
+    assert len(names) - len(temporary) <= 3 and len(temporary) <= 1
 
     resumed = subprocess.run(_command(subset_dir, out, epochs, "--resume"), cwd=ROOT,
                              capture_output=True, text=True, timeout=300)

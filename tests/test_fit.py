@@ -1,0 +1,141 @@
+"""aejax.fit: populations in one compiled program reproduce single runs; resume; configs."""
+
+import dataclasses
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from aejax import checkpoint, data, fit, vae
+from aejax.config import ConfigError
+
+SMALL = dict(epochs=2, batch_size=64, num_validation=120)
+
+
+@pytest.fixture(scope="module")
+def images(subset_dir):
+    return data.load_fashion_mnist("train", subset_dir)[0]
+
+
+def _assert_same_run(population: fit.FitResult, index: int, single: fit.FitResult):
+    chex.assert_trees_all_equal(population.member_params(index), single.member_params(0))
+    for name, values in single.history.items():
+        np.testing.assert_array_equal(population.history[name][index], values[0])
+
+
+def test_members_equal_single_runs_bit_for_bit_across_the_grid(images):
+    # 2 seeds x 2 learning rates in one program; each member must be the single run with its seed
+    # and rate, bit for bit (vmap keeps each member's arithmetic on XLA:CPU under runtime.configure's
+    # flags, which conftest.py applies as every entry point does).
+    config = fit.Config(**SMALL, num_seeds=2, sweep=(("learning_rate", (1e-3, 3e-3)),))
+    population = fit.fit(config, images, progress=False)
+    assert [(m.seed, m.learning_rate) for m in population.members] == [(42, 1e-3), (43, 1e-3), (42, 3e-3), (43, 3e-3)]
+    for index in (1, 2):
+        member = population.members[index]
+        single = fit.fit(fit.Config(**SMALL, seed=member.seed, learning_rate=member.learning_rate), images, progress=False)
+        _assert_same_run(population, index, single)
+    assert not np.array_equal(population.history["val_loss"][0], population.history["val_loss"][2])  # rates matter
+    again = fit.fit(config, images, progress=False)  # a population reproduces across runs
+    chex.assert_trees_all_equal(again.params, population.params)
+
+
+def test_a_beta_sweep_reaches_every_grid_point_with_shared_seeds(images):
+    config = fit.Config(**{**SMALL, "epochs": 1}, sweep=(("beta", (0.5, 2.0)), ("learning_rate", (1e-3, 2e-3))))
+    result = fit.fit(config, images, progress=False)
+    assert {(m.beta, m.learning_rate) for m in result.members} == {(0.5, 1e-3), (0.5, 2e-3), (2.0, 1e-3), (2.0, 2e-3)}
+    assert {m.seed for m in result.members} == {42}  # one seed: the grid points share initialisation and noise
+    # Same initialisation and data order; a bigger KL weight buys a smaller KL.
+    kl = result.history["val_kl"][:, -1]
+    assert kl[2] < kl[0] and kl[3] < kl[1]
+
+
+def test_population_resume_is_bitwise(images, tmp_path):
+    config = fit.Config(**{**SMALL, "epochs": 3}, num_seeds=2, sweep=(("beta", (1.0, 3.0)),))
+    straight = fit.fit(config, images, progress=False)
+    directory = tmp_path / "checkpoints"
+    fit.fit(dataclasses.replace(config, epochs=2), images, checkpoint_dir=directory, progress=False)
+    assert [p.name for p in checkpoint.list_checkpoints(directory)] == ["epoch_0001.msgpack", "epoch_0002.msgpack"]
+    resumed = fit.fit(config, images, checkpoint_dir=directory, resume=True, progress=False)
+    chex.assert_trees_all_equal(resumed.params, straight.params)
+    for name in straight.history:
+        np.testing.assert_array_equal(resumed.history[name], straight.history[name])
+    with pytest.raises(ValueError, match="already holds checkpoints"):  # a fresh run must not mix with them
+        fit.fit(config, images, checkpoint_dir=directory, progress=False)
+    with pytest.raises(ValueError, match=r"different settings: --sweep"):
+        fit.fit(dataclasses.replace(config, sweep=(("beta", (1.0, 4.0)),)), images, checkpoint_dir=directory,
+                resume=True, progress=False)
+
+
+def test_a_diverging_member_is_recorded_and_the_others_go_on(images):
+    # RMSprop moves every weight by ~lr per step: lr 1e4 overflows within the first epoch.
+    config = fit.Config(**SMALL, sweep=(("learning_rate", (1e-3, 1e4)),))
+    result = fit.fit(config, images, progress=False)
+    assert result.diverged[0] is None and result.diverged[1]["epoch"] == 1
+    assert np.all(np.isnan(result.history["val_loss"][1])) and np.all(np.isfinite(result.history["val_loss"][0]))
+    _assert_same_run(result, 0, fit.fit(fit.Config(**SMALL), images, progress=False))
+    with pytest.raises(FloatingPointError, match="non-finite loss at epoch 1"):
+        fit.fit(fit.Config(**SMALL, learning_rate=1e4), images, progress=False)
+
+
+def test_early_stopping_keeps_each_members_best_epoch(images):
+    # Patience 1 at lr 3e-3 (measured: seed 42's best epoch is 5, seed 43's is 2): each member stops
+    # one epoch after its best, the loop ends when both have, and each result is its best epoch's.
+    config = fit.Config(**{**SMALL, "epochs": 12}, num_seeds=2, learning_rate=3e-3, early_stopping_patience=1)
+    result = fit.fit(config, images, progress=False)
+    assert result.epochs_run == max(result.best_epoch) + 1 < 12 and result.best_epoch[0] != result.best_epoch[1]
+    for i in range(2):
+        losses = result.history["val_loss"][i]
+        best = int(np.nanargmin(losses))
+        assert result.best_epoch[i] == best + 1 and result.final("val_loss")[i] == losses[best]
+        if best + 2 <= len(losses):  # stopped: one epoch without improvement, then nothing recorded
+            assert np.all(np.isnan(losses[best + 2:]))
+    params = result.member_params(0)
+    evaluated = vae.evaluate(params, data.unit_float_images("x", images[-120:]), fit.member_keys([42])["validation"][0])
+    assert float(evaluated["loss"]) == pytest.approx(result.final("val_loss")[0], rel=1e-6)
+
+
+def test_tracker_counts_patience_after_the_kl_warmup():
+    tracker = fit._Tracker(1, patience=2, warmup=3)
+    val = [0.9, 1.0, 1.1, 1.2, 1.3, 0.5]
+    for epoch, loss in enumerate(val):
+        tracker.record(epoch, {"loss": np.asarray([loss]), "first_nonfinite_step": np.asarray([-1])},
+                       {"loss": np.asarray([loss])})
+        if not tracker.active(0):
+            break
+    # Epochs 2 and 3 are inside the warm-up; epochs 4 and 5 exhaust the patience of 2.
+    assert tracker.best_epoch == [1] and tracker.stopped_after == [5]
+    assert [tracker.kl_weight(e) for e in range(4)] == [1 / 3, 2 / 3, 1.0, 1.0]
+
+
+def test_binarized_and_continuous_bernoulli_models_train(images):
+    for likelihood in ("binarized", "continuous_bernoulli"):
+        result = fit.fit(fit.Config(**SMALL, likelihood=likelihood), images, progress=False)
+        assert np.all(np.diff(result.history["val_loss"][0]) < 0), likelihood
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"latent_dim": 2.5}, "latent_dim must be of type int, got 2.5"),
+    ({"hidden_sizes": (300, 0)}, "hidden_sizes must be one or more positive integers"),
+    ({"beta": float("inf")}, "beta must be a finite number"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
+    ({"seed": 2**32}, "seed must be in 0..4294967295"),
+    ({"seed": -1}, "seed must be in 0..4294967295"),
+    ({"seed": 2**32 - 2, "num_seeds": 3}, "num_seeds 3 from --seed 4294967294 would pass"),
+    ({"sweep": (("latent_dim", (2.0,)),)}, "sweep names must be in ('beta', 'learning_rate')"),
+    ({"sweep": (("beta", (1.0, 1.0)),)}, "sweep beta needs one or more distinct values"),
+    ({"sweep": (("learning_rate", (0.0,)),)}, "sweep learning_rate value must be a finite number > 0"),
+    ({"num_seeds": 100_000}, "GiB of parameters and optimiser state"),
+    ({"likelihood": "gaussian"}, "likelihood must be one of"),
+    ({"early_stopping_patience": 0}, "early_stopping_patience must be a positive integer"),
+])
+def test_bad_configs_name_the_field(changes, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        fit.Config(**changes)
+
+
+def test_the_run_definition_is_derived_from_the_config():
+    chapter = fit.Config().run_definition()
+    assert "epochs" not in chapter and chapter["beta"] == 1.0 and chapter["hidden_sizes"] == [150, 100]
+    assert set(chapter) == {f.name for f in dataclasses.fields(fit.Config)} - {"epochs"}
+    assert "epochs" in fit.Config(recipe="improved").run_definition()  # its schedule depends on the epochs
