@@ -94,6 +94,9 @@ class Config:
         for name in ("epochs", "batch_size", "num_validation", "num_seeds"):
             if getattr(self, name) < 1:
                 fail(name, f"must be a positive integer, got {getattr(self, name)}")
+        if recipes.get(self.recipe).schedule_uses_epochs and self.epochs < 2:
+            fail("epochs", f"must be at least 2 with --recipe {self.recipe} (one epoch of warm-up, then the decay), "
+                 f"got {self.epochs}")
         if self.kl_warmup_epochs < 0:
             fail("kl_warmup_epochs", f"must be >= 0, got {self.kl_warmup_epochs}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:

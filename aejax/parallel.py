@@ -14,6 +14,8 @@ import inspect
 import math
 import os
 import re
+import socket
+import time
 from typing import Any
 
 import jax
@@ -99,14 +101,92 @@ class Cluster:
         return cls(**values, timeout_seconds=timeout_seconds)
 
 
-def initialize(cluster: Cluster) -> None:
-    """Joins the cluster with `jax.distributed.initialize` (CPU collectives: gloo); no-op for 1 process.
+def _split_address(address: str) -> tuple[str, int]:
+    match = _ADDRESS.match(address)
+    return match.group("ipv6") or match.group("host"), int(match.group("port"))
 
-    Every wait is bounded by `cluster.timeout_seconds`. Call before the first JAX computation.
+
+def rendezvous(cluster: Cluster) -> None:
+    """Checks, before JAX's own set-up (which aborts the process on a timeout), that all processes
+    are there: process 0 listens on the coordinator's port until processes 1 … N-1 have each said
+    hello once; the others connect to it. Raises ClusterError naming what is wrong, after at most
+    `cluster.timeout_seconds`: no coordinator, a port in use, a duplicate or missing process id, or
+    a different --num-processes. The port is free again when it returns.
+    """
+    host, port = _split_address(cluster.coordinator_address)
+    deadline = time.monotonic() + cluster.timeout_seconds
+    hello = f"aejax {cluster.num_processes} {cluster.process_id}\n".encode()
+    if cluster.process_id == 0:
+        _serve_rendezvous(host, port, cluster, deadline)
+        return
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic())) as link:
+                link.sendall(hello)
+                link.settimeout(max(0.1, deadline - time.monotonic()))
+                reply = link.makefile("rb").readline().decode().strip()
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"no coordinator answered at {cluster.coordinator_address} within {cluster.timeout_seconds} s: "
+                    "start process 0 (--process-id 0) on that host, and check the address, the port and any firewall"
+                ) from None
+            time.sleep(0.2)
+    if reply != "ok":
+        raise ClusterError(f"the coordinator at {cluster.coordinator_address} refused process {cluster.process_id}: "
+                           f"{reply or 'it gave up waiting for the other processes'}")
+
+
+def _serve_rendezvous(host: str, port: int, cluster: Cluster, deadline: float) -> None:
+    num_processes = cluster.num_processes
+    try:
+        server = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as err:
+        raise ClusterError(f"process 0 cannot listen on {host}:{port} ({err.strerror or err}): is another process 0 "
+                           "running, or the port taken? Pick another --coordinator-address port") from None
+    joined: dict[int, socket.socket] = {}
+    try:
+        while len(joined) < num_processes - 1:
+            server.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                link, _ = server.accept()
+            except socket.timeout:
+                missing = sorted(set(range(1, num_processes)) - set(joined))
+                raise ClusterError(f"process 0 waited {cluster.timeout_seconds} s (--cluster-timeout) for processes "
+                                   f"{missing} of 1..{num_processes - 1}, which never joined: start them with distinct "
+                                   "--process-id values and the same --coordinator-address") from None
+            link.settimeout(5)
+            try:
+                words = link.makefile("rb").readline().decode().split()
+            except OSError:
+                link.close()
+                continue
+            if len(words) != 3 or words[0] != "aejax" or words[1] != str(num_processes):
+                link.sendall(f"it expects --num-processes {num_processes}, got {' '.join(words[1:2]) or '?'}\n".encode())
+                link.close()
+            elif int(words[2]) in joined:
+                link.sendall(f"another process already joined as --process-id {words[2]}\n".encode())
+                link.close()
+            else:
+                joined[int(words[2])] = link
+        for link in joined.values():
+            link.sendall(b"ok\n")
+    finally:
+        for link in joined.values():
+            link.close()
+        server.close()
+
+
+def initialize(cluster: Cluster) -> None:
+    """Joins the cluster: `rendezvous`, then `jax.distributed.initialize` (CPU collectives: gloo);
+    no-op for 1 process. Call before the first JAX computation.
+
     Raises ClusterError naming the likely causes when joining fails or times out.
     """
     if cluster.num_processes == 1:
         return
+    rendezvous(cluster)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives; ignored by GPU/TPU
     kwargs = {}
     parameters = inspect.signature(jax.distributed.initialize).parameters
@@ -117,10 +197,7 @@ def initialize(cluster: Cluster) -> None:
     except Exception as err:  # noqa: BLE001 - jaxlib raises its own runtime error types; re-raised with context
         raise ClusterError(
             f"process {cluster.process_id} of {cluster.num_processes} could not join the cluster at "
-            f"{cluster.coordinator_address} within {cluster.timeout_seconds} s ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'}). Check that process 0 runs on that "
-            "host and port, that every process got a distinct --process-id in 0..N-1 and the same "
-            "--num-processes, and that the port is reachable"
+            f"{cluster.coordinator_address} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         ) from err
 
 

@@ -55,8 +55,11 @@ def read_record(out: str | os.PathLike) -> dict | None:
 
 
 def _differences(old: dict, new: dict) -> str:
+    def shown(record, name):
+        return repr(record[name]) if name in record else "(not set)"
     names = sorted(set(old) | set(new))
-    return ", ".join(f"{name} {old.get(name)!r} (now {new.get(name)!r})" for name in names if old.get(name) != new.get(name))
+    return ", ".join(f"{name} {shown(old, name)} (now {shown(new, name)})" for name in names
+                     if old.get(name, ...) != new.get(name, ...))
 
 
 def _lock(out: Path):

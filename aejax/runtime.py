@@ -33,13 +33,22 @@ def flag_name(flag: str) -> str:
 
 
 def _xla_libraries() -> list[Path]:
-    """jaxlib's XLA library and those of installed PJRT plugins (each parses XLA_FLAGS itself)."""
-    libraries = []
+    """The shared libraries of jaxlib and installed PJRT plugins that parse XLA_FLAGS themselves:
+    those that hold the string "XLA_FLAGS" (jaxlib's MLIR library, say, does not)."""
+    found = []
     for package in ("jaxlib", "jax_plugins"):
         spec = importlib.util.find_spec(package)
         for folder in (spec.submodule_search_locations or []) if spec else []:
-            libraries += [p for p in Path(folder).rglob("*.so") if p.stat().st_size > _LIBRARY_BYTES]
-    return libraries
+            for library in Path(folder).rglob("*.so"):
+                if library.stat().st_size > _LIBRARY_BYTES and _present(library, [b"XLA_FLAGS"])[0]:
+                    found.append(library)
+    return found
+
+
+def _present(library: Path, names: list[bytes]) -> list[bool]:
+    """Whether each of `names` occurs in the file `library`."""
+    with open(library, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as contents:
+        return [contents.find(name) >= 0 for name in names]
 
 
 def known_flags(flags: tuple[str, ...] | list[str], libraries: list[Path] | None = None) -> list[str]:
@@ -52,8 +61,8 @@ def known_flags(flags: tuple[str, ...] | list[str], libraries: list[Path] | None
     libraries = _xla_libraries() if libraries is None else libraries
     known = set(flags) if libraries else set()
     for library in libraries:
-        with open(library, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as contents:
-            known = {flag for flag in known if contents.find(flag_name(flag).encode()) >= 0}
+        present = _present(library, [flag_name(flag).encode() for flag in flags])
+        known &= {flag for flag, here in zip(flags, present) if here}
     return [flag for flag in flags if flag in known]
 
 

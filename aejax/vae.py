@@ -117,16 +117,16 @@ def _leaves(tree, prefix: str = "") -> dict:
 def architecture(params: Params) -> tuple[tuple[int, ...], int]:
     """(hidden_sizes, latent_dim) of VAE params, after checking the whole tree's names, shapes,
     dtypes and consistency (decoder mirrors encoder, one latent size). Raises ValueError naming
-    every difference from the VAE that the encoder's sizes imply."""
+    every difference from the VAE that the encoder's biases imply."""
     if not isinstance(params, dict) or set(params) != {"encoder", "decoder"}:
         found = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"params must be a dict with exactly 'encoder' and 'decoder' (a VAE's), got {found}")
     leaves = _leaves(params)
     encoder = params["encoder"] if isinstance(params["encoder"], dict) else {}
     num_hidden = sum(isinstance(name, str) and name.startswith("hidden_") for name in encoder)
-    try:
-        hidden = tuple(int(np.shape(encoder[f"hidden_{i}"]["kernel"])[1]) for i in range(num_hidden))
-        latent = int(np.shape(encoder["mean"]["kernel"])[1])
+    try:  # sizes from the biases, so that a wrongly shaped kernel is the one named
+        hidden = tuple(int(np.shape(encoder[f"hidden_{i}"]["bias"])[0]) for i in range(num_hidden))
+        latent = int(np.shape(encoder["mean"]["bias"])[0])
     except (KeyError, IndexError, TypeError):
         raise ValueError(
             "params are not a VAE's: the encoder needs hidden_0 … hidden_<n> and mean/log_var Dense layers "
@@ -180,8 +180,8 @@ def _check_images(x: ArrayLike) -> jax.Array:
     return x
 
 
-def _check_finite_params(params: Params) -> None:
-    for name, value in _leaves(params).items():
+def _check_finite_params(params: Params, half: str) -> None:
+    for name, value in _leaves(params[half], f"{half}/").items():
         checkify.debug_check(jnp.all(jnp.isfinite(value)), f"params {name} must be finite")
 
 
@@ -189,7 +189,7 @@ def encode(params: Params, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Images (..., 28, 28) float in [0, 1] -> (mean, log_var) of q(z | x), each (..., latent_dim)."""
     hidden, latent = architecture(params)
     x = _check_images(x)
-    _check_finite_params(params["encoder"])
+    _check_finite_params(params, "encoder")
     return Encoder(hidden, latent).apply({"params": params["encoder"]}, x)
 
 
@@ -199,7 +199,7 @@ def decode_logits(params: Params, z: ArrayLike) -> jax.Array:
     z = jnp.asarray(z)
     if z.ndim < 1 or z.shape[-1] != latent:
         raise ValueError(f"codings must have shape (..., {latent}) for these params, got {z.shape}")
-    _check_finite_params(params["decoder"])
+    _check_finite_params(params, "decoder")
     return Decoder(tuple(reversed(hidden))).apply({"params": params["decoder"]}, z)
 
 

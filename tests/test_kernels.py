@@ -11,7 +11,9 @@ from aejax import kernels
 
 
 def test_selu_matches_jax_selu():
-    x = jnp.linspace(-30.0, 30.0, 10001)
+    # No exact 0: jax.nn.selu's derivative there (a tie) changed across JAX versions; aejax's tie
+    # value is pinned against jnp.maximum's below.
+    x = jnp.linspace(-30.0, 30.0, 10000)
     # exp(x) - 1 instead of expm1: absolute error at most a few float32 ulps of alpha * scale ~ 1.76.
     chex.assert_trees_all_close(kernels.selu(x), jax.nn.selu(x), atol=5e-7, rtol=0)
     grads = jax.vmap(jax.grad(kernels.selu))(x)

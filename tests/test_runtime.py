@@ -16,7 +16,10 @@ def test_cpu_flags_are_appended_on_the_cpu_backend():
     report = runtime.configure(environ=environ)
     flags = environ["XLA_FLAGS"].split()
     assert flags[0] == "--xla_force_host_platform_device_count=8"
-    assert set(runtime.CPU_XLA_FLAGS) <= set(flags) and report["applied"] == list(runtime.CPU_XLA_FLAGS)
+    # Those this jaxlib knows: all three on jaxlib 0.10; jaxlib 0.4.35 lacks the YNNPACK flag.
+    known = runtime.known_flags(runtime.CPU_XLA_FLAGS)
+    assert "--xla_cpu_prefer_vector_width=512" in known
+    assert flags[1:] == known == report["applied"] and report["skipped"] == [f for f in runtime.CPU_XLA_FLAGS if f not in known]
 
 
 def test_a_flag_the_user_set_wins_and_configure_is_idempotent():
@@ -62,7 +65,7 @@ def test_an_unknown_flag_never_reaches_xla():
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-500:]
-    assert done.stdout.split() == ["3.0", f"[{unknown!r}]"]
+    assert done.stdout.split()[0] == "3.0" and repr(unknown) in done.stdout
     aborted = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; jnp.ones(1)"],
                              env=dict(env, XLA_FLAGS=unknown), capture_output=True)
     assert aborted.returncode != 0

@@ -6,7 +6,9 @@ import optax
 import pytest
 from jax.test_util import check_grads
 
-from aejax import data, fit, recipes, vae
+from jax.experimental import checkify
+
+from aejax import checks, data, fit, metrics, recipes, vae
 from aejax.train import TrainState
 
 PARAMS = vae.init(jax.random.key(0))
@@ -223,3 +225,62 @@ def test_beta_zero_is_reconstruction_only_and_gradients_flow():
         assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
     with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
         vae.loss(PARAMS, x, key, beta=-1.0)
+
+
+# ----- the domain is guarded where it costs nothing after compilation -----
+
+@pytest.mark.parametrize("call", [
+    lambda x: vae.encode(PARAMS, x),
+    lambda x: vae.loss(PARAMS, x, jax.random.key(0)),
+    lambda x: metrics.elbo(PARAMS, x, jax.random.key(0)),
+    lambda x: fit.train_step(TrainState.create(PARAMS, recipes.chapter_optimizer()), x, jax.random.key(0),
+                             {"beta": 1.0, "learning_rate": 1e-3}),
+], ids=["encode", "loss", "elbo", "train_step"])
+def test_uint8_images_and_wrong_shapes_are_refused_at_trace_time(call):
+    with pytest.raises(TypeError, match="images must be floating-point pixels in \\[0, 1\\], got dtype uint8"):
+        call(jnp.zeros((2, 28, 28), jnp.uint8))
+    with pytest.raises(ValueError, match=r"images must have shape \(\.\.\., 28, 28\), got \(2, 56, 14\)"):
+        call(jnp.zeros((2, 56, 14)))
+
+
+def test_codings_of_the_wrong_size_are_refused():
+    with pytest.raises(ValueError, match=r"codings must have shape \(\.\.\., 10\) for these params, got \(3, 12\)"):
+        vae.decode(PARAMS, jnp.zeros((3, 12)))
+
+
+def _edited(edit):
+    params = jax.tree.map(np.array, PARAMS)  # writable copies
+    edit(params)
+    return params
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"encoder": {"kernel": np.zeros((3, 2)), "bias": np.zeros(2)}, "decoder": {"kernel": np.zeros((2, 3)), "bias": np.zeros(3)}},
+     "params are not a VAE's: the encoder needs hidden_0"),
+    ({"encoder": {}}, "params must be a dict with exactly 'encoder' and 'decoder'"),
+    (_edited(lambda p: p["decoder"].update(hidden_0={"kernel": np.zeros((12, 100)), "bias": np.zeros(100)})),
+     r"decoder/hidden_0/kernel has shape \(12, 100\), expected \(10, 100\)"),
+    (_edited(lambda p: p["encoder"]["log_var"].update(kernel=np.zeros((100, 8)))),
+     r"encoder/log_var/kernel has shape \(100, 8\), expected \(100, 10\)"),
+    (_edited(lambda p: p["decoder"].pop("logits")), "decoder/logits/kernel is missing"),
+    (_edited(lambda p: p["encoder"]["mean"].update(bias=np.zeros(10, np.int32))),
+     "encoder/mean/bias has dtype int32, expected floating point"),
+])
+def test_params_are_checked_as_a_whole_tree(params, message):
+    with pytest.raises(ValueError, match=message):
+        vae.architecture(params)
+
+
+def test_non_finite_params_are_named_and_the_checked_mode_catches_values():
+    bad = _edited(lambda p: p["decoder"]["logits"]["bias"].__setitem__(3, np.nan))
+    with pytest.raises(ValueError, match="params decoder/logits/bias holds 1 NaN/inf value"):
+        vae.check_params(bad)
+    assert vae.check_params(PARAMS) == ((150, 100), 10)
+    loss = checks.checked(vae.loss)
+    with pytest.raises(checkify.JaxRuntimeError, match=r"images must lie in \[0, 1\]"):
+        loss(PARAMS, jnp.full((2, 28, 28), 255.0), jax.random.key(0))
+    with pytest.raises(checkify.JaxRuntimeError, match="params decoder/logits/bias must be finite"):
+        loss(jax.tree.map(jnp.asarray, bad), jnp.zeros((2, 28, 28)), jax.random.key(0))
+    assert float(loss(PARAMS, jnp.zeros((2, 28, 28)), jax.random.key(0))) > 0  # valid input passes
+    # Outside checked mode the value checks compile away: nothing is raised (and such input gives garbage).
+    assert jnp.shape(vae.loss(PARAMS, jnp.full((2, 28, 28), 255.0), jax.random.key(0))) == ()

@@ -1,11 +1,13 @@
 """Run in a subprocess with 8 CPU devices: 1 vs 8 devices for data parallelism and for populations."""
 
 import json
+import os
 import sys
 
-import jax
+# Set before JAX starts its backend; this flag works on every jaxlib the requirements allow.
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 
-jax.config.update("jax_num_cpu_devices", 8)
+import jax  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
