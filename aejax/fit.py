@@ -57,6 +57,8 @@ class Config:
     likelihood: str = option("bernoulli", "observation model: 'bernoulli' (the chapter's, on grey levels; not a "
                              "density), 'binarized' (dynamic binarization; the literature's protocol), "
                              "'continuous_bernoulli' (a density on [0, 1])", choices=likelihoods.SETTINGS)
+    activation: str = option("selu", "hidden units: 'selu' (the chapter's) or 'gated' ((W x + b) * sigmoid(V x + c), "
+                             "as the literature's MLP VAEs)", choices=vae.ACTIVATIONS)
     # Loss.
     beta: float = option(1.0, "weight of the KL term (beta-VAE); 1 is the chapter's VAE")
     kl_warmup_epochs: int = option(0, "KL warm-up: the KL weight grows linearly to beta over this many epochs (0: off)")
@@ -83,7 +85,7 @@ class Config:
 
     def __post_init__(self):
         check_types(self)
-        vae.VAEConfig(self.hidden_sizes, self.latent_dim, self.likelihood)
+        self.model
         if self.recipe not in recipes.RECIPES:
             fail("recipe", f"must be one of {tuple(recipes.RECIPES)}, got {self.recipe!r}")
         if self.matmul_precision not in MATMUL_PRECISIONS:
@@ -116,14 +118,15 @@ class Config:
             for value in values:
                 (_check_beta if name == "beta" else _check_learning_rate)("sweep", value, f"{name} value")
         members = self.num_seeds * int(np.prod([len(v) for _, v in self.sweep]))
-        member_bytes = 3 * 4 * sum(int(np.prod(s)) for s in vae._expected_shapes(self.hidden_sizes, self.latent_dim).values())
+        shapes = vae._expected_shapes(self.hidden_sizes, self.latent_dim, self.activation).values()
+        member_bytes = 3 * 4 * sum(int(np.prod(s)) for s in shapes)
         if members * member_bytes > _MEMBER_BYTES_LIMIT:
             fail("num_seeds", f"and --sweep ask for {members} models, {members * member_bytes / 2**30:.0f} GiB of "
                  f"parameters and optimiser state; the limit is {_MEMBER_BYTES_LIMIT / 2**30:.0f} GiB")
 
     @property
     def model(self) -> vae.VAEConfig:
-        return vae.VAEConfig(self.hidden_sizes, self.latent_dim, self.likelihood)
+        return vae.VAEConfig(self.hidden_sizes, self.latent_dim, self.likelihood, self.activation)
 
     @property
     def peak_learning_rate(self) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,15 @@ from aejax.train import Metrics, mean_over_batches, weighted_mean
 Params = dict
 IMAGE_SHAPE = (28, 28)
 IMAGE_PIXELS = 784
+ACTIVATIONS = ("selu", "gated")
+
+
+class Architecture(NamedTuple):
+    """What a params tree encodes: hidden layer sizes, latent size and the hidden units' kind."""
+
+    hidden_sizes: tuple[int, ...]
+    latent_dim: int
+    activation: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +50,13 @@ class VAEConfig:
     latent_dim: int = option(10, "size of the latent codings z")
     likelihood: str = option("bernoulli", "observation model p(x|z): see aejax/likelihoods.py",
                              choices=likelihoods.SETTINGS)
+    activation: str = option("selu", "hidden units: 'selu' (the chapter's) or 'gated' ((W x + b) * sigmoid(V x + c), "
+                             "the gated dense layers of the literature's MLP VAEs)", choices=ACTIVATIONS)
 
     def __post_init__(self):
         check_types(self)
+        if self.activation not in ACTIVATIONS:
+            fail("activation", f"must be one of {ACTIVATIONS}, got {self.activation!r}")
         if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
             fail("hidden_sizes", f"must be one or more positive integers, got {self.hidden_sizes!r}")
         if self.latent_dim <= 0:
@@ -57,17 +70,24 @@ def _dense(features: int, name: str) -> nn.Dense:
     return nn.Dense(features, kernel_init=nn.initializers.glorot_uniform(), name=name)
 
 
+def _hidden(h: jax.Array, features: int, index: int, activation: str) -> jax.Array:
+    if activation == "gated":  # Dauphin et al. 2017; Tomczak & Welling 2018's MLP VAEs
+        return _dense(features, f"hidden_{index}")(h) * jax.nn.sigmoid(_dense(features, f"gate_{index}")(h))
+    return selu(_dense(features, f"hidden_{index}")(h))
+
+
 class Encoder(nn.Module):
     """(..., 28, 28) in [0, 1] -> mean, log_var, each (..., latent_dim)."""
 
     hidden_sizes: Sequence[int]
     latent_dim: int
+    activation: str = "selu"
 
     @nn.compact
     def __call__(self, x):
         h = x.reshape(x.shape[:-2] + (IMAGE_PIXELS,))
         for i, features in enumerate(self.hidden_sizes):
-            h = selu(_dense(features, f"hidden_{i}")(h))
+            h = _hidden(h, features, i, self.activation)
         return _dense(self.latent_dim, "mean")(h), _dense(self.latent_dim, "log_var")(h)
 
 
@@ -75,32 +95,36 @@ class Decoder(nn.Module):
     """(..., latent_dim) codings -> (..., 28, 28) logits of p(x | z)."""
 
     hidden_sizes: Sequence[int]
+    activation: str = "selu"
 
     @nn.compact
     def __call__(self, z):
         h = z
         for i, features in enumerate(self.hidden_sizes):
-            h = selu(_dense(features, f"hidden_{i}")(h))
+            h = _hidden(h, features, i, self.activation)
         return _dense(IMAGE_PIXELS, "logits")(h).reshape(z.shape[:-1] + IMAGE_SHAPE)
 
 
 def init(key: jax.Array, config: VAEConfig = VAEConfig()) -> Params:
     """Params pytree `{"encoder": …, "decoder": …}`; decoder hidden sizes mirror the encoder's."""
     encoder_key, decoder_key = jax.random.split(key)
-    encoder = Encoder(config.hidden_sizes, config.latent_dim)
-    decoder = Decoder(tuple(reversed(config.hidden_sizes)))
+    encoder = Encoder(config.hidden_sizes, config.latent_dim, config.activation)
+    decoder = Decoder(tuple(reversed(config.hidden_sizes)), config.activation)
     return {
         "encoder": encoder.init(encoder_key, jnp.zeros((1,) + IMAGE_SHAPE))["params"],
         "decoder": decoder.init(decoder_key, jnp.zeros((1, config.latent_dim)))["params"],
     }
 
 
-def _expected_shapes(hidden_sizes: tuple[int, ...], latent_dim: int) -> dict[str, tuple[int, ...]]:
+def _expected_shapes(hidden_sizes: tuple[int, ...], latent_dim: int, activation: str = "selu"
+                     ) -> dict[str, tuple[int, ...]]:
     shapes = {}
+    layers = ("hidden", "gate") if activation == "gated" else ("hidden",)
     for half, sizes, inputs in (("encoder", hidden_sizes, IMAGE_PIXELS),
                                 ("decoder", tuple(reversed(hidden_sizes)), latent_dim)):
         for i, size in enumerate(sizes):
-            shapes[f"{half}/hidden_{i}/kernel"], shapes[f"{half}/hidden_{i}/bias"] = (inputs, size), (size,)
+            for layer in layers:
+                shapes[f"{half}/{layer}_{i}/kernel"], shapes[f"{half}/{layer}_{i}/bias"] = (inputs, size), (size,)
             inputs = size
         heads = (("mean", latent_dim), ("log_var", latent_dim)) if half == "encoder" else (("logits", IMAGE_PIXELS),)
         for name, size in heads:
@@ -114,8 +138,8 @@ def _leaves(tree, prefix: str = "") -> dict:
     return {prefix.rstrip("/"): tree}
 
 
-def architecture(params: Params) -> tuple[tuple[int, ...], int]:
-    """(hidden_sizes, latent_dim) of VAE params, after checking the whole tree's names, shapes,
+def architecture(params: Params) -> Architecture:
+    """(hidden_sizes, latent_dim, activation) of VAE params, after checking the whole tree's names, shapes,
     dtypes and consistency (decoder mirrors encoder, one latent size). Raises ValueError naming
     every difference from the VAE that the encoder's biases imply."""
     if not isinstance(params, dict) or set(params) != {"encoder", "decoder"}:
@@ -132,7 +156,8 @@ def architecture(params: Params) -> tuple[tuple[int, ...], int]:
             "params are not a VAE's: the encoder needs hidden_0 … hidden_<n> and mean/log_var Dense layers "
             f"(kernel, bias), found {sorted(leaves)[:8]}{' …' if len(leaves) > 8 else ''}"
         ) from None
-    expected = _expected_shapes(hidden, latent)
+    activation = "gated" if "gate_0" in encoder else "selu"
+    expected = _expected_shapes(hidden, latent, activation)
     problems = [f"{name} is missing" for name in expected if name not in leaves]
     problems += [f"{name} is unexpected" for name in leaves if name not in expected]
     for name, value in leaves.items():
@@ -148,10 +173,10 @@ def architecture(params: Params) -> tuple[tuple[int, ...], int]:
             f"params do not form one VAE (hidden sizes {hidden}, latent size {latent} from the encoder): "
             + "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
         )
-    return hidden, latent
+    return Architecture(hidden, latent, activation)
 
 
-def check_params(params: Params) -> tuple[tuple[int, ...], int]:
+def check_params(params: Params) -> Architecture:
     """`architecture(params)` plus a check that every value is finite (needs concrete arrays)."""
     shape = architecture(params)
     for name, value in _leaves(params).items():
@@ -163,7 +188,7 @@ def check_params(params: Params) -> tuple[tuple[int, ...], int]:
 
 
 def latent_dim(params: Params) -> int:
-    return architecture(params)[1]
+    return architecture(params).latent_dim
 
 
 def _check_images(x: ArrayLike) -> jax.Array:
@@ -187,20 +212,20 @@ def _check_finite_params(params: Params, half: str) -> None:
 
 def encode(params: Params, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Images (..., 28, 28) float in [0, 1] -> (mean, log_var) of q(z | x), each (..., latent_dim)."""
-    hidden, latent = architecture(params)
+    hidden, latent, activation = architecture(params)
     x = _check_images(x)
     _check_finite_params(params, "encoder")
-    return Encoder(hidden, latent).apply({"params": params["encoder"]}, x)
+    return Encoder(hidden, latent, activation).apply({"params": params["encoder"]}, x)
 
 
 def decode_logits(params: Params, z: ArrayLike) -> jax.Array:
     """Codings (..., latent_dim) -> (..., 28, 28) logits of p(x | z)."""
-    hidden, latent = architecture(params)
+    hidden, latent, activation = architecture(params)
     z = jnp.asarray(z)
     if z.ndim < 1 or z.shape[-1] != latent:
         raise ValueError(f"codings must have shape (..., {latent}) for these params, got {z.shape}")
     _check_finite_params(params, "decoder")
-    return Decoder(tuple(reversed(hidden))).apply({"params": params["decoder"]}, z)
+    return Decoder(tuple(reversed(hidden)), activation).apply({"params": params["decoder"]}, z)
 
 
 def decode(params: Params, z: ArrayLike, likelihood: str = "bernoulli") -> jax.Array:

@@ -250,7 +250,7 @@ def run(config: Config) -> int:
             "config": dataclasses.asdict(config),
             "environment": runtime.describe(config.matmul_precision),
             "params": config.params, "likelihood": likelihood, "num_test_images": count,
-            "model": dict(zip(("hidden_sizes", "latent_dim"), vae.architecture(members[chosen[0]]))),
+            "model": vae.architecture(members[chosen[0]])._asdict(),
             "eval_wall_seconds": seconds,
         }
         if likelihood == "bernoulli":

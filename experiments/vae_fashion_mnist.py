@@ -56,11 +56,12 @@ class Config(fit.Config):
     process_id: int | None = option(None, "multi-host: this process's index, 0..N-1 (env AEJAX_PROCESS_ID; default 0)")
     cluster_timeout: int = option(300, "multi-host: seconds to wait for every process to join")
 
-    # The standard density-estimation baseline (Exemplar-VAE's "standard VAE" protocol, as far as
-    # an MLP with SELU allows; docs/likelihoods.md lists every difference).
+    # The standard density-estimation baseline (Exemplar-VAE's "standard VAE" protocol;
+    # docs/likelihoods.md lists every difference).
     PRESETS: ClassVar[dict] = {
         "chapter": {},
-        "literature": {"hidden_sizes": (300, 300), "latent_dim": 40, "likelihood": "binarized", "recipe": "adam",
+        "literature": {"hidden_sizes": (300, 300), "latent_dim": 40, "likelihood": "binarized", "activation": "gated",
+                       "recipe": "adam",
                        "learning_rate": 5e-4, "batch_size": 100, "num_validation": 10000, "kl_warmup_epochs": 100,
                        "early_stopping_patience": 50, "epochs": 2000},
     }

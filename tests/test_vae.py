@@ -275,7 +275,7 @@ def test_non_finite_params_are_named_and_the_checked_mode_catches_values():
     bad = _edited(lambda p: p["decoder"]["logits"]["bias"].__setitem__(3, np.nan))
     with pytest.raises(ValueError, match="params decoder/logits/bias holds 1 NaN/inf value"):
         vae.check_params(bad)
-    assert vae.check_params(PARAMS) == ((150, 100), 10)
+    assert vae.check_params(PARAMS) == ((150, 100), 10, "selu")
     loss = checks.checked(vae.loss)
     with pytest.raises(checkify.JaxRuntimeError, match=r"images must lie in \[0, 1\]"):
         loss(PARAMS, jnp.full((2, 28, 28), 255.0), jax.random.key(0))
@@ -284,3 +284,21 @@ def test_non_finite_params_are_named_and_the_checked_mode_catches_values():
     assert float(loss(PARAMS, jnp.zeros((2, 28, 28)), jax.random.key(0))) > 0  # valid input passes
     # Outside checked mode the value checks compile away: nothing is raised (and such input gives garbage).
     assert jnp.shape(vae.loss(PARAMS, jnp.full((2, 28, 28), 255.0), jax.random.key(0))) == ()
+
+
+def test_gated_hidden_units():
+    config = vae.VAEConfig(hidden_sizes=(6, 5), latent_dim=3, activation="gated")
+    params = vae.init(jax.random.key(3), config)
+    assert vae.architecture(params) == ((6, 5), 3, "gated")
+    assert set(params["encoder"]) == {"hidden_0", "gate_0", "hidden_1", "gate_1", "mean", "log_var"}
+    x = jax.random.uniform(jax.random.key(4), (2, 28, 28))
+    layer, gate = params["encoder"]["hidden_0"], params["encoder"]["gate_0"]
+    flat = x.reshape(2, 784)
+    expected = (flat @ layer["kernel"] + layer["bias"]) * jax.nn.sigmoid(flat @ gate["kernel"] + gate["bias"])
+    h = (expected @ params["encoder"]["hidden_1"]["kernel"] + params["encoder"]["hidden_1"]["bias"]) * jax.nn.sigmoid(
+        expected @ params["encoder"]["gate_1"]["kernel"] + params["encoder"]["gate_1"]["bias"])
+    mean = h @ params["encoder"]["mean"]["kernel"] + params["encoder"]["mean"]["bias"]
+    chex.assert_trees_all_close(vae.encode(params, x)[0], mean, rtol=1e-5, atol=1e-6)
+    del params["decoder"]["gate_1"]
+    with pytest.raises(ValueError, match="decoder/gate_1/kernel is missing"):
+        vae.architecture(params)
