@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PEERS  := .venv-peers
+FLOOR  := .venv-floor
 OUT    ?= runs/demo
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test venv peers data benchmark clean
+.PHONY: demo test test-floor venv peers data benchmark clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,17 +34,29 @@ data:
 	else echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist' or pass --data-dir (see README)"; fi
 
 # The chapter's experiments on the full data, then the evaluation in nats: figures + metrics.json under $(OUT).
+# --overwrite: a second `make demo` replaces the first one's runs (each run owns its folder).
 demo: venv data
-	$(PY) -m experiments.linear_ae_pca --out $(OUT)/linear_ae_pca
-	$(PY) -m experiments.vae_fashion_mnist --recipe chapter --out $(OUT)/vae_chapter
-	$(PY) -m experiments.vae_fashion_mnist --recipe improved --out $(OUT)/vae_improved
-	$(PY) -m experiments.evaluate_vae --params $(OUT)/vae_chapter/params.msgpack --out $(OUT)/vae_chapter_eval
+	$(PY) -m experiments.linear_ae_pca --overwrite --out $(OUT)/linear_ae_pca
+	$(PY) -m experiments.vae_fashion_mnist --recipe chapter --overwrite --out $(OUT)/vae_chapter
+	$(PY) -m experiments.vae_fashion_mnist --recipe improved --overwrite --out $(OUT)/vae_improved
+	$(PY) -m experiments.evaluate_vae --params $(OUT)/vae_chapter/params.msgpack --overwrite --out $(OUT)/vae_chapter_eval
 
 test: venv peers
 	$(PY) -m pytest -q
+
+# The same suite on the oldest versions the requirements allow (requirements-floor.txt).
+$(FLOOR)/.installed: requirements-floor.txt pyproject.toml
+	$(PYTHON) -m venv $(FLOOR)
+	$(FLOOR)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR)/bin/python -m pip install -q -r requirements-floor.txt
+	$(FLOOR)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+test-floor: $(FLOOR)/.installed peers
+	$(FLOOR)/bin/python -m pytest -q
 
 benchmark: venv peers
 	$(PY) -m benchmarks.throughput --peer-python $(PEERS)/bin/python --json $(OUT)/benchmarks.json
 
 clean:
-	rm -rf $(VENV) $(PEERS) runs
+	rm -rf $(VENV) $(PEERS) $(FLOOR) runs

@@ -1,4 +1,8 @@
-"""Matplotlib figures: arrays in, figures out (saved atomically); no training logic."""
+"""Matplotlib figures: arrays in, figures out (saved atomically); no training logic.
+
+Each function returns a `Figure` (a notebook shows it); `save_figure` writes it. The library leaves
+matplotlib's backend alone; the experiment scripts pick the file-only "Agg".
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,12 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # Headless: figures are written to files.
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from aejax.files import write_bytes  # noqa: E402
-from aejax.stats import summarize  # noqa: E402
+from aejax.files import write_bytes
+from aejax.stats import summarize
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:

@@ -194,11 +194,13 @@ def benchmark_linear_ae(repeats: int) -> dict:
             "examples_per_sec": len(x) * epochs / statistics.median(timings)}
 
 
-def run_peer(name: str, python: str, batch_sizes: list[int], epochs: int, num_examples: int, threads: int) -> list[dict]:
+def run_peer(name: str, python: str, batch_sizes: list[int], epochs: int, num_examples: int, threads: int,
+             device: str = "cpu") -> list[dict]:
     """Runs one peer in its own process; its records, or one record with an "error" if it failed."""
     module, mode = PEERS[name]
     command = [python, "-m", module, "--mode", mode, "--threads", str(threads), "--epochs", str(epochs),
-               "--num-examples", str(num_examples), "--batch-sizes", ",".join(map(str, batch_sizes))]
+               "--num-examples", str(num_examples), "--batch-sizes", ",".join(map(str, batch_sizes)),
+               "--device", device]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
     try:
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -210,8 +212,8 @@ def run_peer(name: str, python: str, batch_sizes: list[int], epochs: int, num_ex
         tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
         return [{"name": name, "error": hint or f"exit {done.returncode}: {tail[0]}"}]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    return [dict(record, name=name, framework_version=report["framework_version"], threads=report["threads"],
-                 device="cpu", gflops_per_sec=record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9)
+    return [dict({"device": "cpu"}, **record, name=name, framework_version=report["framework_version"],
+                 threads=report["threads"], gflops_per_sec=record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9)
             for record in report["records"]]
 
 

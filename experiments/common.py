@@ -15,6 +15,8 @@ import typing
 import warnings
 from typing import Any, Callable
 
+import matplotlib
+
 from aejax import runtime
 from aejax.config import ConfigError
 
@@ -115,6 +117,7 @@ def main(
     `prepare(config)` runs first (checks that need no data, cluster set-up); `on_interrupt(config)`
     says what Ctrl-C leaves behind. Usage errors exit through `parser.error` (SystemExit 2).
     """
+    matplotlib.use("Agg")  # the scripts write figures to files, with or without a display
     parser = config_parser(config_cls, description)
     args = parse_args(parser, config_cls, argv)
     config = None

@@ -3,8 +3,15 @@
 The tests run under the XLA settings every aejax entry point applies (`runtime.configure`), set
 here before JAX's backend starts: results that are bitwise under them (a population member equals
 its single run) are tested as such.
+
+The session shares one persistent compilation cache with the scripts it starts in subprocesses,
+which compile the same programs again (a cached program is the same executable: same results).
 """
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +19,16 @@ import pytest
 from aejax import runtime
 
 runtime.configure()
+_CACHE = tempfile.mkdtemp(prefix="aejax-test-jax-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+_CACHE_SETTINGS = {"jax_compilation_cache_dir": _CACHE, "jax_persistent_cache_min_compile_time_secs": 0,
+                   "jax_persistent_cache_min_entry_size_bytes": 0}
+os.environ.update({name.upper(): str(value) for name, value in _CACHE_SETTINGS.items()})  # for subprocesses
+
+import jax  # noqa: E402  (after the flags; importing JAX does not start its backend)
+
+for name, value in _CACHE_SETTINGS.items():
+    jax.config.update(name, value)
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET_DIR = REPO.parent / "shared" / "data" / "fashion-mnist-900"

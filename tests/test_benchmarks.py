@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks import throughput
+from benchmarks import accelerator, throughput
 
 PEER_PYTHON = Path(throughput.REPO_ROOT) / ".venv-peers" / "bin" / "python"
 
@@ -63,3 +63,19 @@ def test_unknown_peer_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         throughput.main(["--peers", "keras,mxnet"])
     assert exit_info.value.code == 2 and "mxnet" in capsys.readouterr().err
+
+
+def test_accelerator_suite_dry_run(subset_dir, tmp_path, capsys):
+    # The one-command GPU suite, at toy sizes on this CPU: every section runs and lands in the JSON.
+    out = tmp_path / "accelerator.json"
+    argv = ["--data-dir", str(subset_dir), "--dry-run", "--peers", "none", "--json", str(out)]
+    assert accelerator.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert set(report["matmul_peak_tflops"]) == {"highest", "default"}
+    assert {(r["batch_size"], r["population"]) for r in report["training"]} == {(16, 1), (16, 2)}
+    assert all(0 < r["fraction_of_peak"] and r["examples_per_sec"] > 0 for r in report["training"])
+    iwae = next(r for r in report["evaluation"] if r["name"] == "iwae_test_set")
+    assert iwae["images"] == 20 and iwae["negative_iwae_nats"] > 0
+    # On a CPU both precisions are float32 throughout: identical results.
+    assert report["precision"]["difference_nats"] == 0.0
+    assert "| aejax scan epoch | 16 | 2 |" in capsys.readouterr().out

@@ -56,6 +56,8 @@ def build_model(keras):
 
 def main() -> None:
     args = protocol.parse_args(__doc__)
+    if args.device != "cpu":
+        raise SystemExit(f"--device: the Keras peer runs on the CPU only, got {args.device!r}")
     backend = args.mode or "tensorflow"
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -32,6 +32,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--num-examples", type=int, default=55000, help="training examples per epoch")
     parser.add_argument("--threads", type=int, required=True, help="intra-op threads (inter-op: 1)")
     parser.add_argument("--mode", default=None, help="framework-specific variant")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu, or cuda where the framework has it")
     args = parser.parse_args()
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if min(args.batch_sizes) <= 0 or args.epochs <= 0 or args.num_examples < max(args.batch_sizes):

@@ -1,6 +1,6 @@
 """Peer: the chapter's VAE in PyTorch, eager or `torch.compile`d, with a plain per-batch loop.
 
-    python -m benchmarks.peers.torch_vae --threads 2 [--mode eager|compile --batch-sizes 128]
+    python -m benchmarks.peers.torch_vae --threads 2 [--mode eager|compile --batch-sizes 128 --device cuda]
 
 Same model, initialisation (Glorot-uniform, zero bias), loss (pixel-mean BCE + mean KL / 784)
 and optimiser (RMSprop lr 1e-3, alpha 0.9, eps 1e-7 outside the square root, as Keras) as aejax.
@@ -52,27 +52,34 @@ def main() -> None:
     mode = args.mode or "eager"
     if mode not in ("eager", "compile"):
         raise SystemExit(f"--mode must be eager or compile, got {mode!r}")
+    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        raise SystemExit(f"--device must be cpu or an available cuda, got {args.device!r}")
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
-    x = torch.from_numpy(protocol.images(args.num_examples))
+    device = torch.device(args.device)
+    x = torch.from_numpy(protocol.images(args.num_examples)).to(device)
     records = []
     for batch_size in args.batch_sizes:
         torch.manual_seed(0)
-        model = VAE()
+        model = VAE().to(device)
         optimizer = torch.optim.RMSprop(model.parameters(), lr=protocol.LEARNING_RATE, alpha=protocol.RHO,
                                         eps=protocol.EPSILON)
         loss_fn = torch.compile(model) if mode == "compile" else model
         step = torch.compile(optimizer.step) if mode == "compile" else optimizer.step
 
         def run_epoch():
-            order = torch.randperm(args.num_examples)
+            order = torch.randperm(args.num_examples, device=device)
             for start in range(0, args.num_examples, batch_size):
                 loss = loss_fn(x[order[start:start + batch_size]])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # the epoch's kernels have run, not only been queued
 
         records.append(protocol.time_epochs(run_epoch, args.epochs, args.num_examples, batch_size))
+    for record in records:
+        record["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     protocol.emit(f"torch_{mode}", f"torch {torch.__version__}", args.threads, records)
 
 
