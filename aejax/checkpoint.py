@@ -8,6 +8,7 @@ Restoring gives back the exact bits, so a resumed run continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -109,7 +110,8 @@ def restore_latest(directory: str | os.PathLike, template: Any, check: Callable[
             return (*load(path, template, check), path)
         except (OSError, CorruptCheckpointError) as err:
             aside = path.with_name(path.name + CORRUPT_SUFFIX)
-            os.replace(path, aside)
+            with contextlib.suppress(FileNotFoundError):  # another process of the run set it aside first
+                os.replace(path, aside)
             warnings.warn(f"{err}; set it aside as {aside.name} and fell back to the previous checkpoint",
                           CheckpointWarning, stacklevel=2)
     return None

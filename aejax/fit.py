@@ -112,14 +112,13 @@ class Config:
             if name not in SWEEPABLE:
                 fail("sweep", f"names must be in {SWEEPABLE}, got {name!r}")
             if names.count(name) > 1:
-                fail("sweep", f"names each {name!r} twice; give all its values once: {name}=v1,v2,…")
+                fail("sweep", f"gives {name!r} twice; give all its values once: {name}=v1,v2,…")
             if not values or len(set(values)) != len(values):
                 fail("sweep", f"{name} needs one or more distinct values, got {list(values)}")
             for value in values:
-                (_check_beta if name == "beta" else _check_learning_rate)("sweep", value, f"{name} value")
+                (_check_beta if name == "beta" else _check_learning_rate)("sweep", value, f"{name} value ")
         members = self.num_seeds * int(np.prod([len(v) for _, v in self.sweep]))
-        shapes = vae._expected_shapes(self.hidden_sizes, self.latent_dim, self.activation).values()
-        member_bytes = 3 * 4 * sum(int(np.prod(s)) for s in shapes)
+        member_bytes = 3 * 4 * sum(int(np.prod(s)) for s in vae.parameter_shapes(self.model).values())
         if members * member_bytes > _MEMBER_BYTES_LIMIT:
             fail("num_seeds", f"and --sweep ask for {members} models, {members * member_bytes / 2**30:.0f} GiB of "
                  f"parameters and optimiser state; the limit is {_MEMBER_BYTES_LIMIT / 2**30:.0f} GiB")
@@ -148,15 +147,14 @@ class Config:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(Config) if f.name not in flexible}
 
 
-def _check_beta(field: str, value: float, what: str = "beta") -> None:
+def _check_beta(field: str, value: float, prefix: str = "") -> None:
     if not 0 <= value < float("inf"):
-        fail(field, f"{'' if what == 'beta' else what + ' '}must be a finite number >= 0"
-             f"{' (1 is the chapter VAE)' if what == 'beta' else ''}, got {value!r}".lstrip())
+        fail(field, f"{prefix}must be a finite number >= 0 (beta = 1 is the chapter's VAE), got {value!r}")
 
 
-def _check_learning_rate(field: str, value: float, what: str = "") -> None:
+def _check_learning_rate(field: str, value: float, prefix: str = "") -> None:
     if not 0 < value < float("inf"):
-        fail(field, f"{what + ' ' if what else ''}must be a finite number > 0, got {value!r}")
+        fail(field, f"{prefix}must be a finite number > 0, got {value!r}")
 
 
 def _jsonable(value: Any) -> Any:
@@ -182,9 +180,11 @@ def member_keys(seeds: Sequence[int]) -> dict[str, jax.Array]:
 
 
 class Writer(Protocol):
-    """Receives each epoch's metrics as they happen (`aejax.writers`)."""
+    """Receives each epoch's metrics as they happen (`aejax.writers`); the caller closes it."""
 
     def write(self, epoch: int, records: list[dict[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,6 +350,8 @@ def fit(
     a single run or in every member; in a population, a diverged member is recorded and frozen.
     """
     check(config, len(train_images))
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir to resume from")
     images = data.unit_float_images("train_images", train_images)
     fit_images, val_images = data.train_validation_split(images, config.num_validation)
     members = config.members()

@@ -116,12 +116,13 @@ def init(key: jax.Array, config: VAEConfig = VAEConfig()) -> Params:
     }
 
 
-def _expected_shapes(hidden_sizes: tuple[int, ...], latent_dim: int, activation: str = "selu"
-                     ) -> dict[str, tuple[int, ...]]:
+def parameter_shapes(config: VAEConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every parameter of a VAE, by path ("encoder/hidden_0/kernel": (784, 150), …)."""
     shapes = {}
-    layers = ("hidden", "gate") if activation == "gated" else ("hidden",)
-    for half, sizes, inputs in (("encoder", hidden_sizes, IMAGE_PIXELS),
-                                ("decoder", tuple(reversed(hidden_sizes)), latent_dim)):
+    layers = ("hidden", "gate") if config.activation == "gated" else ("hidden",)
+    latent_dim = config.latent_dim
+    for half, sizes, inputs in (("encoder", config.hidden_sizes, IMAGE_PIXELS),
+                                ("decoder", tuple(reversed(config.hidden_sizes)), latent_dim)):
         for i, size in enumerate(sizes):
             for layer in layers:
                 shapes[f"{half}/{layer}_{i}/kernel"], shapes[f"{half}/{layer}_{i}/bias"] = (inputs, size), (size,)
@@ -157,7 +158,10 @@ def architecture(params: Params) -> Architecture:
             f"(kernel, bias), found {sorted(leaves)[:8]}{' …' if len(leaves) > 8 else ''}"
         ) from None
     activation = "gated" if "gate_0" in encoder else "selu"
-    expected = _expected_shapes(hidden, latent, activation)
+    try:
+        expected = parameter_shapes(VAEConfig(hidden, latent, activation=activation))
+    except ValueError as err:  # e.g. a zero-sized layer
+        raise ValueError(f"params do not form a VAE: {err}") from None
     problems = [f"{name} is missing" for name in expected if name not in leaves]
     problems += [f"{name} is unexpected" for name in leaves if name not in expected]
     for name, value in leaves.items():

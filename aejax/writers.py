@@ -41,6 +41,9 @@ class JsonLines:
         for record in _live(records):
             append_json_line(self.path, record)
 
+    def close(self) -> None:
+        """Nothing to close: every line is written and flushed as it comes."""
+
 
 class TensorBoard:
     """Writes the same scalars as event files under `logdir` (one run per member for populations).

@@ -126,8 +126,9 @@ def run(config: Config) -> int:
         result = fit.fit(config, train_images, checkpoint_dir=out / "checkpoints", resume=config.resume,
                          keep_checkpoints=config.keep_checkpoints, writers=log)
         for w in log:
-            getattr(w, "close", lambda: None)()
-        metrics = results(config, result, test_images)
+            w.close()
+        serialized = [params_digest(result.member_params(i)) for i in range(len(members))]
+        metrics = results(config, result, test_images, [digest for _, digest in serialized])
         if writer:
             figures(result, test_images, out)
             if any(name == "beta" for name, _ in config.sweep):
@@ -135,20 +136,20 @@ def run(config: Config) -> int:
                 plotting.save_figure(plotting.rate_distortion(
                     [r["test_rate_nats"] for r in rows], [r["test_distortion_nats"] for r in rows],
                     [r["beta"] for r in rows]), out / FIGURES[4])
-            params = result.member_params(0) if len(members) == 1 else result.params
-            write_bytes(out / "params.msgpack", flax.serialization.to_bytes(params))
+            write_bytes(out / "params.msgpack", serialized[0][0] if len(members) == 1
+                        else flax.serialization.to_bytes(result.params))
             write_json(out / "metrics.json", metrics)
     print(summary_line(config, metrics))
     return 0
 
 
-def results(config: Config, result: fit.FitResult, test_images: np.ndarray) -> dict:
+def results(config: Config, result: fit.FitResult, test_images: np.ndarray, digests: list[str]) -> dict:
     """metrics.json: the run's settings and environment, each member's results, and their summary."""
     test = fit.evaluate_members(result.params, test_images, result.members, config.likelihood)
     rows = []
     for i, member in enumerate(result.members):
         finite = result.diverged[i] is None or result.best_epoch is not None and result.best_epoch[i] > 0
-        row = {**dataclasses.asdict(member), "params_sha256": params_digest(result.member_params(i))[1],
+        row = {**dataclasses.asdict(member), "params_sha256": digests[i],
                "diverged": result.diverged[i],
                "best_epoch": None if result.best_epoch is None else int(result.best_epoch[i])}
         values = {
