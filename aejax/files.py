@@ -8,6 +8,7 @@ is an error, never written as the non-standard `NaN`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -47,12 +48,31 @@ def write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     return path
 
 
-def to_json(payload: Any) -> str:
-    """Strict, indented JSON; ValueError naming the problem for NaN/inf (never written as `NaN`)."""
+class NonFiniteJSONError(RuntimeError):
+    """A NaN or infinity reached a JSON writer: a bug upstream, never written as `NaN`."""
+
+
+def _nonfinite_paths(payload: Any, path: str = "") -> list[str]:
+    if isinstance(payload, dict):
+        return [p for k, v in payload.items() for p in _nonfinite_paths(v, f"{path}/{k}")]
+    if isinstance(payload, (list, tuple)):
+        return [p for i, v in enumerate(payload) for p in _nonfinite_paths(v, f"{path}[{i}]")]
+    if isinstance(payload, float) and not math.isfinite(payload):
+        return [f"{path or '/'} = {payload}"]
+    return []
+
+
+def _strict_dumps(payload: Any, **kwargs) -> str:
     try:
-        return json.dumps(payload, indent=2, allow_nan=False) + "\n"
+        return json.dumps(payload, allow_nan=False, **kwargs)
     except ValueError as err:
-        raise ValueError(f"refusing to write a non-finite number as JSON ({err})") from err
+        found = _nonfinite_paths(payload)
+        raise NonFiniteJSONError(f"refusing to write a non-finite number as JSON: {', '.join(found[:5]) or err}") from err
+
+
+def to_json(payload: Any) -> str:
+    """Strict, indented JSON; NonFiniteJSONError naming where a NaN/inf is (never written as `NaN`)."""
+    return _strict_dumps(payload, indent=2) + "\n"
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
@@ -62,7 +82,7 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
 
 def append_json_line(path: str | os.PathLike, record: dict) -> None:
     """Appends one strict JSON object as a line (a log that can be read while it grows)."""
-    line = json.dumps(record, allow_nan=False) + "\n"
+    line = _strict_dumps(record) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     with os.fdopen(fd, "a") as f:
         f.write(line)

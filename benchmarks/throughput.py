@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes (default: %(default)s)")
-    parser.add_argument("--population-sizes", default="1,4,16", help="comma-separated numbers of models trained together in one program (default: %(default)s)")
+    parser.add_argument("--population-sizes", default="1,4,16,64", help="comma-separated numbers of models trained together in one program (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs/repeats per measurement, median reported (default: %(default)s)")
     parser.add_argument("--num-examples", type=int, default=55000, help="training examples per epoch (default: %(default)s)")
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX directory; default: random images of the same shape")

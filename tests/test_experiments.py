@@ -134,7 +134,7 @@ def test_a_population_through_the_cli(subset_dir, tmp_path, capsys):
     # One member of the population, evaluated on its own, matches its recorded params digest.
     evaluation = tmp_path / "eval"
     assert evaluate_vae.main(["--params", str(out / "params.msgpack"), "--data-dir", str(subset_dir),
-                              "--member", "3", "--iwae-k", "1,5", "--elbo-samples", "1", "--out", str(evaluation)]) == 0
+                              "--member", "3", "--iwae-k", "1,20", "--elbo-samples", "2", "--out", str(evaluation)]) == 0
     result = json.loads((evaluation / "metrics.json").read_text())
     assert result["likelihood"] == "bernoulli" and result["member"] == 3
     diagnostics = result["diagnostics"]

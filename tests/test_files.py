@@ -43,11 +43,11 @@ def test_files_follow_the_umask(tmp_path, umask, mode):
 
 def test_json_is_strict(tmp_path):
     for bad in (float("nan"), float("inf"), np.float32("nan")):
-        with pytest.raises(ValueError, match="refusing to write a non-finite number"):
-            files.write_json(tmp_path / "m.json", {"loss": float(bad)})
+        with pytest.raises(files.NonFiniteJSONError, match=r"non-finite number as JSON: /test\[1\]/loss = (nan|inf)"):
+            files.write_json(tmp_path / "m.json", {"test": [{"loss": 0.5}, {"loss": float(bad)}]})
     assert not (tmp_path / "m.json").exists()
     files.append_json_line(tmp_path / "h.jsonl", {"epoch": 1, "loss": 0.5})
-    with pytest.raises(ValueError):
+    with pytest.raises(files.NonFiniteJSONError, match="/loss = nan"):
         files.append_json_line(tmp_path / "h.jsonl", {"epoch": 2, "loss": float("nan")})
     assert (tmp_path / "h.jsonl").read_text() == '{"epoch": 1, "loss": 0.5}\n'
 

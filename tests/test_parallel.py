@@ -35,11 +35,13 @@ def test_eight_devices_match_one_device_for_the_same_global_batch_and_population
     assert report["one_step"]["params"] < 1e-5
     assert report["two_epochs"]["params"] < 1e-4
     # Populations spread over the members axis: 8 members one per device, 4 members x 2-way data.
-    # Each device compiles its members' arithmetic separately (float rounding only): same bound.
+    # Each device compiles its members' arithmetic separately (float rounding only): the same
+    # parameter bound; the losses (~0.7) within 8 ulps (2**-21): the oldest supported jaxlib
+    # (requirements-floor.txt) differs by 4 ulps here, the newest stays within 2e-7.
     assert report["population_8"]["mesh"] == {"members": 8, "data": 1} and report["population_8"]["member_shards"] == 8
     assert report["population_4"]["mesh"] == {"members": 4, "data": 2} and report["population_4"]["member_shards"] == 4
     for case in ("population_8", "population_4"):
-        assert report[case]["params"] < 1e-4 and report[case]["loss"] <= 2e-7
+        assert report[case]["params"] < 1e-4 and report[case]["loss"] <= 2**-21
     assert report["indivisible"] == (
         "--batch-size 30 is not divisible by the 8 devices that split each batch: choose a multiple of 8 (e.g. 24)"
     )
