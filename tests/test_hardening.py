@@ -220,11 +220,15 @@ def test_class_5_ctrl_c_names_the_checkpoint_and_exits_130(subset_dir, tmp_path)
     out = tmp_path / "run"
     flags = _train_flags(subset_dir, out)
     flags[flags.index("--epochs") + 1] = "400"
-    # As from a terminal: a suite started in the background (`make test &`) passes SIGINT on ignored,
-    # and Python then installs no KeyboardInterrupt handler; the child gets the default back.
-    run = subprocess.Popen([sys.executable, "-m", "experiments.vae_fashion_mnist", *flags], cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # As from a terminal: a suite started in the background (`make test &`) runs with SIGINT ignored,
+    # which a child would inherit (and Python would install no KeyboardInterrupt handler). A handler
+    # set here is reset to the default in the child by exec (no preexec_fn: JAX forbids fork hooks).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "experiments.vae_fashion_mnist", *flags], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "epoch_0002.msgpack").exists():
         assert run.poll() is None and time.monotonic() < deadline
