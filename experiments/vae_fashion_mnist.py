@@ -202,12 +202,21 @@ def summary_line(config: Config, metrics: dict) -> str:
         return (f"VAE ({config.recipe}): val_loss {metrics['final_val_loss']:.4f} (chapter 0.3133), val rounded "
                 f"accuracy {metrics['final_val_rounded_accuracy']:.4f} (chapter 0.9228), {speed}; params sha256 "
                 f"{metrics['params_sha256']}")
-    loss, accuracy = metrics["summary"]["final_val_loss"], metrics["summary"]["final_val_rounded_accuracy"]
     def interval(s):
         return "n/a" if s["mean"] is None else (f"{s['mean']:.4f}" if s["n"] < 2 else
                                                  f"{s['mean']:.4f} [{s['ci95_low']:.4f}, {s['ci95_high']:.4f}]")
-    return (f"VAE population of {metrics['population']} ({config.recipe}): val_loss {interval(loss)}, val rounded "
-            f"accuracy {interval(accuracy)} (mean [95% CI], n={loss['n']}), {speed}")
+
+    def results(summary):
+        loss, accuracy = summary["final_val_loss"], summary["final_val_rounded_accuracy"]
+        return f"val_loss {interval(loss)}, val rounded accuracy {interval(accuracy)} (n={loss['n']})"
+
+    head = f"VAE population of {metrics['population']} ({config.recipe}), mean [95% CI]:"
+    if metrics["summary_by_hyperparameters"] is None:
+        return f"{head} {results(metrics['summary'])}, {speed}"
+    # A sweep: one interval per grid point (pooling different hyperparameters would mean nothing).
+    points = [f"  beta {g['beta']:g}, learning rate {g['learning_rate']:g}: {results(g)}"
+              for g in metrics["summary_by_hyperparameters"]]
+    return "\n".join([head, *points, speed])
 
 
 def resume_hint(config: Config) -> str:
