@@ -6,9 +6,14 @@ its single run) are tested as such.
 
 The session shares one persistent compilation cache with the scripts it starts in subprocesses,
 which compile the same programs again (a cached program is the same executable: same results).
+Only on JAX >= 0.10, the newest line the suite runs on: under the floor (jax 0.4.35,
+requirements-floor.txt) a run resumed from a checkpoint in a new process that loaded its programs
+from the cache gave NaN test metrics (tests/test_resilience.py: 3 of 3 runs of the test alone,
+2 of 3 floor suites; without the cache 9 of 9 passed), so the floor suite compiles everything itself.
 """
 
 import atexit
+import importlib.metadata
 import os
 import shutil
 import tempfile
@@ -19,11 +24,13 @@ import pytest
 from aejax import runtime
 
 runtime.configure()
-_CACHE = tempfile.mkdtemp(prefix="aejax-test-jax-cache-")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-_CACHE_SETTINGS = {"jax_compilation_cache_dir": _CACHE, "jax_persistent_cache_min_compile_time_secs": 0,
-                   "jax_persistent_cache_min_entry_size_bytes": 0}
-os.environ.update({name.upper(): str(value) for name, value in _CACHE_SETTINGS.items()})  # for subprocesses
+_CACHE_SETTINGS = {}
+if tuple(int(part) for part in importlib.metadata.version("jax").split(".")[:2]) >= (0, 10):
+    _CACHE = tempfile.mkdtemp(prefix="aejax-test-jax-cache-")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    _CACHE_SETTINGS = {"jax_compilation_cache_dir": _CACHE, "jax_persistent_cache_min_compile_time_secs": 0,
+                       "jax_persistent_cache_min_entry_size_bytes": 0}
+    os.environ.update({name.upper(): str(value) for name, value in _CACHE_SETTINGS.items()})  # for subprocesses
 
 import jax  # noqa: E402  (after the flags; importing JAX does not start its backend)
 
