@@ -85,7 +85,7 @@ class Config:
 
     def __post_init__(self):
         check_types(self)
-        self.model
+        self.model  # VAEConfig checks the model's settings
         if self.recipe not in recipes.RECIPES:
             fail("recipe", f"must be one of {tuple(recipes.RECIPES)}, got {self.recipe!r}")
         if self.matmul_precision not in MATMUL_PRECISIONS:

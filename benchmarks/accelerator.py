@@ -46,13 +46,8 @@ DRY = {"matmul": 256, "batch_sizes": [16], "populations": [1, 2], "iwae_k": 10, 
 
 
 def _median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # warm-up
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+    """Median of `repeats` timed calls after a warm-up call (`throughput._time`)."""
+    return statistics.median(throughput._time(fn, repeats)[1])
 
 
 def matmul_peak(size: int, repeats: int) -> dict[str, float]:

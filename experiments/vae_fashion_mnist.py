@@ -61,9 +61,8 @@ class Config(fit.Config):
     PRESETS: ClassVar[dict] = {
         "chapter": {},
         "literature": {"hidden_sizes": (300, 300), "latent_dim": 40, "likelihood": "binarized", "activation": "gated",
-                       "recipe": "adam",
-                       "learning_rate": 5e-4, "batch_size": 100, "num_validation": 10000, "kl_warmup_epochs": 100,
-                       "early_stopping_patience": 50, "epochs": 2000},
+                       "recipe": "adam", "learning_rate": 5e-4, "batch_size": 100, "num_validation": 10000,
+                       "kl_warmup_epochs": 100, "early_stopping_patience": 50, "epochs": 2000},
     }
 
     def __post_init__(self):

@@ -82,6 +82,10 @@ def test_bad_data_dir(subset_dir, tmp_path, capsys, corrupt, message):
     (["--keep-checkpoints", "0"], "--keep-checkpoints must be a positive integer, got 0"),
     (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--recipe", "keras"], "invalid choice"),
+    (["--epochs", "-1"], "--epochs must be a positive integer"),
+    (["--batch-size", "5000"], "--batch-size must be at most the 600 training examples"),
+    (["--num-validation", "720"], "--num-validation must be smaller than the 720"),
 ])
 def test_bad_flags(subset_dir, tmp_path, capsys, flags, message):
     out = tmp_path / "out"
