@@ -1,4 +1,5 @@
 # Two commands do everything on a fresh machine:  `make demo`  and  `make test`.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ FLOOR  := .venv-floor
 OUT    ?= runs/demo
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-floor venv peers data benchmark clean
+.PHONY: demo test test-floor test-isa test-emulated-cpu venv peers data benchmark clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,25 @@ $(FLOOR)/.installed: requirements-floor.txt pyproject.toml
 
 test-floor: $(FLOOR)/.installed peers
 	$(FLOOR)/bin/python -m pytest -q
+
+# Other CPUs (docs/reproducibility.md). test-isa: the reproducibility tests again with XLA's code
+# generation limited to AVX and to SSE4.2 (no FMA: other roundings in aejax's compiled kernels).
+# test-emulated-cpu: the tests that compare two programs, on an emulated AVX2 CPU without AVX-512
+# (qemu-user's EPYC-Rome model: library kernels that pick their code by CPUID run as there too);
+# about 30 minutes; installs Debian's qemu-user when root.
+REPRODUCIBILITY_TESTS := tests/test_fit.py tests/test_parallel.py tests/test_resilience.py
+EMULATED_CPU := qemu-x86_64 -cpu EPYC-Rome
+
+test-isa: venv
+	@for isa in AVX SSE4_2; do echo "--- XLA limited to $$isa"; \
+	  XLA_FLAGS=--xla_cpu_max_isa=$$isa $(PY) -m pytest -q $(REPRODUCIBILITY_TESTS) || exit 1; done
+
+test-emulated-cpu: venv
+	@command -v qemu-x86_64 >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q qemu-user || { apt-get update -q && apt-get install -y -q qemu-user; }; }; } || \
+	  { echo "test-emulated-cpu needs qemu-x86_64: run 'sudo apt-get install qemu-user'"; exit 1; }
+	AEJAX_TEST_EMULATOR="$(EMULATED_CPU)" $(EMULATED_CPU) $(PY) -m pytest -q -p no:cacheprovider \
+	  -m across_programs $(REPRODUCIBILITY_TESTS) 2>&1 | grep -v "TCG doesn't support"; exit $${PIPESTATUS[0]}
 
 benchmark: venv peers
 	$(PY) -m benchmarks.throughput --peer-python $(PEERS)/bin/python --json $(OUT)/benchmarks.json

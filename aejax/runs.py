@@ -136,7 +136,19 @@ def claim(
             os.close(fd)
 
 
-def _check_reuse(out: Path, record: dict | None, kind: str, definition: dict, resume: bool, overwrite: bool,
+def check_folder(out: str | os.PathLike, kind: str, *, resume: bool = False, overwrite: bool = False,
+                 outputs: Sequence[str] = ()) -> None:
+    """The refusals of `claim` that need only the folder, read-only: a script calls it before any
+    other work, so that a folder it must not touch is refused whatever else is wrong. (The settings
+    a resumed run must share are compared by `claim`.)"""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {str(out)!r} exists and is not a folder")
+    if out.is_dir():
+        _check_reuse(out, read_record(out), kind, None, resume, overwrite, outputs)
+
+
+def _check_reuse(out: Path, record: dict | None, kind: str, definition: dict | None, resume: bool, overwrite: bool,
                  outputs: Sequence[str]) -> None:
     if record is None:
         leftovers = [name for name in outputs if (out / name).exists()]
@@ -148,7 +160,7 @@ def _check_reuse(out: Path, record: dict | None, kind: str, definition: dict, re
         raise RunDirError(f"--out {str(out)!r} holds the outputs of a {record['kind']} run, which this {kind} run "
                           "must not touch; choose another --out")
     if resume:
-        if record.get("definition") != definition:
+        if definition is not None and record.get("definition") != definition:
             raise RunDirError(f"--resume: {out / RECORD} records a run with different settings: "
                               f"{_differences(record.get('definition') or {}, definition)}; pass the same settings "
                               "to continue it, or choose another --out")

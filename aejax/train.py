@@ -1,8 +1,7 @@
 """Training-loop pieces shared by the models: one whole epoch inside a single `lax.scan`.
 
 Randomness is derived from (root key, epoch, step) only, so an epoch can be re-run exactly:
-`epoch_key = fold_in(root, epoch)`; the shuffle uses `fold_in(epoch_key, 0)` and step `s`
-uses `fold_in(fold_in(epoch_key, 1), s)`.
+`epoch_key = fold_in(root, epoch)`; `epoch_schedule` derives the shuffle and every step's key.
 """
 
 from __future__ import annotations
@@ -59,37 +58,46 @@ def weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
     return jnp.sum(values * weights) / jnp.sum(weights)
 
 
-def run_epoch(
-    train_step: TrainStep, state: TrainState, data: jax.Array, key: jax.Array, batch_size: int
-) -> tuple[TrainState, Metrics]:
-    """One shuffled pass over `data` (N, ...) in minibatches, like Keras' `fit` for one epoch.
-
-    All ceil(N / batch_size) steps run inside one `lax.scan`. The last batch is padded to full
-    size with weight-0 rows, so its gradient is the mean over its N mod batch_size real rows,
-    as in Keras, while one compiled step body serves every batch. Call it inside `jax.jit`
-    with `batch_size` static. Returns: the new state and each metric averaged over the N examples,
-    plus "first_nonfinite_step": the 0-based step whose loss first was NaN/inf, or -1.
+def epoch_schedule(key: jax.Array, num_examples: int, batch_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The batches of one shuffled epoch: row indices (S, B), weights (S, B) of 1 for real rows and
+    0 for the padding of the last batch, and step keys (S,), S = ceil(N / B); a pure function of
+    (key, N, B). The shuffle uses `fold_in(key, 0)`, step s the key `fold_in(fold_in(key, 1), s)`.
     """
-    num_examples = data.shape[0]
     num_batches = ceil_div(num_examples, batch_size)
     padding = num_batches * batch_size - num_examples
     order = jax.random.permutation(jax.random.fold_in(key, 0), num_examples)
     order = jnp.concatenate([order, jnp.zeros(padding, order.dtype)]).reshape(num_batches, batch_size)
     weights = (jnp.arange(num_batches * batch_size) < num_examples).astype(jnp.float32)
-    weights = weights.reshape(num_batches, batch_size)
     step_root = jax.random.fold_in(key, 1)
+    step_keys = jax.vmap(lambda step: jax.random.fold_in(step_root, step))(jnp.arange(num_batches))
+    return order, weights.reshape(num_batches, batch_size), step_keys
+
+
+def run_epoch(
+    train_step: TrainStep, state: TrainState, data: jax.Array, key: jax.Array, batch_size: int
+) -> tuple[TrainState, Metrics]:
+    """One shuffled pass over `data` (N, ...) in minibatches, like Keras' `fit` for one epoch.
+
+    All ceil(N / batch_size) steps of `epoch_schedule` run inside one `lax.scan`. The last batch is
+    padded to full size with weight-0 rows, so its gradient is the mean over its N mod batch_size
+    real rows, as in Keras, while one compiled step body serves every batch. Call it inside
+    `jax.jit` with `batch_size` static. Returns: the new state and each metric averaged over the N
+    examples, plus "first_nonfinite_step": the 0-based step whose loss first was NaN/inf, or -1.
+    """
+    num_examples = data.shape[0]
+    order, weights, step_keys = epoch_schedule(key, num_examples, batch_size)
     # Rows are gathered from a (N, features) view: XLA's gather then copies whole contiguous rows
     # (~2% faster VAE epochs on CPU than gathering (N, 28, 28) slices; identical values).
     rows = data.reshape(num_examples, -1)
 
     def body(state, inputs):
-        step, indices, batch_weights = inputs
+        indices, batch_weights, step_key = inputs
         batch = rows[indices].reshape((batch_size,) + data.shape[1:])
-        state, metrics = train_step(state, batch, jax.random.fold_in(step_root, step), batch_weights)
+        state, metrics = train_step(state, batch, step_key, batch_weights)
         # Batch means weighted by their real-row counts give the epoch mean over examples.
         return state, jax.tree.map(lambda m: m * jnp.sum(batch_weights), metrics)
 
-    state, totals = jax.lax.scan(body, state, (jnp.arange(num_batches), order, weights))
+    state, totals = jax.lax.scan(body, state, (order, weights, step_keys))
     bad = ~jnp.isfinite(totals["loss"])
     means = jax.tree.map(lambda t: jnp.sum(t) / num_examples, totals)
     return state, {**means, "first_nonfinite_step": jnp.where(jnp.any(bad), jnp.argmax(bad), -1)}

@@ -8,8 +8,9 @@ jitted `fit.train_step` called once per batch from Python and (b) `fit.train_epo
 epoch in one `lax.scan` with the data on the device, for each `--population-sizes` P: P models
 (seeds 0 … P-1) trained together in one compiled program, reported as aggregate and per-model
 examples/s and the program's device memory (XLA's memory analysis). FLOPs per example come from
-the compiled step's own cost analysis; the ceiling is the same matmul shapes (forward + backward)
-timed alone.
+the compiled step's own cost analysis; the ceiling is the model's 20 matmuls (forward + backward)
+in the model's own scanned-epoch structure with nothing else (`skeleton_epoch`), so it bounds the model;
+the machine's float32 GEMM peak (a 2,048 x 2,048 product on all cores) is measured in the same run.
 
 Peers (benchmarks/peers/, installed by `make peers`): the same model, loss and optimiser in
 Keras 3 via `model.fit` (TensorFlow backend, the chapter's code path, and JAX backend) and
@@ -20,6 +21,7 @@ Every training row shows its ratio to Keras/TensorFlow.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import json
@@ -35,7 +37,7 @@ import numpy as np
 
 from aejax import data, fit, linear_ae, metrics, recipes, runtime, vae
 from aejax.files import write_json
-from aejax.train import TrainState
+from aejax.train import TrainState, run_epoch
 
 # Hand count of the chapter VAE's matmul FLOPs per example (2 per multiply-add): forward through
 # 784-150-100-(10+10) and 10-100-150-784 is 268,200 MACs; backward needs weight gradients for every
@@ -51,6 +53,7 @@ PEERS = {
     "torch_compile": ("benchmarks.peers.torch_vae", "compile"),
 }
 BASELINE = "keras_tensorflow_fit"
+GEMM_SIZE = 2048  # the machine's float32 matmul peak is measured on square products of this size
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -99,40 +102,57 @@ def _memory(compiled) -> int | None:
                - analysis.alias_size_in_bytes)
 
 
-MATMUL_SHAPES = [(784, 150), (150, 100), (100, 20), (10, 100), (100, 150), (150, 784)]
+# The chapter VAE's weight matrices, in the order `skeleton_loss` uses them.
+MATMUL_SHAPES = [(784, 150), (150, 100), (100, 10), (100, 10), (10, 100), (100, 150), (150, 784)]
 
 
-def matmul_step(weights: list[jax.Array], x: jax.Array, upstream: jax.Array) -> list[jax.Array]:
-    """One SGD step through the VAE's matmuls alone: forward x (B, 784) -> (B, 784), then backward.
+def skeleton_loss(weights: list[jax.Array], x: jax.Array, noise: jax.Array) -> jax.Array:
+    """The VAE's forward matmuls with nothing between them: x (B, 784) -> 150 -> 100 -> (mean, log_var)
+    -> z (B, 10) -> 100 -> 150 -> 784; its gradient needs exactly the VAE step's 13 backward matmuls.
 
-    The loss 0.5 * sum(h^2 * upstream) makes the gradient at the output h * upstream: data that
-    needs the forward's last matmul. A loss linear in h would let XLA drop that matmul (17% of the
-    work), and sum(h) would also fold the last input-gradient matmul into a reduction.
+    z = mean + log_var * noise keeps the two heads' input gradients two matmuls, as in the model
+    (a sum of two products of one operand could be folded into one). The quadratic loss makes the
+    output's gradient data that needs the last forward matmul (a linear loss would let XLA drop it).
     """
-    def loss(weights):
-        h = x
-        for w in weights[:3]:
-            h = h @ w
-        h = h[:, :10]  # the 10 means of the (mean, log_var) head feed the decoder
-        for w in weights[3:]:
-            h = h @ w
-        return 0.5 * jnp.sum(jnp.square(h) * upstream)
-
-    return [w - 1e-9 * g for w, g in zip(weights, jax.grad(loss)(weights))]
+    encoder_1, encoder_2, mean_head, log_var_head, decoder_1, decoder_2, decoder_3 = weights
+    h = x @ encoder_1 @ encoder_2
+    z = h @ mean_head + (h @ log_var_head) * noise
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(z @ decoder_1 @ decoder_2 @ decoder_3), axis=-1))
 
 
-def _matmul_ceiling(batch_size: int, steps: int, repeats: int) -> float:
-    """Examples/s of the VAE's matmuls alone (forward + backward shapes), `steps` per compiled loop."""
+def skeleton_step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array):
+    """One step of the matmul skeleton in `aejax.train.run_epoch`'s step signature: the 20 matmuls of
+    a VAE step and an SGD update (the weights must change every step, or XLA would hoist the
+    forward matmuls out of the loop)."""
+    x = batch.reshape(batch.shape[0], -1)
+    value, grads = jax.value_and_grad(skeleton_loss)(state.params, x, jnp.ones((x.shape[0], 10), x.dtype))
+    params = [w - 1e-9 * g for w, g in zip(state.params, grads)]
+    return state.replace(step=state.step + 1, params=params), {"loss": value}
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size",))
+def skeleton_epoch(state: TrainState, images: jax.Array, key: jax.Array, batch_size: int):
+    """The matmul skeleton's epoch in the model's own scanned-epoch structure (`run_epoch`: the same
+    shuffle, batch gather and `lax.scan`), so it does a subset of the model's work."""
+    return run_epoch(skeleton_step, state, images, key, batch_size)
+
+
+def _matmul_ceiling(images: jax.Array, batch_size: int, repeats: int) -> float:
+    """Examples/s of `skeleton_epoch`: the model's matmuls and epoch structure, nothing else."""
     weights = [jnp.full(shape, 1e-3) for shape in MATMUL_SHAPES]
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=weights, opt_state=())
+    _, timings = _time(lambda: skeleton_epoch(state, images, jax.random.key(0), batch_size), repeats)
+    return images.shape[0] / statistics.median(timings)
 
-    @jax.jit
-    def loop(weights, batches, upstream):
-        return jax.lax.scan(lambda w, x: (matmul_step(w, x, upstream), None), weights, batches)[0]
 
-    batches = jax.random.uniform(jax.random.key(0), (steps, batch_size, 784))
-    upstream = jax.random.uniform(jax.random.key(1), (batch_size, 784))
-    _, timings = _time(lambda: loop(weights, batches, upstream), repeats)
-    return steps * batch_size / statistics.median(timings)
+def gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matmul rate with all cores: a (size x size) @ (size x size) product,
+    median of `repeats` after a warm-up; GFLOP/s (2 size^3 per product)."""
+    a = jax.random.uniform(jax.random.key(0), (size, size))
+    b = jax.random.uniform(jax.random.key(1), (size, size))
+    product = jax.jit(jnp.matmul)
+    _, timings = _time(lambda: product(a, b), repeats)
+    return 2 * size**3 / statistics.median(timings) / 1e9
 
 
 def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int,
@@ -236,14 +256,18 @@ def _label(record: dict) -> str:
 
 
 def print_table(results: list[dict]) -> None:
-    """Training rows with ratios to Keras/TensorFlow and % of the matmul ceiling; population rows
-    with their aggregate and per-member examples/s and the ratio to one model in the same run."""
+    """Training rows with ratios to Keras/TensorFlow, % of the matmul ceiling and % of the machine's
+    GEMM peak (the hand-counted matmul FLOPs); population rows with their aggregate and per-member
+    examples/s and the ratio to one model in the same run."""
+    peak = next((r["gflops_per_sec"] for r in results if r["name"] == "gemm_peak"), None)
+    if peak:
+        print(f"float32 GEMM peak of this machine ({GEMM_SIZE} x {GEMM_SIZE}, all cores): {peak:.1f} GFLOP/s")
     by_batch: dict[int, dict[str, dict]] = {}
     for r in results:
         if "batch_size" in r:
             by_batch.setdefault(r["batch_size"], {})[_label(r)] = r
     print(f"{'name':32s} {'batch':>6s} {'examples/s':>12s} {'per model':>10s} {'vs 1 model':>10s} "
-          f"{'vs Keras/TF':>12s} {'% ceiling':>10s} {'GFLOP/s':>8s} {'compile s':>10s} {'program MB':>10s}")
+          f"{'vs Keras/TF':>12s} {'% ceiling':>10s} {'% peak':>7s} {'GFLOP/s':>8s} {'compile s':>10s} {'program MB':>10s}")
     for batch_size, rows in by_batch.items():
         baseline = rows.get(BASELINE, {}).get("examples_per_sec")
         ceiling = rows.get("matmul_only_ceiling", {}).get("examples_per_sec")
@@ -253,12 +277,14 @@ def print_table(results: list[dict]) -> None:
             training = r["name"].startswith("vae_train") or r["name"] in PEERS
             ratio = f"{speed / baseline:11.2f}x" if training and speed and baseline else ""
             frac = f"{100 * speed / ceiling:9.0f}%" if training and speed and ceiling else ""
+            matmul_rate = speed * HAND_FLOPS_PER_EXAMPLE / 1e9 if speed else None
+            of_peak = f"{100 * matmul_rate / peak:6.0f}%" if peak and matmul_rate and (training or ceiling) else ""
             versus = f"{speed / single:9.2f}x" if r["name"] == "vae_train_scan_epoch" and speed and single else ""
             per = r.get("examples_per_sec_per_member")
             shown = f"{speed:12,.0f}" if speed else f"{'n/a':>12s}"
             compile_s, gflops, size = r.get("compile_s"), r.get("gflops_per_sec"), r.get("program_bytes")
             print(f"{label:32s} {batch_size:6d} {shown} {'' if per is None else f'{per:10,.0f}':>10s} {versus:>10s} "
-                  f"{ratio:>12s} {frac:>10s} {'' if gflops is None else f'{gflops:8.1f}':>8s} "
+                  f"{ratio:>12s} {frac:>10s} {of_peak:>7s} {'' if gflops is None else f'{gflops:8.1f}':>8s} "
                   f"{'' if compile_s is None else f'{compile_s:10.2f}':>10s} "
                   f"{'' if size is None else f'{size / 2**20:10.0f}':>10s}")
     for r in results:
@@ -296,16 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         images = np.random.default_rng(0).random((args.num_examples, 28, 28), dtype=np.float32)
     images = jnp.asarray(images)
     device = jax.devices()[0]
-    results = []
+    peak = gemm_peak_gflops(GEMM_SIZE, max(3, args.epochs))
+    results = [{"name": "gemm_peak", "matrix_size": GEMM_SIZE, "gflops_per_sec": peak}]
     for batch_size in batch_sizes:
         flops = _compiled_flops(batch_size)
-        ceiling = _matmul_ceiling(batch_size, max(1, args.num_examples // batch_size), args.epochs)
+        ceiling = _matmul_ceiling(images, batch_size, args.epochs)
         results.append({"name": "matmul_only_ceiling", "batch_size": batch_size, "examples_per_sec": ceiling,
                         "gflops_per_sec": ceiling * HAND_FLOPS_PER_EXAMPLE / 1e9})
         for record in benchmark_vae_training(images, batch_size, args.epochs, population_sizes):
             record["flops_per_example_compiled"] = flops
             record["gflops_per_sec"] = record["examples_per_sec"] * (flops or HAND_FLOPS_PER_EXAMPLE) / 1e9
             record["fraction_of_matmul_ceiling"] = record["examples_per_sec"] / ceiling
+            record["fraction_of_gemm_peak"] = record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9 / peak
             results.append(record)
         results.extend(benchmark_sampling_and_eval(images, batch_size, args.epochs))
     results.append(benchmark_linear_ae(args.epochs))

@@ -209,6 +209,7 @@ def figures(config: Config, params: vae.Params, x: np.ndarray, labels: np.ndarra
 
 
 def run(config: Config) -> int:
+    runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS)
     ks = config.ks()
     members, raw = load_params(config.params)
     recorded = training_likelihood(config.params)

@@ -110,6 +110,7 @@ def figures(result: fit.FitResult, test_images: np.ndarray, out: Path) -> None:
 
 
 def run(config: Config) -> int:
+    runs.check_folder(config.out, KIND, resume=config.resume, overwrite=config.overwrite, outputs=OUTPUTS)
     train_images, _ = data.load_fashion_mnist("train", config.data_dir)
     test_images, _ = data.load_fashion_mnist("test", config.data_dir)
     fit.check(config, len(train_images))

@@ -15,7 +15,9 @@ from the cache gave NaN test metrics (tests/test_resilience.py: 3 of 3 runs of t
 import atexit
 import importlib.metadata
 import os
+import shlex
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -38,6 +40,10 @@ for name, value in _CACHE_SETTINGS.items():
     jax.config.update(name, value)
 
 REPO = Path(__file__).resolve().parents[1]
+# The Python that tests start in subprocesses: this one, under the same CPU emulator as the suite
+# when AEJAX_TEST_EMULATOR is set (`make test-emulated-cpu`: qemu-x86_64 -cpu EPYC-Rome), so that
+# the children run on the emulated CPU too (qemu-user does not follow exec).
+PYTHON = [*shlex.split(os.environ.get("AEJAX_TEST_EMULATOR", "")), sys.executable]
 SUBSET_DIR = REPO.parent / "shared" / "data" / "fashion-mnist-900"
 
 
@@ -46,3 +52,4 @@ def subset_dir() -> Path:
     if not (SUBSET_DIR / "train-images-idx3-ubyte.gz").is_file():
         raise FileNotFoundError(f"the 900-image Fashion-MNIST subset is expected at {SUBSET_DIR}")
     return SUBSET_DIR
+

@@ -207,10 +207,20 @@ def test_class_4_other_data_or_a_schedule_changing_epoch_count_is_refused_on_res
     assert _snapshot(out) == before
 
 
-def test_class_4_evaluation_never_overwrites_a_training_run(trained, capsys):
+def test_class_4_a_folder_that_must_not_be_touched_is_refused_whatever_else_is_wrong(trained, tmp_path, capsys,
+                                                                                     monkeypatch):
+    # No Fashion-MNIST anywhere and a missing --params: the folder's refusal still comes first.
+    from aejax import data
+
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty-tfds"))
     before = _snapshot(trained)
-    code, err = _run(evaluate_vae.main, ["--params", str(trained / "params.msgpack"), "--out", str(trained)], capsys)
-    assert code == 2 and "holds the outputs of a vae_fashion_mnist run, which this evaluate_vae run must not touch" in err
+    for params in (trained / "params.msgpack", tmp_path / "missing.msgpack"):
+        code, err = _run(evaluate_vae.main, ["--params", str(params), "--out", str(trained)], capsys)
+        assert code == 2 and "holds the outputs of a vae_fashion_mnist run, which this evaluate_vae run must not " \
+            "touch" in err
+    code, err = _run(vae_fashion_mnist.main, ["--data-dir", str(tmp_path / "missing"), "--out", str(trained)], capsys)
+    assert code == 2 and "already holds a vae_fashion_mnist run" in err
     assert _snapshot(trained) == before
 
 
