@@ -1,6 +1,7 @@
 """Checkpoints, exact resume after SIGKILL, corrupt-checkpoint fallback, non-finite loss."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -58,6 +59,20 @@ def test_sigkill_then_resume_is_bitwise_identical(subset_dir, tmp_path):
     assert history == json.loads((tmp_path / "reference" / "metrics.json").read_text())["history"]
     assert len(checkpoint.list_checkpoints(out / "checkpoints")) == 2
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # partial write removed
+
+
+def test_a_compiled_program_from_the_cache_gives_the_same_bits(subset_dir, tmp_path):
+    # The same program on the same machine, compiled in-process or loaded from JAX's persistent
+    # compilation cache (the suite shares one with its subprocesses on JAX >= 0.10, conftest.py).
+    cache = {name: value for name, value in os.environ.items() if name.startswith("JAX_") and "CACHE" in name}
+    plain = {name: value for name, value in os.environ.items() if name not in cache}
+    digests = []
+    for name, env in (("compiled", plain), ("cache_first", os.environ), ("cache_second", os.environ)):
+        done = subprocess.run(_command(subset_dir, tmp_path / name, 2), cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        digests.append((tmp_path / name / "params.msgpack").read_bytes())
+    assert digests[0] == digests[1] == digests[2]
 
 
 def test_corrupt_latest_checkpoint_falls_back_with_a_warning(subset_dir, tmp_path, capsys):
