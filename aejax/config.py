@@ -58,6 +58,15 @@ def _matches(value: Any, annotation: Any) -> bool:
     return True  # other annotations are not checked here
 
 
+def _accepts_tuples(annotation: Any) -> bool:
+    args = typing.get_args(annotation)
+    return typing.get_origin(annotation) is tuple or any(typing.get_origin(a) is tuple for a in args)
+
+
+def _as_tuples(value: Any) -> Any:
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _type_name(annotation: Any) -> str:
     return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
@@ -65,12 +74,16 @@ def _type_name(annotation: Any) -> str:
 def check_types(config: Any) -> None:
     """Raises ConfigError naming the first field whose value does not match its annotation.
 
-    Floats must also be finite unless the field's metadata says `allow_nonfinite=True`.
+    Lists are accepted where tuples are expected (and stored as tuples, so the config stays
+    hashable). Floats must also be finite unless the field's metadata says `allow_nonfinite=True`.
     """
     hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         annotation = hints[field.name]
+        if isinstance(value, list) and _accepts_tuples(annotation):  # a notebook's [300, 300] is (300, 300)
+            value = _as_tuples(value)
+            object.__setattr__(config, field.name, value)
         if not _matches(value, annotation):
             fail(field.name, f"must be of type {_type_name(annotation)}, got {value!r}")
         if (isinstance(value, (float, np.floating)) and not math.isfinite(value)

@@ -12,11 +12,33 @@ import math
 import os
 import re
 import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
 # `.<name>.<16 hex>.tmp`: what `write_bytes` writes before renaming, and leaves if killed mid-write.
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
+
+
+def check_writable(path: str | os.PathLike) -> str | None:
+    """Why a file could not be written at `path` later (None if it could): a check a long job runs
+    first, so that it does not find out after hours of work. Creates no file and no folder."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return "is a folder"
+        parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path("."))
+        if not parent.is_dir():
+            return f"{str(parent)!r} is not a folder"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"{str(parent)!r} is not writable"
+        if path.exists() and not os.access(path, os.W_OK):
+            return "exists and is not writable"
+        if len(path.name.encode()) > 255 - 32:  # the temporary file's name adds 26 characters
+            return "has a name too long for the filesystem"
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -80,13 +102,50 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
     return write_bytes(path, to_json(payload).encode())
 
 
+def to_json_line(record: dict) -> str:
+    """One strict JSON object on one line, with its newline."""
+    return _strict_dumps(record) + "\n"
+
+
 def append_json_line(path: str | os.PathLike, record: dict) -> None:
     """Appends one strict JSON object as a line (a log that can be read while it grows)."""
-    line = _strict_dumps(record) + "\n"
+    line = to_json_line(record)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     with os.fdopen(fd, "a") as f:
         f.write(line)
         f.flush()
+
+
+class TornLineWarning(UserWarning):
+    """A JSON-lines file ended in a partial line (a kill or a full disk mid-append); it was dropped."""
+
+
+def read_json_lines(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines file (as `append_json_line` writes them).
+
+    A partial last line (no newline at its end and not valid JSON: the writer was killed, or the disk
+    filled up, mid-append) is dropped with a TornLineWarning naming the file. Any other line that is
+    not a JSON object raises ValueError naming the file and the line.
+    """
+    path = Path(path)
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            if number == len(lines):  # the last line, without its newline: torn
+                warnings.warn(f"{path}: dropped a partial last line ({len(line)} characters; an interrupted "
+                              "write)", TornLineWarning, stacklevel=2)
+                break
+            raise ValueError(f"{path} line {number} is not valid JSON ({err}); repair or remove that line") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path} line {number} is not a JSON object; repair or remove that line")
+        records.append(record)
+    return records
 
 
 def remove_temporaries(directory: str | os.PathLike) -> list[Path]:

@@ -8,10 +8,8 @@ A *population* is every combination of `num_seeds` seeds (seed, seed + 1, …) a
 `sweep` (e.g. `(("beta", (0.5, 1.0, 2.0)),)`). All members train in one compiled program: `vmap`
 over their parameters, optimiser states, keys and hyperparameters, with the dataset shared. A
 member draws its initialisation, shuffles and noise from its own seed exactly as a single run with
-that seed does, so it reproduces that run bit for bit on one CPU device under the XLA flags that
-`aejax.runtime.configure` sets (as every entry point does; tests/test_fit.py). Under XLA's default
-CPU flags its YNNPACK dot fusions sum in an order that depends on the population size: members then
-differ from single runs by float rounding (measured: 4.5e-8 in the weights after 2 epochs).
+that seed does, so it trains the same model within float32 rounding: the two are different
+programs, whose kernels may sum in another order (docs/reproducibility.md; tests/test_fit.py).
 A single run is a population of one.
 
 Keys of a member with seed s (unchanged since the chapter scripts): root = key(s);
@@ -34,6 +32,7 @@ from typing import Any, Protocol, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 from jax.sharding import Mesh
 from tqdm import tqdm
 
@@ -108,6 +107,11 @@ class Config:
         if self.seed + self.num_seeds - 1 > MAX_SEED:
             fail("num_seeds", f"{self.num_seeds} from --seed {self.seed} would pass the largest seed {MAX_SEED}")
         names = [name for name, _ in self.sweep]
+        if "beta" in names and self.beta != 1.0:
+            fail("beta", f"{self.beta} and --sweep beta=… both set beta; pass one")
+        if "learning_rate" in names and self.learning_rate is not None:
+            fail("learning_rate", f"{self.learning_rate} and --sweep learning_rate=… both set the learning rate; "
+                 "pass one")
         for name, values in self.sweep:
             if name not in SWEEPABLE:
                 fail("sweep", f"names must be in {SWEEPABLE}, got {name!r}")
@@ -213,6 +217,10 @@ def init_states(keys: jax.Array, model: vae.VAEConfig = vae.VAEConfig(), recipe:
 
 def _step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array | None, hyper: dict,
           program: Program) -> tuple[TrainState, Metrics]:
+    # Value checks for `checks.checked` (a notebook's own hyperparameters); they compile away otherwise.
+    checkify.debug_check(jnp.isfinite(hyper["beta"]) & (hyper["beta"] >= 0), "hyper beta must be finite and >= 0")
+    checkify.debug_check(jnp.isfinite(hyper["learning_rate"]) & (hyper["learning_rate"] > 0),
+                         "hyper learning_rate must be finite and > 0")
     rate = recipes.learning_rate(program.recipe, hyper["learning_rate"], state.step, program.steps_per_epoch,
                                  program.epochs)
     value, grads = jax.value_and_grad(vae.loss)(state.params, batch, key, hyper["beta"], weights, program.likelihood)
@@ -285,8 +293,10 @@ class FitResult:
     epochs_run: int
     best_epoch: np.ndarray | None  # (M,) 1-based, with early stopping
     diverged: list[dict | None]  # per member: {"epoch", "step"} of its first non-finite loss, or None
-    seconds: float  # wall time of the training loop (compilation, validation and checkpoints included)
-    examples_trained: int  # over all members
+    seconds: float  # wall time of this call's training loop (compilation, validation and checkpoints included)
+    examples_trained: int  # over all members, in this call
+    total_seconds: float  # `seconds` summed over every call that trained this run (resumed ones too)
+    invocations: int  # how many calls trained this run (1 + the resumes)
 
     def member_params(self, index: int) -> Any:
         return jax.tree.map(lambda leaf: leaf[index], self.params)
@@ -326,6 +336,40 @@ def check(config: Config, num_images: int) -> None:
     parallel.check_batch_size(config.batch_size, parallel.training_mesh(len(config.members())))
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A population ready to train: the split data, the keys, and the compiled epoch (`prepare`)."""
+
+    config: Config
+    members: list[Member]
+    program: Program
+    fit_images: np.ndarray
+    val_images: np.ndarray  # binarized once with the validation key for "binarized"
+    definition: dict  # what a resume must share: the settings and the data's fingerprint
+    epoch: Any  # epoch(states, hyper, images, keys) -> (states, metrics), compiled
+    validate: Any  # validate(params, images, keys, beta) -> metrics, compiled
+
+
+def prepare(config: Config, train_images: np.ndarray) -> Plan:
+    """Everything `fit` does before training, with every check that can fail up front: the config
+    against the data and the devices, and the compiled epoch against the memory available (XLA's
+    memory analysis), so that a script can call it before it writes anything. ConfigError if not."""
+    check(config, len(train_images))
+    images = data.unit_float_images("train_images", train_images)
+    fit_images, val_images = data.train_validation_split(images, config.num_validation)
+    members = config.members()
+    mesh = parallel.training_mesh(len(members))
+    steps_per_epoch = ceil_div(len(fit_images), config.batch_size)
+    program = Program(config.likelihood, config.recipe, config.batch_size, steps_per_epoch, config.epochs,
+                      len(fit_images), mesh)
+    if config.likelihood == "binarized":
+        val_images = np.asarray(likelihoods.binarize_for_evaluation(val_images, "validation"))
+    with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
+        epoch, validate = _compile(config, program, members, fit_images, val_images)
+    return Plan(config, members, program, fit_images, val_images,
+                {**config.run_definition(), "data_sha256": fingerprint(train_images)}, epoch, validate)
+
+
 def fit(
     config: Config,
     train_images: np.ndarray,
@@ -335,6 +379,7 @@ def fit(
     keep_checkpoints: int = 3,
     writers: Sequence[Writer] = (),
     progress: bool = True,
+    plan: Plan | None = None,
 ) -> FitResult:
     """Trains the population that `config` describes on `train_images` (N, 28, 28), uint8 or in [0, 1].
 
@@ -344,29 +389,23 @@ def fit(
     the newest readable checkpoint, bit for bit, after checking it comes from the same run (same
     `config.run_definition()` and the same data). On several devices members spread over the
     "members" mesh axis and batches over "data" (`aejax.parallel`); on several hosts process 0
-    writes checkpoints and calls the writers.
+    writes checkpoints and calls the writers. `plan`: what `prepare(config, train_images)` returned,
+    if the caller ran it already (its checks and compilation are not repeated).
 
     Raises FloatingPointError for a non-finite loss (naming epoch, step and the last checkpoint) in
     a single run or in every member; in a population, a diverged member is recorded and frozen.
     """
-    check(config, len(train_images))
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs the checkpoint_dir to resume from")
-    images = data.unit_float_images("train_images", train_images)
-    fit_images, val_images = data.train_validation_split(images, config.num_validation)
-    members = config.members()
-    size = len(members)
-    mesh = parallel.training_mesh(size)
-    steps_per_epoch = ceil_div(len(fit_images), config.batch_size)
-    program = Program(config.likelihood, config.recipe, config.batch_size, steps_per_epoch, config.epochs,
-                      len(fit_images), mesh)
-    definition = {**config.run_definition(), "data_sha256": fingerprint(train_images)}
+    _check_arguments(checkpoint_dir, resume, keep_checkpoints, writers)
+    if plan is None:
+        plan = prepare(config, train_images)
+    elif plan.config != config:
+        raise ValueError("plan was prepared for another config: pass prepare(config, train_images)")
+    program, members, fit_images, val_images, definition = (plan.program, plan.members, plan.fit_images,
+                                                            plan.val_images, plan.definition)
+    size, mesh, steps_per_epoch = len(members), program.mesh, program.steps_per_epoch
     keys = member_keys([m.seed for m in members])
     beta = np.asarray([m.beta for m in members], np.float32)
     hyper = {"beta": beta, "learning_rate": np.asarray([m.learning_rate for m in members], np.float32)}
-    val_kind = likelihoods.pixel_kind(config.likelihood)
-    if config.likelihood == "binarized":
-        val_images = np.asarray(likelihoods.binarize_for_evaluation(val_images, "validation"))
     patience = config.early_stopping_patience
     writer_process = jax.process_index() == 0
 
@@ -400,7 +439,7 @@ def fit(
             fit_data = parallel.shard_rows(fit_images, mesh)
             val_data = parallel.put(val_images, parallel.sharding(mesh))
             tree = parallel.put(parallel.to_host(tree), parallel.sharding(mesh, parallel.MEMBERS))
-        del images, fit_images
+        del fit_images
 
         bar = tqdm(range(start_epoch, config.epochs), desc=f"VAE ({config.recipe}, {size} model{'s' * (size > 1)})",
                    unit="epoch", file=sys.stdout, dynamic_ncols=True, initial=start_epoch, total=config.epochs,
@@ -411,9 +450,9 @@ def fit(
             if tracker.all_stopped():
                 break
             epoch_hyper = {**hyper, "beta": beta * tracker.kl_weight(epoch)}
-            states, train_metrics = train_epoch(tree["state"], epoch_hyper, fit_data,
-                                                jax.vmap(epoch_key, (0, None))(keys["train"], epoch), program)
-            val = _evaluate(states.params, val_data, keys["validation"], beta, val_kind, mesh)
+            states, train_metrics = plan.epoch(tree["state"], jax.tree.map(jnp.asarray, epoch_hyper), fit_data,
+                                                  jax.vmap(epoch_key, (0, None))(keys["train"], epoch))
+            val = plan.validate(states.params, val_data, keys["validation"], jnp.asarray(beta))
             train_metrics, val = parallel.to_host(train_metrics), parallel.to_host(val)
             tree = {**tree, "state": states}
             records = tracker.record(epoch, train_metrics, val)
@@ -426,7 +465,8 @@ def fit(
             epochs_run = epoch + 1
             if checkpoint_dir is not None and writer_process:
                 checkpoint.save(checkpoint_dir, epoch + 1, tree,
-                                {"run": definition, "tracker": tracker.to_json(), "members": _member_dicts(members)},
+                                {"run": definition, "members": _member_dicts(members),
+                                 "tracker": tracker.to_json(time.perf_counter() - start)},
                                 keep=keep_checkpoints)
             if writer_process:
                 for writer in writers:
@@ -434,13 +474,72 @@ def fit(
             bar.set_postfix(tracker.postfix())
         bar.close()
         seconds = time.perf_counter() - start
+        tracker.seconds_total += seconds
 
     params = parallel.to_host(tree["best_params"] if patience else tree["state"].params)
     return FitResult(
         config=config, members=members, params=params, history=tracker.history_arrays(), epochs_run=epochs_run,
         best_epoch=np.asarray(tracker.best_epoch) if patience else None, diverged=tracker.diverged,
         seconds=seconds, examples_trained=program.num_examples * sum(tracker.epochs_trained(start_epoch, epochs_run)),
+        total_seconds=tracker.seconds_total, invocations=tracker.invocations,
     )
+
+
+def _check_arguments(checkpoint_dir, resume: bool, keep_checkpoints: int, writers) -> None:
+    """`fit`'s arguments besides the config, checked before any work (a notebook passes them directly)."""
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir to resume from")
+    if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
+        raise ValueError(f"keep_checkpoints must be a positive integer, got {keep_checkpoints!r}")
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+        raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} exists and is not a folder")
+    for writer in writers:
+        if not (callable(getattr(writer, "write", None)) and callable(getattr(writer, "close", None))):
+            raise ValueError(f"writers must have write(epoch, records) and close() (aejax.writers), got {writer!r}")
+
+
+def _bytes(tree) -> int:
+    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def _needed_bytes(compiled) -> int | None:
+    memory = compiled.memory_analysis()
+    if memory is None:
+        return None
+    return (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+            - memory.alias_size_in_bytes)
+
+
+def _compile(config: Config, program: Program, members: Sequence[Member], fit_images: np.ndarray,
+             val_images: np.ndarray) -> tuple[Any, Any]:
+    """The compiled epoch and validation programs, refused (ConfigError) before any work when XLA's
+    memory analysis of either asks for more than the device has available (the validation program
+    also holds the optimiser state while it runs; the test evaluation runs it at the same batch size).
+    One device: these compiled programs run; on a mesh, the jitted functions compile for the placed
+    arrays (the check of the whole program is then a bound)."""
+    keys = member_keys([m.seed for m in members])
+    size = len(members)
+    states = jax.eval_shape(init_states, keys["init"], config.model, config.recipe)
+    shaped = functools.partial(jax.tree.map, lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype))
+    vector = jax.ShapeDtypeStruct((size,), np.float32)
+    epoch_keys = jax.eval_shape(jax.vmap(epoch_key, (0, None)), keys["train"], 0)
+    epoch = train_epoch.lower(states, {"beta": vector, "learning_rate": vector}, shaped(fit_images), epoch_keys,
+                              program).compile()
+    validate = _evaluate.lower(states.params, shaped(val_images), shaped(keys["validation"]), vector,
+                               likelihoods.pixel_kind(config.likelihood), None).compile()
+    available = parallel.available_memory()
+    needed = [_needed_bytes(epoch), _needed_bytes(validate)]
+    if available is not None and None not in needed:
+        needed[1] += _bytes(states) - _bytes(states.params)
+        if max(needed) > available:
+            which = "one epoch's" if needed[0] >= needed[1] else "the validation's"
+            fail("latent_dim", f"with --hidden-sizes {','.join(map(str, config.hidden_sizes))}, {size} model(s) and "
+                 f"--batch-size {config.batch_size}: {which} compiled program needs {max(needed) / 2**30:.1f} GiB, "
+                 f"and this machine has {available / 2**30:.1f} GiB available; choose a smaller model or population")
+    if program.mesh is None:
+        return epoch, validate
+    return (functools.partial(train_epoch, program=program),
+            functools.partial(_evaluate, likelihood=likelihoods.pixel_kind(config.likelihood), mesh=program.mesh))
 
 
 def _check_same_run(recorded: dict, definition: dict, path: Path) -> None:
@@ -478,6 +577,7 @@ class _Tracker:
         self.stopped_after: list[int | None] = [None] * size  # epochs trained when a member stopped
         self.improved = [False] * size
         self.newly_diverged = False
+        self.seconds_total, self.invocations = 0.0, 1  # over every call that trained this run
 
     def kl_weight(self, epoch: int) -> float:
         return 1.0 if self.warmup == 0 else min(1.0, (epoch + 1) / self.warmup)
@@ -530,9 +630,11 @@ class _Tracker:
         return {k: np.asarray([[np.nan if v is None else v for v in row] for row in rows], np.float64).T
                 for k, rows in self.history.items()}
 
-    def to_json(self) -> dict:
+    def to_json(self, seconds_now: float = 0.0) -> dict:
+        """The state a checkpoint keeps; `seconds_now`: this call's training time so far."""
         return {"history": self.history, "diverged": self.diverged, "best_val": _nan_to_none(self.best_val),
-                "best_epoch": self.best_epoch, "since_best": self.since_best, "stopped_after": self.stopped_after}
+                "best_epoch": self.best_epoch, "since_best": self.since_best, "stopped_after": self.stopped_after,
+                "seconds_total": self.seconds_total + seconds_now, "invocations": self.invocations}
 
     @classmethod
     def from_json(cls, state: dict, patience: int | None, warmup: int) -> "_Tracker":
@@ -541,9 +643,13 @@ class _Tracker:
         tracker.best_val = [float("inf") if v is None else v for v in state["best_val"]]
         tracker.best_epoch, tracker.since_best = state["best_epoch"], state["since_best"]
         tracker.stopped_after = state["stopped_after"]
+        # Checkpoints older than these fields count as one earlier call of unknown length.
+        tracker.seconds_total = state.get("seconds_total", 0.0)
+        tracker.invocations = state.get("invocations", 1) + 1
         return tracker
 
 
-__all__ = ["Config", "ConfigError", "Member", "FitResult", "Writer", "Program", "check", "fit", "init_states",
+__all__ = ["Config", "ConfigError", "Member", "FitResult", "Writer", "Program", "Plan", "check", "prepare", "fit",
+           "init_states",
            "train_step", "train_epoch", "evaluate_members", "member_keys",
            "fingerprint", "SWEEPABLE", "MAX_SEED"]

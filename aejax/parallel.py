@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -274,3 +275,30 @@ def to_host(tree: Any) -> Any:
             return np.asarray(x.addressable_data(0))
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return jax.tree.map(fetch, tree)
+
+
+def available_memory(device=None) -> int | None:
+    """Bytes a new program may still use on `device` (default: the first), or None when unknown.
+
+    An accelerator reports its own limit and use; the CPU's is the host's MemAvailable, capped by
+    the process's cgroup limit (containers, Slurm jobs) where there is one.
+    """
+    device = jax.devices()[0] if device is None else device
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return None
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None

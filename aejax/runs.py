@@ -8,8 +8,10 @@
   (say, evaluation output pointed at a training folder) is always refused; a folder of the same
   kind is refused unless `resume` (the definitions must then agree: settings and a fingerprint of
   the data) or `overwrite` (which first deletes that run's outputs);
-- it writes the new record (status "running", then "finished", "failed" or "interrupted") and
-  removes temporary files an earlier, killed run left behind.
+- it writes the new record (status "running", then "finished", "failed", "interrupted" (Ctrl-C)
+  or "stopped" (SIGTERM, SIGHUP; `stopped_by` names the signal)) and removes temporary files an
+  earlier, killed run left behind. A record that still says "running" while nobody holds the lock
+  belongs to a process that was killed (say, by SIGKILL or a node failure): refusals say so.
 """
 
 from __future__ import annotations
@@ -62,6 +64,32 @@ def _differences(old: dict, new: dict) -> str:
                      if old.get(name, ...) != new.get(name, ...))
 
 
+def _held_by(out: Path) -> str | None:
+    """Who holds `out`'s lock (its "pid … on … since …" line), or None when nobody does."""
+    try:
+        fd = os.open(out / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)  # also releases the shared lock
+    return None
+
+
+def describe_status(record: dict) -> str:
+    """How the run recorded in `record` ended, in words, for a folder nobody holds now."""
+    status = record.get("status")
+    if status == "running":  # the lock is free: its process is gone without a word
+        return (f"was running as pid {record.get('pid')} on {record.get('host')}, which no longer exists "
+                f"(killed?); started {record.get('started')}")
+    if status == "stopped":
+        return f"stopped by {record.get('stopped_by', 'a signal')} at {record.get('ended')}"
+    return f"status {status!r}, started {record.get('started')}"
+
+
 def _lock(out: Path):
     fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -79,7 +107,7 @@ def _lock(out: Path):
 @contextlib.contextmanager
 def claim(
     out: str | os.PathLike, kind: str, definition: dict[str, Any], *, resume: bool = False,
-    overwrite: bool = False, outputs: Sequence[str] = (), enabled: bool = True,
+    overwrite: bool = False, outputs: Sequence[str] = (), enabled: bool = True, resumable: bool = True,
 ) -> Iterator[dict]:
     """Owns `out` for one run of `kind` (a script's name); yields its record (a dict to add results to).
 
@@ -87,25 +115,25 @@ def claim(
       definition: JSON-able settings that define the run (compared on `resume`).
       outputs: the files and folders this kind of run writes into `out`; `overwrite` deletes them.
       enabled: False on the processes of a multi-host run that do not write (only process 0 claims).
+      resumable: whether the script has --resume (the advice in refusals names only real flags).
     Raises RunDirError (before writing anything) when the folder cannot be used.
     """
     if not enabled:
         yield {}
         return
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {str(out)!r} exists and is not a folder")
+    check_folder(out, kind, resume=resume, overwrite=overwrite, outputs=outputs, resumable=resumable)
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = _lock(out)
     except OSError as err:
-        raise RunDirError(f"--out {str(out)!r} is not a writable folder ({err.strerror or err})") from err
-    status, ours = "failed", False
+        raise RunDirError(f"--out {str(out)!r} is not a writable folder ({err.strerror or err})") from None
+    status, ours, stopped_by = "failed", False, None
     try:
         try:
             record = read_record(out)
-            _check_reuse(out, record, kind, definition, resume, overwrite, outputs)
+            _check_reuse(out, record, kind, definition, resume, overwrite, outputs, resumable)
         except RunDirError:
             if created:
                 os.close(fd)
@@ -125,31 +153,43 @@ def claim(
         ours = True
         yield current
         status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", None)  # experiments.common.Stopped: SIGTERM or SIGHUP
+        status, stopped_by = ("stopped", str(err)) if signum else ("interrupted", None)
         raise
     finally:
         if ours:
-            with contextlib.suppress(OSError, RunDirError):
-                write_json(out / RECORD, {**read_record(out), "status": status, "ended": _now()})
+            ended = {"status": status, "ended": _now()}
+            if status == "stopped":
+                ended["stopped_by"] = stopped_by
+            with contextlib.suppress(OSError, ValueError):  # the record is best effort once the work is done
+                write_json(out / RECORD, {**current, **ended})
         if fd is not None:
             os.close(fd)
 
 
 def check_folder(out: str | os.PathLike, kind: str, *, resume: bool = False, overwrite: bool = False,
-                 outputs: Sequence[str] = ()) -> None:
+                 outputs: Sequence[str] = (), resumable: bool = True) -> None:
     """The refusals of `claim` that need only the folder, read-only: a script calls it before any
     other work, so that a folder it must not touch is refused whatever else is wrong. (The settings
     a resumed run must share are compared by `claim`.)"""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {str(out)!r} exists and is not a folder")
-    if out.is_dir():
-        _check_reuse(out, read_record(out), kind, None, resume, overwrite, outputs)
+    try:
+        if out.exists() and not out.is_dir():
+            raise RunDirError(f"--out {str(out)!r} exists and is not a folder")
+        is_dir = out.is_dir()
+        holder = _held_by(out) if is_dir else None
+    except OSError as err:  # e.g. a name longer than the filesystem allows
+        raise RunDirError(f"--out {str(out)[:80]!r}… cannot be used as a folder ({err.strerror or err})") from None
+    if holder is not None:
+        raise RunDirError(f"--out {str(out)!r} is in use by another run ({holder}); wait for it to finish or "
+                          "choose another --out")
+    if is_dir:
+        _check_reuse(out, read_record(out), kind, None, resume, overwrite, outputs, resumable)
 
 
 def _check_reuse(out: Path, record: dict | None, kind: str, definition: dict | None, resume: bool, overwrite: bool,
-                 outputs: Sequence[str]) -> None:
+                 outputs: Sequence[str], resumable: bool = True) -> None:
     if record is None:
         leftovers = [name for name in outputs if (out / name).exists()]
         if leftovers and not overwrite:
@@ -166,6 +206,6 @@ def _check_reuse(out: Path, record: dict | None, kind: str, definition: dict | N
                               "to continue it, or choose another --out")
         return
     if not overwrite:
-        raise RunDirError(f"--out {str(out)!r} already holds a {kind} run (status {record.get('status')!r}, started "
-                          f"{record.get('started')}); pass --resume to continue it, --overwrite to replace it, or "
+        advice = "pass --resume to continue it, --overwrite to replace it" if resumable else "pass --overwrite to replace it"
+        raise RunDirError(f"--out {str(out)!r} already holds a {kind} run ({describe_status(record)}); {advice}, or "
                           "choose another --out")

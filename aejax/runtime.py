@@ -7,10 +7,15 @@ CPU is the backend JAX will use (JAX_PLATFORMS=cpu, or no accelerator plugin ins
 
 from __future__ import annotations
 
+import datetime
+import functools
 import importlib.metadata
 import importlib.util
 import mmap
 import os
+import platform
+import socket
+import subprocess
 from pathlib import Path
 
 # Measured on a 2-core AVX-512 Xeon with jaxlib 0.10 (benchmarks/README.md): routing dots through
@@ -95,14 +100,45 @@ def configure(*, deterministic: bool = False, environ: dict | None = None,
     return {"applied": applied, "skipped": [flag for flag in candidates if flag not in applied]}
 
 
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "chex", "numpy", "scipy", "matplotlib", "tensorflow-datasets", "tqdm")
+
+
+def source_revision() -> dict:
+    """aejax's version, and its git commit (and whether the checkout had uncommitted changes) when it
+    runs from a checkout; {"commit": None} otherwise."""
+    root = Path(__file__).resolve().parents[1]
+    revision = {"version": importlib.metadata.version("aejax"), "commit": None, "dirty": None}
+    if not (root / ".git").exists():
+        return revision
+    try:
+        run = functools.partial(subprocess.run, cwd=root, capture_output=True, text=True, timeout=10, check=True)
+        revision["commit"] = run(["git", "rev-parse", "HEAD"]).stdout.strip()
+        revision["dirty"] = bool(run(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git on this machine: the version alone
+    return revision
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def describe(matmul_precision: str = "default", deterministic: bool = False) -> dict:
-    """What a result was measured on, for metrics.json (starts JAX's backend)."""
+    """What a result was measured on, for metrics.json and run.json (starts JAX's backend): aejax's
+    version and commit, every library's version, the date, host and devices, and the XLA settings."""
     import jax
 
     devices = jax.devices()
     return {
+        "aejax": source_revision(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(), "python": platform.python_version(),
         "platform": devices[0].platform, "device_kind": devices[0].device_kind, "device_count": len(devices),
         "process_count": jax.process_count(), "jax_version": jax.__version__,
-        "jaxlib_version": importlib.metadata.version("jaxlib"), "matmul_precision": matmul_precision,
-        "deterministic": deterministic, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jaxlib_version": importlib.metadata.version("jaxlib"),
+        "libraries": {name: _version(name) for name in LIBRARIES},
+        "matmul_precision": matmul_precision, "deterministic": deterministic,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }

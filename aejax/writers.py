@@ -8,12 +8,11 @@ TensorBoard purges later events.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from aejax.files import append_json_line, write_bytes
+from aejax.files import append_json_line, read_json_lines, to_json_line, write_bytes
 
 METADATA = ("epoch", "member", "seed", "beta", "learning_rate")
 
@@ -26,17 +25,17 @@ class JsonLines:
     """Appends one line per member and epoch to `path` (e.g. <out>/history.jsonl), flushed each time:
     `pandas.read_json(path, lines=True)` can read it while training runs."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, resume: bool = False):
+        """With `resume`, first reads the lines the earlier run left in `path`: a torn last line is
+        dropped with a warning, any other damage raises ValueError naming the line (before any work)."""
         self.path = Path(path)
+        self._earlier = read_json_lines(self.path) if resume and self.path.exists() else []
         self._started = False
 
     def write(self, epoch: int, records: list[dict[str, Any]]) -> None:
         if not self._started:  # drop lines of epochs being run again (a resumed run)
-            kept = []
-            if self.path.exists():
-                kept = [line for line in self.path.read_text().splitlines()
-                        if line.strip() and json.loads(line)["epoch"] < epoch]
-            write_bytes(self.path, "".join(line + "\n" for line in kept).encode())
+            kept = [r for r in self._earlier if r.get("epoch", epoch) < epoch]
+            write_bytes(self.path, "".join(to_json_line(r) for r in kept).encode())
             self._started = True
         for record in _live(records):
             append_json_line(self.path, record)

@@ -29,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -162,6 +163,21 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def load_cpu_json(parser: argparse.ArgumentParser, path: str) -> dict:
+    """A CPU run's benchmarks.throughput --json, checked for what `ratios` reads, before any timing."""
+    try:
+        cpu = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        parser.error(f"--cpu-json {path!r} is not a readable JSON file ({err})")
+    rows = cpu.get("results") if isinstance(cpu, dict) else None
+    rows = [r for r in rows if isinstance(r, dict) and r.get("name") == "vae_train_scan_epoch"] if isinstance(
+        rows, list) else []
+    if not rows or not all(isinstance(r.get("examples_per_sec"), (int, float)) for r in rows):
+        parser.error(f"--cpu-json {path!r} is not a benchmarks.throughput --json report: it needs \"results\" with "
+                     "vae_train_scan_epoch rows that have examples_per_sec")
+    return cpu
+
+
 def ratios(report: dict, cpu: dict) -> dict:
     """The issue's targets against a CPU run of benchmarks.throughput (its --json file)."""
     cpu_rows = [r for r in cpu["results"] if r.get("name") == "vae_train_scan_epoch"]
@@ -190,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="the whole suite at toy sizes (any device, ~1 min)")
     args = parser.parse_args(argv)
     sizes = DRY if args.dry_run else FULL
+    throughput.check_paths(parser, args)
+    cpu = load_cpu_json(parser, args.cpu_json) if args.cpu_json else None
     try:
         train_images, _ = data.load_fashion_mnist("train", args.data_dir)
         test_images, _ = data.load_fashion_mnist("test", args.data_dir)
-        cpu = json.loads(open(args.cpu_json).read()) if args.cpu_json else None
     except (OSError, ValueError) as err:
-        parser.error(str(err))
+        parser.error(f"--data-dir: {err}")
     if args.dry_run:
         train_images, test_images = train_images[:256], test_images[:sizes["test_images"]]
     fit_images = data.to_unit_float(train_images[:-min(5000, len(train_images) // 4)])

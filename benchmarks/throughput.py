@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import data, fit, linear_ae, metrics, recipes, runtime, vae
-from aejax.files import write_json
+from aejax.files import check_writable, write_json
 from aejax.train import TrainState, run_epoch
 
 # Hand count of the chapter VAE's matmul FLOPs per example (2 per multiply-add): forward through
@@ -292,6 +292,15 @@ def print_table(results: list[dict]) -> None:
             print(f"{r['name']}: not measured ({r['error']})")
 
 
+def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The output file and the peers' Python, checked before any timing (a suite runs for minutes)."""
+    problem = check_writable(args.json) if args.json else None
+    if problem:
+        parser.error(f"--json {args.json!r} {problem}")
+    if not (os.path.isfile(args.peer_python) and os.access(args.peer_python, os.X_OK)):
+        parser.error(f"--peer-python {args.peer_python!r} is not an executable file")
+
+
 def main(argv: list[str] | None = None) -> int:
     runtime.configure()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -315,8 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_examples < max(batch_sizes):
         parser.error(f"--num-examples must be at least the largest batch size {max(batch_sizes)}, got {args.num_examples}")
 
+    check_paths(parser, args)
     if args.data_dir:
-        train_images, _ = data.load_fashion_mnist("train", args.data_dir)
+        try:
+            train_images, _ = data.load_fashion_mnist("train", args.data_dir)
+        except (OSError, ValueError) as err:
+            parser.error(f"--data-dir: {err}")
         images = np.resize(data.to_unit_float(train_images), (args.num_examples, 28, 28))
     else:  # Timing does not depend on pixel values.
         images = np.random.default_rng(0).random((args.num_examples, 28, 28), dtype=np.float32)

@@ -2,14 +2,22 @@
 
 Exit codes: 0 done; 1 the work failed (divergence, a full disk, a cluster that cannot form);
 2 bad input (flags, data, output folder), with one line naming the flag, before any output;
-130 interrupted (Ctrl-C), with one line naming the checkpoint that --resume continues from.
+130 interrupted (Ctrl-C), 143 stopped by SIGTERM (a scheduler's preemption or time limit) and
+129 by SIGHUP (a closed terminal): one line naming the checkpoint that --resume continues from.
+
+A closed or broken stdout or stderr (`| head`, a terminal that went away) never stops the work:
+what cannot be shown is dropped, and the results are written as usual.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
+import os
+import signal
 import sys
+import threading
 import types
 import typing
 import warnings
@@ -21,6 +29,69 @@ from aejax import runtime
 from aejax.config import ConfigError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: the run ends as after Ctrl-C, with exit code 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
+class _Tolerant(io.TextIOBase):
+    """A text stream that drops what it cannot write once its reader is gone (EPIPE, a closed or
+    missing stream), so that progress output never ends the work. The file descriptor is then
+    pointed at /dev/null, so that nothing left in a buffer fails again at exit."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.broken = stream is None
+
+    def _drop(self) -> None:
+        self.broken = True
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._drop()
+
+    def isatty(self) -> bool:
+        return not self.broken and self._stream.isatty()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+
+def tolerant_output() -> None:
+    """Replaces sys.stdout and sys.stderr by streams that survive a reader that went away."""
+    if not isinstance(sys.stdout, _Tolerant):
+        sys.stdout = _Tolerant(sys.stdout)
+    if not isinstance(sys.stderr, _Tolerant):
+        sys.stderr = _Tolerant(sys.stderr)
 
 
 def flag(name: str) -> str:
@@ -118,9 +189,20 @@ def main(
     says what Ctrl-C leaves behind. Usage errors exit through `parser.error` (SystemExit 2).
     """
     matplotlib.use("Agg")  # the scripts write figures to files, with or without a display
+    streams = sys.stdout, sys.stderr
+    tolerant_output()
+    try:
+        return _main(config_cls, description, run, argv, on_interrupt, prepare)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(config_cls, description, run, argv, on_interrupt, prepare) -> int:
     parser = config_parser(config_cls, description)
     args = parse_args(parser, config_cls, argv)
     config = None
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = {signum: signal.signal(signum, _stop) for signum in STOP_SIGNALS} if main_thread else {}
     try:
         config = config_from_args(config_cls, args)
         runtime.configure(deterministic=bool(getattr(config, "deterministic", False)))
@@ -142,8 +224,12 @@ def main(
         where = f" {err.filename!r}" if err.filename else ""
         print(f"error: could not write or read{where}: {err.strerror or err}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         hint = on_interrupt(config) if (on_interrupt is not None and config is not None) else ""
-        print(f"interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how = f"stopped by {err}" if isinstance(err, Stopped) else "interrupted"
+        print(f"{how}{'; ' + hint if hint else ''}", file=sys.stderr)
+        return 128 + err.signum if isinstance(err, Stopped) else EXIT_INTERRUPTED
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0

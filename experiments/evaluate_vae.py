@@ -10,8 +10,10 @@ mutual information I(x; z) (He et al. 2019). For the chapter's "bernoulli" likel
 levels it also reports the targets' entropy floor: the -ELBO of a perfect model, so the numbers
 are cross-entropies, not log-likelihoods (aejax/likelihoods.py). Figures: reconstructions, the
 latent space (PCA of the means, by class), a latent traversal and the posterior diagnostics.
-The likelihood is read from the training run's run.json beside --params. A population's
-params.msgpack is evaluated member by member (or pick one with --member).
+The likelihood is read from the params file's manifest (older files: the training run's run.json
+beside --params; an evaluation that has to assume one says so). A population's params.msgpack is
+evaluated member by member (or pick one with --member), each row with its seed and hyperparameters,
+and summarised per grid point.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from aejax import data, fit, likelihoods, metrics, pca, plotting, runs, runtime, stats, vae
+from aejax import data, fit, likelihoods, metrics, params_file, pca, plotting, runs, runtime, stats, vae
 from aejax.config import check_types, fail, option
 from aejax.files import write_json
 from experiments import common
@@ -84,39 +85,40 @@ class Config:
         return ks
 
 
-def load_params(path: str | Path) -> tuple[list[vae.Params], bytes]:
-    """The VAE params in `path` (one model, or a population's stacked params) as a list of members,
-    checked as whole trees (names, shapes, dtypes, consistency, finiteness); and the file's bytes."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--params {str(path)!r} does not exist; train first with experiments.vae_fashion_mnist")
-    raw = path.read_bytes()
-    try:
-        tree = flax.serialization.msgpack_restore(raw)
-    except Exception as err:  # noqa: BLE001 - msgpack raises several unrelated types for damaged bytes
-        raise ValueError(f"--params {str(path)!r} is not a flax msgpack file ({type(err).__name__}: {err})") from err
-    leaves = jax.tree.leaves(tree)
-    if isinstance(tree, dict) and leaves and all(np.ndim(x) >= 1 for x in leaves):
-        kernel = tree.get("encoder", {}).get("hidden_0", {}).get("kernel") if isinstance(tree.get("encoder"), dict) else None
-        if kernel is not None and np.ndim(kernel) == 3 and len({np.shape(x)[0] for x in leaves}) == 1:
-            members = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], tree) for i in range(np.shape(kernel)[0])]
-        else:
-            members = [tree]
-    else:
-        members = [tree]
-    for index, params in enumerate(members):
+def load_params(path: str | Path, chosen: list[int] | None = None) -> tuple[list[vae.Params], dict | None, bytes]:
+    """The members in the params file `path` (aejax.params_file), their manifest (None for a file
+    without one) and the file's bytes. The members in `chosen` (default: all) are checked as whole
+    trees (names, shapes, dtypes, consistency, finiteness); the others are not used."""
+    members, manifest, raw = params_file.read(path)
+    if chosen is not None and chosen and max(chosen) >= len(members):
+        fail("member", f"must be below the population's {len(members)} members, got {max(chosen)}")
+    for index in range(len(members)) if chosen is None else chosen:
         try:
-            vae.check_params(params)
+            vae.check_params(members[index])
         except ValueError as err:
             where = f" (member {index})" if len(members) > 1 else ""
             raise ValueError(f"--params {str(path)!r}{where}: {err}") from None
-    return members, raw
+    return members, manifest, raw
 
 
-def training_likelihood(params_path: str | Path) -> str | None:
-    """The likelihood recorded by the training run beside `params_path`, if any."""
-    record = runs.read_record(Path(params_path).parent)
-    return (record or {}).get("definition", {}).get("likelihood")
+def observation_model(config: Config, manifest: dict | None) -> tuple[str, str]:
+    """The likelihood to evaluate under and where it came from: the params file's manifest, else the
+    training run's run.json beside --params, else --likelihood, else the chapter's 'bernoulli'."""
+    recorded, source = None, None
+    if manifest is not None:
+        recorded, source = manifest["model"]["likelihood"], "the params file's manifest"
+    else:
+        record = runs.read_record(Path(config.params).parent) or {}
+        recorded = record.get("definition", {}).get("likelihood")
+        source = "run.json beside --params" if recorded else None
+    if config.likelihood is not None and recorded is not None and config.likelihood != recorded:
+        fail("likelihood", f"{config.likelihood!r} differs from the {recorded!r} the model was trained with "
+             f"({source}); drop --likelihood")
+    if recorded is not None:
+        return recorded, source
+    if config.likelihood is not None:
+        return config.likelihood, "--likelihood (the params file does not record one)"
+    return "bernoulli", "assumed: the params file records no observation model and no --likelihood was given"
 
 
 def batched(fn, images: jax.Array, key: jax.Array, batch_size: int, desc: str) -> np.ndarray:
@@ -209,18 +211,15 @@ def figures(config: Config, params: vae.Params, x: np.ndarray, labels: np.ndarra
 
 
 def run(config: Config) -> int:
-    runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS)
+    runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False)
     ks = config.ks()
-    members, raw = load_params(config.params)
-    recorded = training_likelihood(config.params)
-    if config.likelihood is not None and recorded is not None and config.likelihood != recorded:
-        fail("likelihood", f"{config.likelihood!r} differs from the {recorded!r} the model was trained with "
-             f"(run.json beside --params); drop --likelihood")
-    likelihood = config.likelihood or recorded or "bernoulli"
-    if config.member is not None:
-        if config.member >= len(members):
-            fail("member", f"must be below the population's {len(members)} members, got {config.member}")
-    chosen = range(len(members)) if config.member is None else [config.member]
+    members, manifest, raw = load_params(config.params, None if config.member is None else [config.member])
+    likelihood, likelihood_source = observation_model(config, manifest)
+    if likelihood_source.startswith("assumed"):
+        print(f"warning: evaluating under likelihood 'bernoulli', {likelihood_source} (pass --likelihood)",
+              file=sys.stderr)
+    chosen = list(range(len(members))) if config.member is None else [config.member]
+    identities = manifest["members"] if manifest is not None else [{} for _ in members]
 
     images, labels = data.load_fashion_mnist("test", config.data_dir)
     count = len(images) if config.num_test_images is None else config.num_test_images
@@ -242,15 +241,17 @@ def run(config: Config) -> int:
     definition = {"params_sha256": hashlib.sha256(raw).hexdigest(), "data_sha256": fit.fingerprint(images),
                   **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "overwrite", "data_dir")}}
     out = Path(config.out)
-    with runs.claim(out, KIND, definition, overwrite=config.overwrite, outputs=OUTPUTS):
+    with runs.claim(out, KIND, definition, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False):
         start = time.perf_counter()
         with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
-            rows = [{"member": i, **evaluate_member(config, members[i], x, likelihood)} for i in chosen]
+            rows = [{"member": i, **identities[i], **evaluate_member(config, members[i], x, likelihood)}
+                    for i in chosen]
         seconds = time.perf_counter() - start
         result = {
             "config": dataclasses.asdict(config),
             "environment": runtime.describe(config.matmul_precision),
-            "params": config.params, "likelihood": likelihood, "num_test_images": count,
+            "params": config.params, "likelihood": likelihood, "likelihood_source": likelihood_source,
+            "num_test_images": count,
             "model": vae.architecture(members[chosen[0]])._asdict(),
             "eval_wall_seconds": seconds,
         }
@@ -263,17 +264,32 @@ def run(config: Config) -> int:
             result.update(rows[0] if len(members) > 1 else {k: v for k, v in rows[0].items() if k != "member"})
         else:
             result["members"] = rows
-            result["summary"] = {
-                "test_negative_elbo_nats": stats.summarize([r["test_negative_elbo_nats"]["mean"] for r in rows]),
-                **{f"test_negative_iwae_nats_k{k}": stats.summarize([r["test_negative_iwae_nats"][str(k)]["mean"]
-                                                                      for r in rows]) for k in ks},
-                "active_units": stats.summarize([r["diagnostics"]["active_units"] for r in rows]),
-                "mutual_information_nats": stats.summarize([r["diagnostics"]["mutual_information_nats"] for r in rows]),
-            }
+            result["summary_method"] = ("per grid point (members of equal beta and learning rate; different "
+                                        "hyperparameters are never pooled): mean and Student-t 95% interval")
+            result["summary"] = [{**point, **summarize(group, ks)} for point, group in grid_points(rows)]
         figures(config, members[chosen[0]], np.asarray(x), labels, likelihood, rows[0]["diagnostics"], out)
         write_json(out / "metrics.json", result)
     print(summary_line(result, out))
     return 0
+
+
+def grid_points(rows: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """The rows grouped by their hyperparameters (beta, learning rate), in order of appearance."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row.get("beta"), row.get("learning_rate")), []).append(row)
+    return [({"beta": beta, "learning_rate": rate}, group) for (beta, rate), group in groups.items()]
+
+
+def summarize(rows: list[dict], ks: list[int]) -> dict:
+    return {
+        "n": len(rows),
+        "test_negative_elbo_nats": stats.summarize([r["test_negative_elbo_nats"]["mean"] for r in rows]),
+        **{f"test_negative_iwae_nats_k{k}": stats.summarize([r["test_negative_iwae_nats"][str(k)]["mean"]
+                                                              for r in rows]) for k in ks},
+        "active_units": stats.summarize([r["diagnostics"]["active_units"] for r in rows]),
+        "mutual_information_nats": stats.summarize([r["diagnostics"]["mutual_information_nats"] for r in rows]),
+    }
 
 
 def summary_line(result: dict, out: Path) -> str:

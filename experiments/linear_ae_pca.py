@@ -68,7 +68,8 @@ def _spread(values: np.ndarray) -> dict:
 def run(config: Config) -> int:
     x = data.synthetic_3d(config.num_examples)
     out = Path(config.out)
-    with runs.claim(out, KIND, dataclasses.asdict(config), overwrite=config.overwrite, outputs=OUTPUTS):
+    with runs.claim(out, KIND, dataclasses.asdict(config), overwrite=config.overwrite, outputs=OUTPUTS,
+                    resumable=False):
         components = pca.principal_components(x, 2)
         pca_loss = pca.pca_reconstruction_mse(x, 2)
         chapter, history = linear_ae.train(x, 2, key=jax.random.key(config.seed), epochs=config.epochs,

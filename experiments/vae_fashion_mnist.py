@@ -18,18 +18,16 @@ AEJAX_PROCESS_ID; flags win); process 0 writes, and --out must be on a shared fi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 from pathlib import Path
 from typing import ClassVar
 
-import flax.serialization
 import jax
 import numpy as np
 
-from aejax import checkpoint, data, fit, likelihoods, parallel, plotting, runs, runtime, stats, vae, writers
+from aejax import checkpoint, data, fit, likelihoods, parallel, params_file, plotting, runs, runtime, stats, vae, writers
 from aejax.config import fail, option
-from aejax.files import write_bytes, write_json
+from aejax.files import write_json
 from experiments import common
 
 KIND = "vae_fashion_mnist"
@@ -46,6 +44,8 @@ class Config(fit.Config):
                                   "package, else TFDS)")
     out: str = option("runs/vae", "output folder (owned by this run: see --resume and --overwrite)")
     resume: bool = option(False, "continue the run in --out from its newest readable checkpoint")
+    auto_resume: bool = option(False, "continue the run in --out if it holds one, else start it: one command line "
+                               "for a job that a scheduler may stop and requeue")
     overwrite: bool = option(False, "replace the run already in --out (deletes its checkpoints and results)")
     keep_checkpoints: int = option(3, "how many per-epoch checkpoints to keep")
     tensorboard: bool = option(False, "also write the metrics as TensorBoard events to <out>/tensorboard "
@@ -69,8 +69,15 @@ class Config(fit.Config):
         super().__post_init__()
         if self.keep_checkpoints < 1:
             fail("keep_checkpoints", f"must be a positive integer, got {self.keep_checkpoints}")
-        if self.resume and self.overwrite:
-            fail("overwrite", "and --resume contradict each other: pass one")
+        if (self.resume or self.auto_resume) and self.overwrite:
+            fail("overwrite", f"and {'--resume' if self.resume else '--auto-resume'} contradict each other: pass one")
+
+    def resuming(self) -> bool:
+        """Whether this run continues the one in --out (--resume, or --auto-resume and a run is there)."""
+        if self.resume:
+            return True
+        record = runs.read_record(self.out) if self.auto_resume and Path(self.out).is_dir() else None
+        return record is not None and record.get("kind") == KIND
 
 
 def prepare(config: Config) -> None:
@@ -79,16 +86,21 @@ def prepare(config: Config) -> None:
     parallel.initialize(parallel.Cluster.resolve(flags, timeout_seconds=config.cluster_timeout))
 
 
-def params_digest(params) -> tuple[bytes, str]:
-    payload = flax.serialization.to_bytes(params)
-    return payload, hashlib.sha256(payload).hexdigest()  # equal digests: bitwise-equal params
+def healthy_member(result: fit.FitResult) -> int | None:
+    """The first member that trained without diverging and holds finite params (None if none did)."""
+    for i in range(len(result.members)):
+        finite = all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(result.member_params(i)))
+        if result.diverged[i] is None and finite and (result.best_epoch is None or result.best_epoch[i] > 0):
+            return i
+    return None
 
 
-def figures(result: fit.FitResult, test_images: np.ndarray, out: Path) -> None:
-    """The chapter's figures for member 0, learning curves for all, rate–distortion over a beta sweep."""
-    params = result.member_params(0)
+def figures(result: fit.FitResult, member: int, test_images: np.ndarray, out: Path) -> None:
+    """The chapter's figures (generation, interpolation, reconstructions) of `member`, a healthy one."""
+    params = result.member_params(member)
     likelihood = result.config.likelihood
-    generate_key, grid_key, reconstruction_key = jax.random.split(fit.member_keys([result.members[0].seed])["figures"][0], 3)
+    keys = fit.member_keys([result.members[member].seed])["figures"][0]
+    generate_key, grid_key, reconstruction_key = jax.random.split(keys, 3)
     generated = np.asarray(vae.generate(params, generate_key, 12, likelihood))
     plotting.save_figure(plotting.image_grid(generated, 4), out / FIGURES[0])
 
@@ -103,41 +115,66 @@ def figures(result: fit.FitResult, test_images: np.ndarray, out: Path) -> None:
     mean, log_var = vae.encode(params, originals_x)
     reconstructed = np.asarray(vae.decode(params, vae.sample_latent(reconstruction_key, mean, log_var), likelihood))
     plotting.save_figure(plotting.reconstructions(originals_x, reconstructed), out / FIGURES[2])
+
+
+def learning_curves(result: fit.FitResult, out: Path) -> None:
     plotting.save_figure(
         plotting.learning_curves(result.history, ["loss", "val_loss"], "loss (reconstruction per pixel + KL/784)"),
         out / FIGURES[3],
     )
 
 
+def manifest(config: Config, metrics: dict) -> dict:
+    """What params.msgpack holds (aejax.params_file): the model and each member's identity."""
+    members = metrics["members"] if "members" in metrics else [{**dataclasses.asdict(config.members()[0]), **metrics}]
+    return {
+        "kind": KIND,
+        "model": {"architecture": "mlp_vae", **dataclasses.asdict(config.model)},
+        "members": [{name: row[name] for name in ("seed", "beta", "learning_rate", "params_sha256", "diverged")}
+                    for row in members],
+    }
+
+
 def run(config: Config) -> int:
-    runs.check_folder(config.out, KIND, resume=config.resume, overwrite=config.overwrite, outputs=OUTPUTS)
+    resume = config.resuming()
+    runs.check_folder(config.out, KIND, resume=resume, overwrite=config.overwrite, outputs=OUTPUTS)
     train_images, _ = data.load_fashion_mnist("train", config.data_dir)
     test_images, _ = data.load_fashion_mnist("test", config.data_dir)
-    fit.check(config, len(train_images))
-    members = config.members()
+    if len(test_images) == 0:
+        raise ValueError(f"the test split of {config.data_dir or 'the default data source'} holds no images")
+    plan = fit.prepare(config, train_images)  # every check, the memory one included, before any output
+    members = plan.members
     out = Path(config.out)
-    log = [writers.JsonLines(out / "history.jsonl")]
+    log = [writers.JsonLines(out / "history.jsonl", resume=resume)]
     if config.tensorboard:
         log.append(writers.TensorBoard(out / "tensorboard", len(members)))
-    definition = {**config.run_definition(), "data_sha256": fit.fingerprint(train_images)}
     writer = jax.process_index() == 0
-    with runs.claim(out, KIND, definition, resume=config.resume, overwrite=config.overwrite, outputs=OUTPUTS,
-                    enabled=writer):
-        result = fit.fit(config, train_images, checkpoint_dir=out / "checkpoints", resume=config.resume,
-                         keep_checkpoints=config.keep_checkpoints, writers=log)
+    with runs.claim(out, KIND, plan.definition, resume=resume, overwrite=config.overwrite, outputs=OUTPUTS,
+                    enabled=writer) as record:
+        record["environment"] = runtime.describe(config.matmul_precision, config.deterministic)
+        result = fit.fit(config, train_images, checkpoint_dir=out / "checkpoints", resume=resume,
+                         keep_checkpoints=config.keep_checkpoints, writers=log, plan=plan)
         for w in log:
             w.close()
-        serialized = [params_digest(result.member_params(i)) for i in range(len(members))]
-        metrics = results(config, result, test_images, [digest for _, digest in serialized])
+        digests = [params_file.member_digest(result.member_params(i)) for i in range(len(members))]
+        metrics = results(config, result, test_images, digests)
+        shown = healthy_member(result)
+        metrics["figures_member"] = None if shown is None else {"index": shown, **dataclasses.asdict(members[shown])}
         if writer:
-            figures(result, test_images, out)
+            if shown is None:
+                print("warning: no member trained without diverging: no figures of generated images", file=sys.stderr)
+            else:
+                if len(members) > 1 and shown != 0:
+                    print(f"note: figures show member {shown} (seed {members[shown].seed}), the first healthy one",
+                          file=sys.stderr)
+                figures(result, shown, test_images, out)
+            learning_curves(result, out)
             if any(name == "beta" for name, _ in config.sweep):
                 rows = metrics["members"]
                 plotting.save_figure(plotting.rate_distortion(
                     [r["test_rate_nats"] for r in rows], [r["test_distortion_nats"] for r in rows],
                     [r["beta"] for r in rows]), out / FIGURES[4])
-            write_bytes(out / "params.msgpack", serialized[0][0] if len(members) == 1
-                        else flax.serialization.to_bytes(result.params))
+            params_file.write(out / "params.msgpack", result.params, manifest(config, metrics))
             write_json(out / "metrics.json", metrics)
     print(summary_line(config, metrics))
     return 0
@@ -165,6 +202,9 @@ def results(config: Config, result: fit.FitResult, test_images: np.ndarray, dige
         "config": dataclasses.asdict(config),
         "environment": runtime.describe(config.matmul_precision, config.deterministic),
         "train_wall_seconds": seconds,
+        "train_wall_seconds_total": result.total_seconds,
+        "invocations": result.invocations,
+        "wall_seconds_note": "train_wall_seconds: this invocation's training; _total: over all invocations (resumes)",
         "train_examples_per_sec": result.examples_trained / seconds if result.examples_trained else None,
         "epochs_run": result.epochs_run,
     }
@@ -189,8 +229,6 @@ def results(config: Config, result: fit.FitResult, test_images: np.ndarray, dige
                 for name in FINAL_METRICS}}
             for (beta, rate), group in groups.items()
         ] if len(groups) > 1 else None,
-        "figures_member": {"index": 0, "seed": rows[0]["seed"], "beta": rows[0]["beta"],
-                           "learning_rate": rows[0]["learning_rate"]},
         "members": rows,
         "history": history,
     }

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from aejax import writers
+from aejax import files, writers
 
 
 def _records(epoch, members=2, stopped=()):
@@ -23,7 +23,7 @@ def test_json_lines_skip_stopped_members_and_restart_cleanly_on_resume(tmp_path)
     assert [(r["epoch"], r["member"]) for r in lines] == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0)]
     # A run killed after its epoch-3 lines but before the epoch-3 checkpoint resumes at epoch 3:
     # the new writer drops those lines instead of duplicating them.
-    resumed = writers.JsonLines(path)
+    resumed = writers.JsonLines(path, resume=True)
     resumed.write(3, _records(3))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["epoch"], r["member"]) for r in lines] == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
@@ -57,3 +57,24 @@ def test_tensorboard_writes_the_same_scalars_per_member(tmp_path):
     single.write(1, _records(1, members=1))
     single.close()
     assert ("loss", 1, 0.5) in _event_scalars(tmp_path / "one")
+
+
+def test_a_torn_last_line_is_dropped_and_other_damage_is_named(tmp_path):
+    """A kill or a full disk mid-append leaves a partial last line: a resume drops it with a warning
+    naming the file; a damaged line before the end is named with its number, before any work."""
+    path = tmp_path / "history.jsonl"
+    log = writers.JsonLines(path)
+    for epoch in (1, 2):
+        log.write(epoch, _records(epoch))
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"epoch": 3, "member": 0, "lo')
+    with pytest.warns(files.TornLineWarning, match="history.jsonl: dropped a partial last line"):
+        resumed = writers.JsonLines(path, resume=True)
+    resumed.write(3, _records(3))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["epoch"], r["member"]) for r in lines] == [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+
+    lines = whole.decode().splitlines()
+    path.write_text("\n".join([lines[0], lines[1][:10], *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match="history.jsonl line 2 is not valid JSON"):
+        writers.JsonLines(path, resume=True)
