@@ -21,6 +21,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from aejax.errors import ParamsFileError
 from aejax.files import remove_temporaries, write_bytes
 from aejax.parallel import to_host
 
@@ -89,11 +90,11 @@ def load(path: str | os.PathLike, template: Any, check: Callable[[dict, Path], N
     try:
         restored = flax.serialization.from_state_dict(template, contents["tree"])
     except (KeyError, ValueError, TypeError) as err:
-        raise ValueError(f"checkpoint {path} does not match this model/optimiser: {err}") from err
+        raise ParamsFileError(f"checkpoint {path} does not match this model/optimiser: {err}") from err
     want = [np.shape(x) for x in jax.tree.leaves(template)]
     got = [np.shape(x) for x in jax.tree.leaves(restored)]
     if want != got:
-        raise ValueError(f"checkpoint {path}: shapes {got} differ from this model's {want}")
+        raise ParamsFileError(f"checkpoint {path}: shapes {got} differ from this model's {want}")
     return restored, epoch, extra
 
 

@@ -21,11 +21,11 @@ def check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def check_finite(name: str, x: np.ndarray) -> None:
-    """Raises ValueError naming `name` and the count of non-finite entries, if any."""
+def check_finite(name: str, x: np.ndarray, error: type[ValueError] = ValueError) -> None:
+    """Raises `error` naming `name` and the count of non-finite entries, if any."""
     bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
     if bad:
-        raise ValueError(f"{name} must be finite, found {bad} NaN/inf value(s) among {np.size(x)}")
+        raise error(f"{name} must be finite, found {bad} NaN/inf value(s) among {np.size(x)}")
 
 
 def checked(fn: Callable) -> Callable:

@@ -16,13 +16,7 @@ from typing import Any
 
 import numpy as np
 
-
-class ConfigError(ValueError):
-    """A config field holds a value it cannot take; `field` names it (a CLI shows it as --field-name)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field} {message}")
-        self.field, self.message = field, message
+from aejax.errors import ConfigError
 
 
 def fail(field: str, message: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from aejax.checks import check_finite
+from aejax.errors import DataError, DataNotFoundError
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -48,29 +49,29 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads one gzipped IDX file of unsigned bytes (the MNIST format).
 
     Returns: uint8 array whose shape is the file's declared dimensions.
-    Raises: FileNotFoundError, or ValueError naming the file for any corrupt content.
+    Raises: DataNotFoundError (a FileNotFoundError), or DataError naming the file for any corrupt content.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
+        raise DataNotFoundError(f"IDX file not found: {path}")
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"{path}: not a readable gzip file ({err}); re-download or reinstall it") from err
+        raise DataError(f"{path}: not a readable gzip file ({err}); re-download or reinstall it") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE:
-        raise ValueError(
+        raise DataError(
             f"{path}: wrong IDX magic number: expected 0x0000 0x08 <ndim> (unsigned-byte IDX), "
             f"found {raw[:4].hex(' ') or 'an empty file'}"
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
-        raise ValueError(f"{path}: IDX header declares {ndim} dimensions but the file is {len(raw)} bytes")
+        raise DataError(f"{path}: IDX header declares {ndim} dimensions but the file is {len(raw)} bytes")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: IDX header declares shape {shape} ({expected} bytes of data) "
             f"but the file holds {len(raw) - header} bytes: truncated or corrupt"
         )
@@ -86,22 +87,22 @@ def _load_idx_split(split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]
     image_file, label_file = _IDX_FILES[split]
     missing = [name for name in (image_file, label_file) if not (data_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"data_dir {str(data_dir)!r} lacks the Fashion-MNIST IDX file(s) {missing}; expected "
             f"{list(_IDX_FILES[split])} for split {split!r}"
         )
     images = read_idx(data_dir / image_file)
     labels = read_idx(data_dir / label_file)
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"{data_dir / image_file}: expected images of shape (N, 28, 28), found {images.shape}")
+        raise DataError(f"{data_dir / image_file}: expected images of shape (N, 28, 28), found {images.shape}")
     if labels.ndim != 1:
-        raise ValueError(f"{data_dir / label_file}: expected labels of shape (N,), found {labels.shape}")
+        raise DataError(f"{data_dir / label_file}: expected labels of shape (N,), found {labels.shape}")
     if len(images) != len(labels):
-        raise ValueError(
+        raise DataError(
             f"{data_dir}: {len(images)} images but {len(labels)} labels in split {split!r}; the counts must match"
         )
     if labels.size and labels.max() > 9:
-        raise ValueError(f"{data_dir / label_file}: labels must be in 0..9, found {int(labels.max())}")
+        raise DataError(f"{data_dir / label_file}: labels must be in 0..9, found {int(labels.max())}")
     return images, labels
 
 
@@ -122,14 +123,14 @@ def _load_tfds_split(split: str) -> tuple[np.ndarray, np.ndarray]:
         source = tfds.data_source("fashion_mnist", split=split, download=False)
     except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as err:
         if importlib.util.find_spec("tensorflow") is None:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 "No local Fashion-MNIST found and TFDS has no prepared copy; preparing it needs "
                 "TensorFlow, which is not installed.\n" + _sources_help()
             ) from err
         try:
             source = tfds.data_source("fashion_mnist", split=split, download=True)
         except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as download_err:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"TFDS could not download/prepare fashion_mnist ({download_err}).\n" + _sources_help()
             ) from download_err
     examples = [source[i] for i in range(len(source))]
@@ -156,7 +157,7 @@ def load_fashion_mnist(
     if data_dir is not None:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
-            raise FileNotFoundError(f"data_dir {str(data_dir)!r} does not exist or is not a directory.\n" + _sources_help())
+            raise DataNotFoundError(f"data_dir {str(data_dir)!r} does not exist or is not a directory.\n" + _sources_help())
         return _load_idx_split(split, data_dir)
     if (DEBIAN_FASHION_MNIST_DIR / _IDX_FILES[split][0]).is_file():
         return _load_idx_split(split, DEBIAN_FASHION_MNIST_DIR)
@@ -165,27 +166,27 @@ def load_fashion_mnist(
 
 def _check_image_shape(name: str, images: np.ndarray) -> None:
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"{name} must have shape (N, 28, 28), got {images.shape}")
+        raise DataError(f"{name} must have shape (N, 28, 28), got {images.shape}")
 
 
 def to_unit_float(images: np.ndarray) -> np.ndarray:
     """uint8 (N, 28, 28) in [0, 255] -> float32 in [0, 1], with checks on dtype and shape."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 in [0, 255], got dtype {images.dtype}")
+        raise DataError(f"images must be uint8 in [0, 255], got dtype {images.dtype}")
     _check_image_shape("images", images)
     return images.astype(np.float32) / 255.0
 
 
 def check_unit_images(name: str, images: np.ndarray) -> None:
-    """Raises ValueError naming `name` unless images are float (N, 28, 28), finite, in [0, 1]."""
+    """Raises DataError naming `name` unless images are float (N, 28, 28), finite, in [0, 1]."""
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"{name} must be floating-point pixels in [0, 1], got dtype {images.dtype}")
+        raise DataError(f"{name} must be floating-point pixels in [0, 1], got dtype {images.dtype}")
     _check_image_shape(name, images)
-    check_finite(name, images)
+    check_finite(name, images, DataError)
     if images.size and (images.min() < 0 or images.max() > 1):
-        raise ValueError(f"{name} must lie in [0, 1], found values in [{images.min()}, {images.max()}]")
+        raise DataError(f"{name} must lie in [0, 1], found values in [{images.min()}, {images.max()}]")
 
 
 def unit_float_images(name: str, images: np.ndarray) -> np.ndarray:

@@ -26,6 +26,10 @@ class DataError(UsageError):
     """A data set cannot be used: missing, unreadable, or of the wrong shape, type or range."""
 
 
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data set, or one of its files, is not where it was looked for."""
+
+
 class RunDirError(UsageError):
     """The output folder cannot be used for this run; the message says why and what to do."""
 
@@ -34,5 +38,6 @@ class ParamsFileError(UsageError):
     """A parameters or checkpoint file is missing, damaged, or not of this model."""
 
 
-class ClusterError(UsageError):
-    """Multi-host settings that cannot form a cluster (addresses, process counts, ids)."""
+class ClusterSettingsError(UsageError):
+    """Multi-host settings that cannot work (an address, a process count or id); a cluster that fails
+    to form with good settings is `aejax.parallel.ClusterError`, a failure of the work."""

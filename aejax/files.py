@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from aejax.errors import RunDirError
+
 # `.<name>.<16 hex>.tmp`: what `write_bytes` writes before renaming, and leaves if killed mid-write.
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
 
@@ -125,7 +127,7 @@ def read_json_lines(path: str | os.PathLike) -> list[dict]:
 
     A partial last line (no newline at its end and not valid JSON: the writer was killed, or the disk
     filled up, mid-append) is dropped with a TornLineWarning naming the file. Any other line that is
-    not a JSON object raises ValueError naming the file and the line.
+    not a JSON object raises RunDirError naming the file and the line.
     """
     path = Path(path)
     text = path.read_bytes().decode("utf-8", errors="replace")
@@ -141,9 +143,9 @@ def read_json_lines(path: str | os.PathLike) -> list[dict]:
                 warnings.warn(f"{path}: dropped a partial last line ({len(line)} characters; an interrupted "
                               "write)", TornLineWarning, stacklevel=2)
                 break
-            raise ValueError(f"{path} line {number} is not valid JSON ({err}); repair or remove that line") from None
+            raise RunDirError(f"{path} line {number} is not valid JSON ({err}); repair or remove that line") from None
         if not isinstance(record, dict):
-            raise ValueError(f"{path} line {number} is not a JSON object; repair or remove that line")
+            raise RunDirError(f"{path} line {number} is not a JSON object; repair or remove that line")
         records.append(record)
     return records
 

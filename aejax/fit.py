@@ -37,7 +37,8 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from aejax import checkpoint, data, likelihoods, parallel, recipes, vae
-from aejax.config import ConfigError, check_types, fail, option
+from aejax.config import check_types, fail, option
+from aejax.errors import ConfigError, RunDirError, UsageError
 from aejax.train import Metrics, TrainState, ceil_div, epoch_key, run_epoch
 
 SWEEPABLE = ("beta", "learning_rate")
@@ -399,7 +400,7 @@ def fit(
     if plan is None:
         plan = prepare(config, train_images)
     elif plan.config != config:
-        raise ValueError("plan was prepared for another config: pass prepare(config, train_images)")
+        raise UsageError("plan was prepared for another config: pass prepare(config, train_images)")
     program, members, fit_images, val_images, definition = (plan.program, plan.members, plan.fit_images,
                                                             plan.val_images, plan.definition)
     size, mesh, steps_per_epoch = len(members), program.mesh, program.steps_per_epoch
@@ -429,7 +430,7 @@ def fit(
                         fail("epochs", f"{config.epochs} is less than the {start_epoch} epochs already in {path}")
                     tracker = _Tracker.from_json(extra["tracker"], patience, config.kl_warmup_epochs)
             elif existing:
-                raise ValueError(f"{checkpoint_dir} already holds checkpoints ({existing[-1].name}); resume them or "
+                raise RunDirError(f"{checkpoint_dir} already holds checkpoints ({existing[-1].name}); resume them or "
                                  "choose an empty directory")
 
         if mesh is None:
@@ -488,14 +489,14 @@ def fit(
 def _check_arguments(checkpoint_dir, resume: bool, keep_checkpoints: int, writers) -> None:
     """`fit`'s arguments besides the config, checked before any work (a notebook passes them directly)."""
     if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs the checkpoint_dir to resume from")
+        raise UsageError("resume=True needs the checkpoint_dir to resume from")
     if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
-        raise ValueError(f"keep_checkpoints must be a positive integer, got {keep_checkpoints!r}")
+        raise UsageError(f"keep_checkpoints must be a positive integer, got {keep_checkpoints!r}")
     if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
-        raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} exists and is not a folder")
+        raise UsageError(f"checkpoint_dir {str(checkpoint_dir)!r} exists and is not a folder")
     for writer in writers:
         if not (callable(getattr(writer, "write", None)) and callable(getattr(writer, "close", None))):
-            raise ValueError(f"writers must have write(epoch, records) and close() (aejax.writers), got {writer!r}")
+            raise UsageError(f"writers must have write(epoch, records) and close() (aejax.writers), got {writer!r}")
 
 
 def _bytes(tree) -> int:
@@ -549,7 +550,7 @@ def _check_same_run(recorded: dict, definition: dict, path: Path) -> None:
             f"the training data (SHA-256 {old[:12] if old else None}… now {new[:12]}…)" if k == "data_sha256"
             else f"--{k.replace('_', '-')} {old!r} (now {new!r})" for k, (old, new) in changed.items()
         )
-        raise ValueError(f"--resume: {path} comes from a run with different settings: {differences}; pass the "
+        raise RunDirError(f"--resume: {path} comes from a run with different settings: {differences}; pass the "
                          "same settings to continue it, or use another --out for a new run")
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from aejax.errors import ClusterSettingsError, ConfigError
 from aejax.train import TrainStep
 
 MEMBERS, DATA = "members", "data"
@@ -43,7 +44,7 @@ def check_address(address: str) -> str:
     """Returns `address` if it is HOST:PORT (or [IPv6]:PORT) with a port in 1..65535."""
     match = _ADDRESS.match(address)
     if not match or not 1 <= int(match.group("port")) <= 65535:
-        raise ValueError(
+        raise ClusterSettingsError(
             f"--coordinator-address must be HOST:PORT with a port in 1..65535 (e.g. 10.0.0.1:1234 or "
             f"[::1]:1234), got {address!r}"
         )
@@ -61,18 +62,18 @@ class Cluster:
 
     def __post_init__(self):
         if isinstance(self.num_processes, bool) or not isinstance(self.num_processes, int) or self.num_processes < 1:
-            raise ValueError(f"--num-processes must be an integer >= 1, got {self.num_processes!r}")
+            raise ClusterSettingsError(f"--num-processes must be an integer >= 1, got {self.num_processes!r}")
         if isinstance(self.process_id, bool) or not isinstance(self.process_id, int) \
                 or not 0 <= self.process_id < self.num_processes:
-            raise ValueError(f"--process-id must be in 0..{self.num_processes - 1}, got {self.process_id!r}")
+            raise ClusterSettingsError(f"--process-id must be in 0..{self.num_processes - 1}, got {self.process_id!r}")
         if not isinstance(self.timeout_seconds, int) or self.timeout_seconds < 1:
-            raise ValueError(f"--cluster-timeout must be a positive number of seconds, got {self.timeout_seconds!r}")
+            raise ClusterSettingsError(f"--cluster-timeout must be a positive number of seconds, got {self.timeout_seconds!r}")
         if self.num_processes > 1 and not self.coordinator_address:
-            raise ValueError(f"--coordinator-address HOST:PORT is required for --num-processes {self.num_processes}")
+            raise ClusterSettingsError(f"--coordinator-address HOST:PORT is required for --num-processes {self.num_processes}")
         if self.coordinator_address is not None:
             check_address(self.coordinator_address)
             if self.num_processes == 1:
-                raise ValueError(
+                raise ClusterSettingsError(
                     f"--coordinator-address {self.coordinator_address} was given but --num-processes is 1: "
                     "pass --num-processes N (and --process-id) on every host, or drop the address"
                 )
@@ -96,7 +97,7 @@ class Cluster:
                     try:
                         values[name] = int(raw)
                     except ValueError:
-                        raise ValueError(
+                        raise ClusterSettingsError(
                             f"{variable} must be an integer, got {raw!r} (or pass --{name.replace('_', '-')})"
                         ) from None
         return cls(**values, timeout_seconds=timeout_seconds)
@@ -220,8 +221,8 @@ def check_batch_size(batch_size: int, mesh: Mesh | None) -> None:
         return
     ways = mesh.shape[DATA]
     if batch_size % ways:
-        raise ValueError(
-            f"--batch-size {batch_size} is not divisible by the {ways} devices that split each batch: choose a "
+        raise ConfigError(
+            "batch_size", f"{batch_size} is not divisible by the {ways} devices that split each batch: choose a "
             f"multiple of {ways} (e.g. {max(ways, batch_size // ways * ways)})"
         )
 

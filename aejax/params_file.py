@@ -23,6 +23,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from aejax.errors import ParamsFileError
 from aejax.files import to_json, write_bytes
 
 FORMAT = "aejax.params/1"
@@ -42,26 +43,26 @@ def write(path: str | os.PathLike, stacked: Any, manifest: dict) -> Path:
 def read(path: str | os.PathLike, flag: str = "--params") -> tuple[list[Any], dict | None, bytes]:
     """(each member's params, the manifest or None for a file without one, the file's bytes).
 
-    Raises FileNotFoundError or ValueError naming `flag` for a missing or unreadable file.
+    Raises ParamsFileError naming `flag` for a missing or unreadable file.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{flag} {str(path)!r} does not exist; train first with experiments.vae_fashion_mnist")
+        raise ParamsFileError(f"{flag} {str(path)!r} does not exist; train first with experiments.vae_fashion_mnist")
     raw = path.read_bytes()
     try:
         tree = flax.serialization.msgpack_restore(raw)
     except Exception as err:  # noqa: BLE001 - msgpack raises several unrelated types for damaged bytes
-        raise ValueError(f"{flag} {str(path)!r} is not a flax msgpack file ({type(err).__name__}: {err})") from None
+        raise ParamsFileError(f"{flag} {str(path)!r} is not a flax msgpack file ({type(err).__name__}: {err})") from None
     if isinstance(tree, dict) and tree.get("format") == FORMAT:
         try:
             manifest = json.loads(tree["manifest"])
             stacked = tree["params"]
             count = len(manifest["members"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{flag} {str(path)!r} has a damaged manifest ({err})") from None
+            raise ParamsFileError(f"{flag} {str(path)!r} has a damaged manifest ({err})") from None
         leaves = jax.tree.leaves(stacked)
         if not leaves or any(np.ndim(x) < 1 or np.shape(x)[0] != count for x in leaves):
-            raise ValueError(f"{flag} {str(path)!r}: the manifest lists {count} members, but the params do not "
+            raise ParamsFileError(f"{flag} {str(path)!r}: the manifest lists {count} members, but the params do not "
                              "all have a member axis of that length")
         return [jax.tree.map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(count)], manifest, raw
     return _legacy_members(tree), None, raw

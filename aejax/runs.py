@@ -27,14 +27,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from aejax.errors import RunDirError
 from aejax.files import remove_temporaries, write_json
 
 RECORD = "run.json"
 LOCK = ".aejax.lock"
-
-
-class RunDirError(ValueError):
-    """The output folder cannot be used for this run; the message says why and what to do."""
 
 
 def _now() -> str:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from aejax.errors import UsageError
 from aejax.files import append_json_line, read_json_lines, to_json_line, write_bytes
 
 METADATA = ("epoch", "member", "seed", "beta", "learning_rate")
@@ -54,7 +55,7 @@ class TensorBoard:
         try:
             import tensorboardX  # noqa: F401
         except ImportError as err:
-            raise ImportError("--tensorboard needs tensorboardX: pip install -e '.[tensorboard]'") from err
+            raise UsageError("--tensorboard needs tensorboardX: pip install -e '.[tensorboard]'") from err
         self.logdir, self.num_members = Path(logdir), num_members
         self._writers: dict[int, Any] = {}
 

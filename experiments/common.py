@@ -1,7 +1,9 @@
 """What the experiment CLIs share: flags from typed configs, runtime set-up, and exit codes.
 
-Exit codes: 0 done; 1 the work failed (divergence, a full disk, a cluster that cannot form);
-2 bad input (flags, data, output folder), with one line naming the flag, before any output;
+Exit codes: 0 done; 1 the work failed (divergence, a full disk, a cluster that cannot form), or a
+bug (any error that is not one of aejax.errors' bad-input types: one line, and the traceback kept
+in the run folder as traceback.txt); 2 bad input (flags, data, output folder, params file: an
+aejax.errors.UsageError), with one line naming the flag, before any output;
 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (a scheduler's preemption or time limit) and
 129 by SIGHUP (a closed terminal): one line naming the checkpoint that --resume continues from.
 
@@ -17,16 +19,19 @@ import io
 import os
 import signal
 import sys
+import tempfile
 import threading
+import traceback
 import types
 import typing
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import matplotlib
 
 from aejax import runtime
-from aejax.config import ConfigError
+from aejax.errors import ConfigError, UsageError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -175,6 +180,32 @@ def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
     return config_cls(**values)
 
 
+TRACEBACK = "traceback.txt"
+
+
+def report_bug(err: BaseException, out: str | None) -> int:
+    """Reports `err` as a bug, never as the user's mistake: one line on stderr, and the traceback kept
+    in the run folder `out` (as traceback.txt) when it exists, else in a temporary file. Exit 1."""
+    text = traceback.format_exc()
+    try:
+        if out and Path(out).is_dir():
+            path = Path(out) / TRACEBACK
+            path.write_text(text)
+        else:
+            fd, name = tempfile.mkstemp(prefix="aejax-traceback-", suffix=".txt")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            path = Path(name)
+        where = f"the traceback is in {path}"
+    except OSError:
+        print(text, file=sys.stderr, end="")
+        where = "the traceback is above"
+    version = runtime.source_revision()
+    print(f"bug: {type(err).__name__}: {err} (aejax {version['version']}, commit {version['commit']}); {where}; "
+          "please report it with that traceback", file=sys.stderr)
+    return EXIT_FAILURE
+
+
 def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -215,7 +246,7 @@ def _main(config_cls, description, run, argv, on_interrupt, prepare) -> int:
             return run(config)
     except ConfigError as err:
         parser.error(f"{flag(err.field)} {err.message}")
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except UsageError as err:
         parser.error(str(err))
     except (FloatingPointError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -229,6 +260,8 @@ def _main(config_cls, description, run, argv, on_interrupt, prepare) -> int:
         how = f"stopped by {err}" if isinstance(err, Stopped) else "interrupted"
         print(f"{how}{'; ' + hint if hint else ''}", file=sys.stderr)
         return 128 + err.signum if isinstance(err, Stopped) else EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - anything else is a bug, in aejax or below it
+        return report_bug(err, getattr(config, "out", None))
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

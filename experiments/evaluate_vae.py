@@ -31,13 +31,14 @@ from tqdm import tqdm
 
 from aejax import data, fit, likelihoods, metrics, params_file, pca, plotting, runs, runtime, stats, vae
 from aejax.config import check_types, fail, option
+from aejax.errors import DataError, ParamsFileError
 from aejax.files import write_json
 from experiments import common
 
 KIND = "evaluate_vae"
 FIGURES = ("vae_reconstructions_plot.png", "vae_latent_space_plot.png", "vae_latent_traversal_plot.png",
            "vae_posterior_diagnostics.png")
-OUTPUTS = ("metrics.json",) + FIGURES
+OUTPUTS = ("metrics.json", common.TRACEBACK) + FIGURES
 # Decoder evaluations (images x samples x members) one evaluation may ask for: ~8 hours on a 2-core
 # CPU (measured ~3.5e5 per second), minutes on a GPU. More is refused up front.
 MAX_DECODER_EVALUATIONS = 10**10
@@ -97,7 +98,7 @@ def load_params(path: str | Path, chosen: list[int] | None = None) -> tuple[list
             vae.check_params(members[index])
         except ValueError as err:
             where = f" (member {index})" if len(members) > 1 else ""
-            raise ValueError(f"--params {str(path)!r}{where}: {err}") from None
+            raise ParamsFileError(f"--params {str(path)!r}{where}: {err}") from None
     return members, manifest, raw
 
 
@@ -224,7 +225,7 @@ def run(config: Config) -> int:
     images, labels = data.load_fashion_mnist("test", config.data_dir)
     count = len(images) if config.num_test_images is None else config.num_test_images
     if len(images) == 0:
-        raise ValueError(f"the test split in {config.data_dir or 'the default data source'} holds no images")
+        raise DataError(f"the test split in {config.data_dir or 'the default data source'} holds no images")
     if count > len(images):
         fail("num_test_images", f"must be at most the {len(images)} test images, got {count}")
     evaluations = count * (sum(ks) + config.elbo_samples) * len(chosen)

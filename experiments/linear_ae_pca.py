@@ -22,7 +22,7 @@ from aejax.files import write_json
 from experiments import common
 
 KIND = "linear_ae_pca"
-OUTPUTS = ("linear_autoencoder_pca.png", "linear_autoencoder_vs_pca.png", "metrics.json")
+OUTPUTS = ("linear_autoencoder_pca.png", "linear_autoencoder_vs_pca.png", "metrics.json", common.TRACEBACK)
 
 
 @dataclasses.dataclass(frozen=True)

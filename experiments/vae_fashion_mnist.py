@@ -27,13 +27,14 @@ import numpy as np
 
 from aejax import checkpoint, data, fit, likelihoods, parallel, params_file, plotting, runs, runtime, stats, vae, writers
 from aejax.config import fail, option
+from aejax.errors import DataError
 from aejax.files import write_json
 from experiments import common
 
 KIND = "vae_fashion_mnist"
 FIGURES = ("vae_generated_images_plot.png", "semantic_interpolation_plot.png", "vae_reconstructions_plot.png",
            "vae_learning_curves.png", "vae_rate_distortion.png")
-OUTPUTS = ("metrics.json", "params.msgpack", "history.jsonl", "checkpoints", "tensorboard") + FIGURES
+OUTPUTS = ("metrics.json", "params.msgpack", "history.jsonl", "checkpoints", "tensorboard", common.TRACEBACK) + FIGURES
 FINAL_METRICS = ("final_val_loss", "final_val_rounded_accuracy", "test_loss", "test_rounded_accuracy",
                  "test_rate_nats", "test_distortion_nats")
 
@@ -141,7 +142,7 @@ def run(config: Config) -> int:
     train_images, _ = data.load_fashion_mnist("train", config.data_dir)
     test_images, _ = data.load_fashion_mnist("test", config.data_dir)
     if len(test_images) == 0:
-        raise ValueError(f"the test split of {config.data_dir or 'the default data source'} holds no images")
+        raise DataError(f"the test split of {config.data_dir or 'the default data source'} holds no images")
     plan = fit.prepare(config, train_images)  # every check, the memory one included, before any output
     members = plan.members
     out = Path(config.out)

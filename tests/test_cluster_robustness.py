@@ -258,3 +258,27 @@ def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_ste
     step = checks.checked(fit.train_step)  # the value checks of the compiled step, on request
     with pytest.raises(Exception, match="hyper learning_rate must be finite"):
         step(state, data.to_unit_float(images[:8]), jax.random.key(0), {"beta": 1.0, "learning_rate": float("nan")})
+
+
+# ----- a bug is reported as a bug -----
+
+def test_a_bug_is_exit_1_with_its_traceback_kept_never_called_bad_input(subset_dir, tmp_path, capsys, monkeypatch):
+    """An error that is not one of aejax.errors' bad-input types is aejax's (or a library's) bug:
+    one line saying so, exit 1, and the traceback kept in the run folder, never "exit 2, your input"."""
+    from aejax import fit
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal shape mismatch")  # what a JAX or aejax bug raises
+
+    monkeypatch.setattr(fit, "evaluate_members", broken)
+    out = tmp_path / "bug"
+    code, err = _run(vae_fashion_mnist.main, _flags(subset_dir, out), capsys)
+    assert code == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("bug: ValueError: an internal shape mismatch") and str(out / "traceback.txt") in line
+    assert "in broken" in (out / "traceback.txt").read_text()
+    assert runs.read_record(out)["status"] == "failed"
+    # The next run into the folder replaces that run, traceback included, with --overwrite.
+    monkeypatch.undo()
+    assert vae_fashion_mnist.main(_flags(subset_dir, out, "--overwrite")) == 0
+    assert not (out / "traceback.txt").exists()

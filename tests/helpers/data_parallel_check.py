@@ -13,6 +13,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aejax import fit, parallel  # noqa: E402
+from aejax.errors import ConfigError  # noqa: E402
 
 
 def train(images, mesh, epochs, batch_size, seeds):
@@ -64,6 +65,6 @@ for name, size in [("population_8", 8), ("population_4", 4)]:
                     "mesh": dict(mesh.shape), "member_shards": len({(s.index[0].start, s.index[0].stop) for s in kernel.addressable_shards})}
 try:
     parallel.check_batch_size(30, parallel.training_mesh(1))
-except ValueError as err:
-    report["indivisible"] = str(err)
+except ConfigError as err:  # as the CLI shows it
+    report["indivisible"] = f"--{err.field.replace('_', '-')} {err.message}"
 json.dump(report, sys.stdout)
