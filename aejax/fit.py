@@ -464,14 +464,17 @@ def fit(
             if patience:
                 tree["best_params"] = _keep_improved(tree["best_params"], states.params, jnp.asarray(tracker.improved))
             epochs_run = epoch + 1
+            # The writers first: a run stopped between the two resumes from the previous checkpoint
+            # and writes this epoch again (the writers drop its first lines); the other order would
+            # lose this epoch's lines for good.
+            if writer_process:
+                for writer in writers:
+                    writer.write(epoch + 1, [{**dataclasses.asdict(m), **r} for m, r in zip(members, records)])
             if checkpoint_dir is not None and writer_process:
                 checkpoint.save(checkpoint_dir, epoch + 1, tree,
                                 {"run": definition, "members": _member_dicts(members),
                                  "tracker": tracker.to_json(time.perf_counter() - start)},
                                 keep=keep_checkpoints)
-            if writer_process:
-                for writer in writers:
-                    writer.write(epoch + 1, [{**dataclasses.asdict(m), **r} for m, r in zip(members, records)])
             bar.set_postfix(tracker.postfix())
         bar.close()
         seconds = time.perf_counter() - start
