@@ -523,7 +523,7 @@ def _compile(config: Config, program: Program, members: Sequence[Member], fit_im
     arrays (the check of the whole program is then a bound)."""
     keys = member_keys([m.seed for m in members])
     size = len(members)
-    states = jax.eval_shape(init_states, keys["init"], config.model, config.recipe)
+    states = jax.eval_shape(functools.partial(init_states, model=config.model, recipe=config.recipe), keys["init"])
     shaped = functools.partial(jax.tree.map, lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype))
     vector = jax.ShapeDtypeStruct((size,), np.float32)
     epoch_keys = jax.eval_shape(jax.vmap(epoch_key, (0, None)), keys["train"], 0)

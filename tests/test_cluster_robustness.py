@@ -6,7 +6,7 @@ fix: the scripts are driven as a user (or a scheduler) drives them.
 """
 
 import json
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -212,7 +212,9 @@ def test_an_impossible_out_name_and_an_oversized_model_are_refused_up_front(subs
     monkeypatch.setattr(aejax.parallel, "available_memory", lambda device=None: 16 * 2**30)
     code, err = _run(vae_fashion_mnist.main, _flags(subset_dir, out, "--latent-dim", "3000000"), capsys)
     last = err.strip().splitlines()[-1]  # after argparse's usage lines, the one message
-    assert code == 2 and "--latent-dim" in last and "needs 63.0 GiB, and this machine has 16.0 GiB available" in last
+    assert code == 2 and "--latent-dim" in last, err
+    needed = float(re.search(r"needs ([\d.]+) GiB, and this machine has 16.0 GiB available", last).group(1))
+    assert needed > 16  # 63.0 GiB with jaxlib 0.10, 51.5 with the floor's 0.4.35
     assert not out.exists()
 
 
