@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from aejax.errors import ClusterSettingsError, ConfigError
-from aejax.train import TrainStep
+from aejax.training.train import TrainStep
 
 MEMBERS, DATA = "members", "data"
 ENVIRONMENT = {

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from aejax.files import write_bytes
+from aejax.io.files import write_bytes
 from aejax.stats import summarize
 
 

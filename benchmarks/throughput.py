@@ -35,9 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import data, fit, linear_ae, metrics, recipes, runtime, vae
-from aejax.files import check_writable, write_json
-from aejax.train import TrainState, run_epoch
+from aejax import data, runtime
+from aejax.evaluation import metrics
+from aejax.models import linear_ae, vae
+from aejax.training import fit, recipes
+from aejax.io.files import check_writable, write_json
+from aejax.training.train import TrainState, run_epoch
 
 # Hand count of the chapter VAE's matmul FLOPs per example (2 per multiply-add): forward through
 # 784-150-100-(10+10) and 10-100-150-784 is 268,200 MACs; backward needs weight gradients for every
@@ -121,7 +124,7 @@ def skeleton_loss(weights: list[jax.Array], x: jax.Array, noise: jax.Array) -> j
 
 
 def skeleton_step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array):
-    """One step of the matmul skeleton in `aejax.train.run_epoch`'s step signature: the 20 matmuls of
+    """One step of the matmul skeleton in `aejax.training.train.run_epoch`'s step signature: the 20 matmuls of
     a VAE step and an SGD update (the weights must change every step, or XLA would hoist the
     forward matmuls out of the loop)."""
     x = batch.reshape(batch.shape[0], -1)

@@ -8,7 +8,7 @@ the chapter's loss and rounded accuracy, and the posterior diagnostics: rate (me
 distortion (mean -log p(x|z)), KL per latent dimension, active units (Burda et al. 2016) and the
 mutual information I(x; z) (He et al. 2019). For the chapter's "bernoulli" likelihood on grey
 levels it also reports the targets' entropy floor: the -ELBO of a perfect model, so the numbers
-are cross-entropies, not log-likelihoods (aejax/likelihoods.py). Figures: reconstructions, the
+are cross-entropies, not log-likelihoods (aejax/models/likelihoods.py). Figures: reconstructions, the
 latent space (PCA of the means, by class), a latent traversal and the posterior diagnostics.
 The likelihood is read from the params file's manifest (older files: the training run's run.json
 beside --params; an evaluation that has to assume one says so). A population's params.msgpack is
@@ -29,10 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from aejax import data, fit, likelihoods, metrics, params_file, pca, plotting, runs, runtime, stats, vae
+from aejax import data, pca, plotting, runtime, stats
+from aejax.evaluation import metrics
+from aejax.io import params_file, runs
+from aejax.models import likelihoods, vae
+from aejax.training import fit
 from aejax.config import check_types, fail, option
 from aejax.errors import DataError, ParamsFileError
-from aejax.files import write_json
+from aejax.io.files import write_json
 from experiments import common
 
 KIND = "evaluate_vae"
@@ -87,7 +91,7 @@ class Config:
 
 
 def load_params(path: str | Path, chosen: list[int] | None = None) -> tuple[list[vae.Params], dict | None, bytes]:
-    """The members in the params file `path` (aejax.params_file), their manifest (None for a file
+    """The members in the params file `path` (aejax.io.params_file), their manifest (None for a file
     without one) and the file's bytes. The members in `chosen` (default: all) are checked as whole
     trees (names, shapes, dtypes, consistency, finiteness); the others are not used."""
     members, manifest, raw = params_file.read(path)

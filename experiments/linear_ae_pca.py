@@ -16,9 +16,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import data, linear_ae, pca, plotting, runs
+from aejax import data, pca, plotting
+from aejax.io import runs
+from aejax.models import linear_ae
 from aejax.config import check_types, fail, option
-from aejax.files import write_json
+from aejax.io.files import write_json
 from experiments import common
 
 KIND = "linear_ae_pca"

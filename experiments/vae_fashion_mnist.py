@@ -25,10 +25,13 @@ from typing import ClassVar
 import jax
 import numpy as np
 
-from aejax import checkpoint, data, fit, likelihoods, parallel, params_file, plotting, runs, runtime, stats, vae, writers
+from aejax import data, parallel, plotting, runtime, stats
+from aejax.io import checkpoint, params_file, runs, writers
+from aejax.models import likelihoods, vae
+from aejax.training import fit
 from aejax.config import fail, option
 from aejax.errors import DataError
-from aejax.files import write_json
+from aejax.io.files import write_json
 from experiments import common
 
 KIND = "vae_fashion_mnist"
@@ -126,7 +129,7 @@ def learning_curves(result: fit.FitResult, out: Path) -> None:
 
 
 def manifest(config: Config, metrics: dict) -> dict:
-    """What params.msgpack holds (aejax.params_file): the model and each member's identity."""
+    """What params.msgpack holds (aejax.io.params_file): the model and each member's identity."""
     members = metrics["members"] if "members" in metrics else [{**dataclasses.asdict(config.members()[0]), **metrics}]
     return {
         "kind": KIND,

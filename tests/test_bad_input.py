@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from aejax import data, linear_ae
+from aejax import data
+from aejax.models import linear_ae
 from experiments import vae_fashion_mnist
 
 

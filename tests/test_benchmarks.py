@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from aejax import fit, vae
-from aejax.train import TrainState
+from aejax.models import vae
+from aejax.training import fit
+from aejax.training.train import TrainState
 from benchmarks import accelerator, throughput
 
 PEER_PYTHON = Path(throughput.REPO_ROOT) / ".venv-peers" / "bin" / "python"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aejax import params_file, runs
+from aejax.io import params_file, runs
 from benchmarks import accelerator, throughput
 from experiments import evaluate_vae, linear_ae_pca, vae_fashion_mnist
 from tests.conftest import REPO
@@ -240,7 +240,8 @@ def test_records_say_what_ran_and_sweeps_do_not_hide_a_flag(subset_dir, tmp_path
 # ----- class 16: the notebook is a first-class user -----
 
 def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_step(subset_dir, tmp_path):
-    from aejax import checks, data, fit
+    from aejax import checks, data
+    from aejax.training import fit
 
     images, _ = data.load_fashion_mnist("train", subset_dir)
     config = fit.Config(hidden_sizes=[32], latent_dim=2, epochs=1, batch_size=60, num_validation=120,
@@ -267,7 +268,7 @@ def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_ste
 def test_a_bug_is_exit_1_with_its_traceback_kept_never_called_bad_input(subset_dir, tmp_path, capsys, monkeypatch):
     """An error that is not one of aejax.errors' bad-input types is aejax's (or a library's) bug:
     one line saying so, exit 1, and the traceback kept in the run folder, never "exit 2, your input"."""
-    from aejax import fit
+    from aejax.training import fit
 
     def broken(*args, **kwargs):
         raise ValueError("an internal shape mismatch")  # what a JAX or aejax bug raises

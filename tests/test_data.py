@@ -103,7 +103,7 @@ def test_missing_dir_and_files(tmp_path):
 
 
 def test_tfds_path_offline_with_mock_data(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(data.fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
     with tfds.testing.mock_data(num_examples=12):
         images, labels = data.load_fashion_mnist("test")
     assert images.shape == (12, 28, 28) and images.dtype == np.uint8
@@ -111,7 +111,7 @@ def test_tfds_path_offline_with_mock_data(monkeypatch, tmp_path):
 
 
 def test_no_source_at_all_lists_the_three_options(monkeypatch, tmp_path):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(data.fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty-tfds"))
     with pytest.raises(FileNotFoundError) as info:
         data.load_fashion_mnist("train")

@@ -6,7 +6,7 @@ import stat
 import numpy as np
 import pytest
 
-from aejax import files
+from aejax.io import files
 
 
 def test_write_is_all_or_nothing(tmp_path):

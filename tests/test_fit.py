@@ -1,4 +1,4 @@
-"""aejax.fit: populations in one compiled program reproduce single runs; resume; configs."""
+"""aejax.training.fit: populations in one compiled program reproduce single runs; resume; configs."""
 
 import dataclasses
 
@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 import tolerances
-from aejax import checkpoint, data, fit, train, vae
+from aejax import data
+from aejax.io import checkpoint
+from aejax.models import vae
+from aejax.training import fit, train
 from aejax.config import ConfigError
 
 SMALL = dict(epochs=2, batch_size=64, num_validation=120)

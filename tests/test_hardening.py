@@ -7,7 +7,6 @@ the same classes live beside their modules (test_vae, test_files, test_runs, tes
 
 import errno
 import gzip
-import json
 import os
 import shutil
 import signal
@@ -22,7 +21,8 @@ import flax.serialization
 import numpy as np
 import pytest
 
-from aejax import checkpoint, linear_ae, runs, vae
+from aejax.io import checkpoint, runs
+from aejax.models import linear_ae, vae
 from experiments import evaluate_vae, linear_ae_pca, vae_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,7 +212,7 @@ def test_class_4_a_folder_that_must_not_be_touched_is_refused_whatever_else_is_w
     # No Fashion-MNIST anywhere and a missing --params: the folder's refusal still comes first.
     from aejax import data
 
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(data.fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty-tfds"))
     before = _snapshot(trained)
     for params in (trained / "params.msgpack", tmp_path / "missing.msgpack"):
@@ -252,12 +252,12 @@ def test_class_5_ctrl_c_names_the_checkpoint_and_exits_130(subset_dir, tmp_path)
 
 
 def test_class_5_a_full_disk_is_one_line_and_exit_1(subset_dir, tmp_path, capsys, monkeypatch):
-    import aejax.files
+    import aejax.io.files
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(aejax.files.os, "fsync", no_space)
+    monkeypatch.setattr(aejax.io.files.os, "fsync", no_space)
     code, err = _run(linear_ae_pca.main, ["--spread-seeds", "1", "--converged-epochs", "1", "--out", str(tmp_path / "o")],
                      capsys)
     assert code == 1 and "No space left on device" in err and "Traceback" not in err

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from aejax import kernels
+from aejax.models import kernels
 
 
 def test_selu_matches_jax_selu():

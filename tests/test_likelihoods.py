@@ -9,7 +9,7 @@ import optax
 from scipy.integrate import trapezoid
 import pytest
 
-from aejax import likelihoods
+from aejax.models import likelihoods
 
 # Logits from saturated to λ = 1/2 ± 1e-6 (logit ± 4e-6) and across the series/closed-form switch at 0.1.
 LOGITS = np.concatenate([[-80.0, -20.0, -5.0, -1.0, -0.1000001, -0.0999999, -0.01, -4e-6, 0.0, 4e-6, 0.05],

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from aejax import data, linear_ae, pca
+from aejax import data, pca
+from aejax.models import linear_ae
 
 X = data.synthetic_3d()
 PCA_LOSS = pca.pca_reconstruction_mse(X, 2)

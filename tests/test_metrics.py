@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import data, kernels, metrics, vae
+from aejax import data
+from aejax.evaluation import metrics
+from aejax.models import kernels, vae
 
 PARAMS = vae.init(jax.random.key(0))
 

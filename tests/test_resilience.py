@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import checkpoint, fit, recipes, vae
-from aejax.train import TrainState
+from aejax.io import checkpoint
+from aejax.models import vae
+from aejax.training import fit, recipes
+from aejax.training.train import TrainState
 from experiments import vae_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aejax import runs
+from aejax.io import runs
 
 DEFINITION = {"seed": 42, "data_sha256": "abc"}
 OUTPUTS = ("metrics.json", "checkpoints")

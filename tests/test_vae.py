@@ -2,14 +2,16 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.test_util import check_grads
 
 from jax.experimental import checkify
 
-from aejax import checks, data, fit, metrics, recipes, vae
-from aejax.train import TrainState
+from aejax import checks, data
+from aejax.evaluation import metrics
+from aejax.models import vae
+from aejax.training import fit, recipes
+from aejax.training.train import TrainState
 
 PARAMS = vae.init(jax.random.key(0))
 

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from aejax import files, writers
+from aejax.io import files, writers
 
 
 def _records(epoch, members=2, stopped=()):

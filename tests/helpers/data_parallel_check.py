@@ -12,7 +12,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aejax import fit, parallel  # noqa: E402
+from aejax import parallel  # noqa: E402
+from aejax.training import fit  # noqa: E402
 from aejax.errors import ConfigError  # noqa: E402
 
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from aejax import kernels
+from aejax.models import kernels
 
 KINDS = ("bernoulli", "continuous_bernoulli")
 SETTINGS = ("bernoulli", "binarized", "continuous_bernoulli")

@@ -2,7 +2,7 @@
 
 A checkpoint is `<dir>/epoch_<NNNN>.msgpack`: flax-serialised {"tree": any pytree of arrays (the
 training state), "epoch": epochs completed, "extra": strict JSON metadata (history, the settings
-that define the run)} followed by its SHA-256, written atomically (`aejax.files.write_bytes`).
+that define the run)} followed by its SHA-256, written atomically (`aejax.io.files.write_bytes`).
 Restoring gives back the exact bits, so a resumed run continues bit for bit.
 """
 
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from aejax.errors import ParamsFileError
-from aejax.files import remove_temporaries, write_bytes
+from aejax.io.files import remove_temporaries, write_bytes
 from aejax.parallel import to_host
 
 _NAME = re.compile(r"^epoch_(\d{4,})\.msgpack$")

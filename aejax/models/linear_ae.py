@@ -17,7 +17,7 @@ from flax import linen as nn
 from jax.typing import ArrayLike
 
 from aejax.checks import check_finite, check_positive_int
-from aejax.train import Metrics, TrainState, epoch_key, run_epoch, weighted_mean
+from aejax.training.train import Metrics, TrainState, epoch_key, run_epoch, weighted_mean
 
 Params = dict
 

@@ -4,7 +4,7 @@ Draw `s` of an example batch always uses eps = normal(fold_in(key, s), (B, L)), 
 the IWAE bound and every chunking of them see the same latent samples for the same key.
 Relation to the chapter's loss: 784 * loss(params, x, fold_in(key, 0)) = -mean(elbo(params, x, key)).
 
-`likelihood` is a model setting (`aejax.likelihoods`): "bernoulli" and "binarized" score the
+`likelihood` is a model setting (`aejax.models.likelihoods`): "bernoulli" and "binarized" score the
 given pixels with the Bernoulli log-probability (pass binarized images for "binarized"; a proper
 log-likelihood only for 0/1 pixels), "continuous_bernoulli" with that density. Only for 0/1
 pixels or the continuous Bernoulli is -IWAE an upper bound on a negative log-likelihood.
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from aejax import likelihoods, vae
+from aejax.models import likelihoods, vae
 from aejax.checks import check_positive_int
 
 # A Python float: a jnp constant here would start JAX's backend at import, before entry points

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from aejax.errors import RunDirError
-from aejax.files import remove_temporaries, write_json
+from aejax.io.files import remove_temporaries, write_json
 
 RECORD = "run.json"
 LOCK = ".aejax.lock"

@@ -1,7 +1,7 @@
 """The chapter-17 variational autoencoder as pure functions over a Flax params pytree.
 
 Encoder: flatten -> Dense 150 selu -> Dense 100 selu -> mean, log_var (Dense 10 each).
-Decoder: Dense 100 selu -> Dense 150 selu -> Dense 784 logits of p(x | z) (`aejax.likelihoods`).
+Decoder: Dense 100 selu -> Dense 150 selu -> Dense 784 logits of p(x | z) (`aejax.models.likelihoods`).
 Params: `{"encoder": {"hidden_0", ..., "mean", "log_var"}, "decoder": {"hidden_0", ..., "logits"}}`,
 each layer `{"kernel": (in, out), "bias": (out,)}` float32; `architecture(params)` checks the whole
 tree and reads the sizes back, so `encode`/`decode` need no config.
@@ -23,10 +23,10 @@ from flax import linen as nn
 from jax.experimental import checkify
 from jax.typing import ArrayLike
 
-from aejax import likelihoods
+from aejax.models import likelihoods
 from aejax.config import check_types, fail, option
-from aejax.kernels import selu
-from aejax.train import Metrics, mean_over_batches, weighted_mean
+from aejax.models.kernels import selu
+from aejax.training.train import Metrics, mean_over_batches, weighted_mean
 
 Params = dict
 IMAGE_SHAPE = (28, 28)
@@ -48,7 +48,7 @@ class VAEConfig:
 
     hidden_sizes: tuple[int, ...] = option((150, 100), "encoder hidden layer sizes; the decoder mirrors them")
     latent_dim: int = option(10, "size of the latent codings z")
-    likelihood: str = option("bernoulli", "observation model p(x|z): see aejax/likelihoods.py",
+    likelihood: str = option("bernoulli", "observation model p(x|z): see aejax/models/likelihoods.py",
                              choices=likelihoods.SETTINGS)
     activation: str = option("selu", "hidden units: 'selu' (the chapter's) or 'gated' ((W x + b) * sigmoid(V x + c), "
                              "the gated dense layers of the literature's MLP VAEs)", choices=ACTIVATIONS)

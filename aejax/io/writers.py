@@ -1,4 +1,4 @@
-"""Where `aejax.fit` sends each epoch's metrics as they happen: a JSON-lines log and TensorBoard.
+"""Where `aejax.training.fit` sends each epoch's metrics as they happen: a JSON-lines log and TensorBoard.
 
 A record is one member's epoch: {"epoch", "member", "seed", "beta", "learning_rate", "loss",
 "val_loss", …}; members that stopped (early stopping) or diverged have no record. Both writers
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aejax.errors import UsageError
-from aejax.files import append_json_line, read_json_lines, to_json_line, write_bytes
+from aejax.io.files import append_json_line, read_json_lines, to_json_line, write_bytes
 
 METADATA = ("epoch", "member", "seed", "beta", "learning_rate")
 

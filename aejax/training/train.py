@@ -21,7 +21,7 @@ class TrainState:
     """Optimiser step count, parameters and optimiser state: everything a step changes.
 
     The optimiser itself is not stored: `apply_gradients` takes it, so a step can build it from
-    per-member (traced) hyperparameters such as the learning rate (`aejax.recipes`).
+    per-member (traced) hyperparameters such as the learning rate (`aejax.training.recipes`).
     """
 
     step: jax.Array

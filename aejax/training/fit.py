@@ -14,7 +14,7 @@ A single run is a population of one.
 
 Keys of a member with seed s (unchanged since the chapter scripts): root = key(s);
 (train, test, figures) = split(root, 3); (init, shuffle+noise, validation) = split(train, 3);
-epoch e uses fold_in(shuffle+noise, e) (`aejax.train.run_epoch`).
+epoch e uses fold_in(shuffle+noise, e) (`aejax.training.train.run_epoch`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,13 @@ from jax.experimental import checkify
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from aejax import checkpoint, data, likelihoods, parallel, recipes, vae
+from aejax import data, parallel
+from aejax.io import checkpoint
+from aejax.models import likelihoods, vae
+from aejax.training import recipes
 from aejax.config import check_types, fail, option
 from aejax.errors import ConfigError, RunDirError, UsageError
-from aejax.train import Metrics, TrainState, ceil_div, epoch_key, run_epoch
+from aejax.training.train import Metrics, TrainState, ceil_div, epoch_key, run_epoch
 
 SWEEPABLE = ("beta", "learning_rate")
 MAX_SEED = 2**32 - 1  # jax.random.key(s) wraps modulo 2**32 (without x64): larger seeds alias smaller ones
@@ -185,7 +188,7 @@ def member_keys(seeds: Sequence[int]) -> dict[str, jax.Array]:
 
 
 class Writer(Protocol):
-    """Receives each epoch's metrics as they happen (`aejax.writers`); the caller closes it."""
+    """Receives each epoch's metrics as they happen (`aejax.io.writers`); the caller closes it."""
 
     def write(self, epoch: int, records: list[dict[str, Any]]) -> None: ...
 
@@ -246,7 +249,7 @@ def train_epoch(states: TrainState, hyper: dict, images: jax.Array, keys: jax.Ar
     hyperparameters {"beta", "learning_rate"} (M,) and epoch keys (M,); `images` (N, 28, 28) shared.
 
     Returns the new states and each member's epoch metrics (M,): the example-weighted mean loss and
-    "first_nonfinite_step" (`aejax.train.run_epoch`).
+    "first_nonfinite_step" (`aejax.training.train.run_epoch`).
     """
     def member_epoch(state, hyper, key):
         def step(state, batch, step_key, weights):
@@ -499,7 +502,7 @@ def _check_arguments(checkpoint_dir, resume: bool, keep_checkpoints: int, writer
         raise UsageError(f"checkpoint_dir {str(checkpoint_dir)!r} exists and is not a folder")
     for writer in writers:
         if not (callable(getattr(writer, "write", None)) and callable(getattr(writer, "close", None))):
-            raise UsageError(f"writers must have write(epoch, records) and close() (aejax.writers), got {writer!r}")
+            raise UsageError(f"writers must have write(epoch, records) and close() (aejax.io.writers), got {writer!r}")
 
 
 def _bytes(tree) -> int:

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from aejax.errors import ParamsFileError
-from aejax.files import to_json, write_bytes
+from aejax.io.files import to_json, write_bytes
 
 FORMAT = "aejax.params/1"
 

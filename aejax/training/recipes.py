@@ -1,7 +1,7 @@
 """Optimiser recipes: an optax transformation and a learning-rate schedule per name.
 
 The learning rate is an argument, not a constant baked into the transformation, so one compiled
-training program serves members of a population that sweep it (`aejax.fit`): each step builds
+training program serves members of a population that sweep it (`aejax.training.fit`): each step builds
 `optimizer(recipe, learning_rate(recipe, peak, step, ...))` from its own (traced) peak rate.
 
 | recipe | optimiser | learning rate |

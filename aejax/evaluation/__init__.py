@@ -1,0 +1,1 @@
+"""Evaluation: `metrics` (ELBO, IWAE bounds, posterior diagnostics) over any batch of images."""
