@@ -246,7 +246,9 @@ def run(config: Config) -> int:
     definition = {"params_sha256": hashlib.sha256(raw).hexdigest(), "data_sha256": fit.fingerprint(images),
                   **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "overwrite", "data_dir")}}
     out = Path(config.out)
-    with runs.claim(out, KIND, definition, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False):
+    environment = runtime.describe(config.matmul_precision)
+    with runs.claim(out, KIND, definition, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False,
+                    details={"environment": environment}):
         start = time.perf_counter()
         with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
             rows = [{"member": i, **identities[i], **evaluate_member(config, members[i], x, likelihood)}
@@ -254,7 +256,7 @@ def run(config: Config) -> int:
         seconds = time.perf_counter() - start
         result = {
             "config": dataclasses.asdict(config),
-            "environment": runtime.describe(config.matmul_precision),
+            "environment": environment,
             "params": config.params, "likelihood": likelihood, "likelihood_source": likelihood_source,
             "num_test_images": count,
             "model": vae.architecture(members[chosen[0]])._asdict(),

@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from aejax import data, pca, plotting
+from aejax import data, pca, plotting, runtime
 from aejax.io import runs
 from aejax.models import linear_ae
 from aejax.config import check_types, fail, option
@@ -70,8 +70,9 @@ def _spread(values: np.ndarray) -> dict:
 def run(config: Config) -> int:
     x = data.synthetic_3d(config.num_examples)
     out = Path(config.out)
+    environment = runtime.describe()
     with runs.claim(out, KIND, dataclasses.asdict(config), overwrite=config.overwrite, outputs=OUTPUTS,
-                    resumable=False):
+                    resumable=False, details={"environment": environment}):
         components = pca.principal_components(x, 2)
         pca_loss = pca.pca_reconstruction_mse(x, 2)
         chapter, history = linear_ae.train(x, 2, key=jax.random.key(config.seed), epochs=config.epochs,
@@ -98,6 +99,7 @@ def run(config: Config) -> int:
         plotting.save_figure(plotting.linear_ae_vs_pca(runs_to_plot, x @ components, pca_loss), out / OUTPUTS[1])
         metrics = {
             "config": dataclasses.asdict(config),
+            "environment": environment,
             "pca_optimal_loss": pca_loss,
             "loss_history": history["loss"].tolist(),
             "final_epoch_loss": float(history["loss"][-1]),

@@ -153,9 +153,9 @@ def run(config: Config) -> int:
     if config.tensorboard:
         log.append(writers.TensorBoard(out / "tensorboard", len(members)))
     writer = jax.process_index() == 0
+    environment = runtime.describe(config.matmul_precision, config.deterministic)
     with runs.claim(out, KIND, plan.definition, resume=resume, overwrite=config.overwrite, outputs=OUTPUTS,
-                    enabled=writer) as record:
-        record["environment"] = runtime.describe(config.matmul_precision, config.deterministic)
+                    enabled=writer, details={"environment": environment}):
         result = fit.fit(config, train_images, checkpoint_dir=out / "checkpoints", resume=resume,
                          keep_checkpoints=config.keep_checkpoints, writers=log, plan=plan)
         for w in log:

@@ -105,6 +105,7 @@ def _lock(out: Path):
 def claim(
     out: str | os.PathLike, kind: str, definition: dict[str, Any], *, resume: bool = False,
     overwrite: bool = False, outputs: Sequence[str] = (), enabled: bool = True, resumable: bool = True,
+    details: dict[str, Any] | None = None,
 ) -> Iterator[dict]:
     """Owns `out` for one run of `kind` (a script's name); yields its record (a dict to add results to).
 
@@ -113,6 +114,7 @@ def claim(
       outputs: the files and folders this kind of run writes into `out`; `overwrite` deletes them.
       enabled: False on the processes of a multi-host run that do not write (only process 0 claims).
       resumable: whether the script has --resume (the advice in refusals names only real flags).
+      details: more of what the record holds from the start, e.g. {"environment": runtime.describe()}.
     Raises RunDirError (before writing anything) when the folder cannot be used.
     """
     if not enabled:
@@ -145,7 +147,7 @@ def claim(
         started = dict(record or {}) if resume and record else {}
         current = {**started, "kind": kind, "definition": definition, "status": "running",
                    "started": started.get("started", _now()), "last_started": _now(),
-                   "host": socket.gethostname(), "pid": os.getpid(), "argv": sys.argv}
+                   "host": socket.gethostname(), "pid": os.getpid(), "argv": sys.argv, **(details or {})}
         write_json(out / RECORD, current)
         ours = True
         yield current
