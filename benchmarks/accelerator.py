@@ -37,9 +37,9 @@ import numpy as np
 
 from aejax import data, runtime
 from aejax.evaluation import metrics
+from aejax.io.files import write_json
 from aejax.models import likelihoods, vae
 from aejax.training import fit
-from aejax.io.files import write_json
 from benchmarks import throughput
 
 FULL = {"matmul": 8192, "batch_sizes": [128, 512, 2048, 8192, 32768, 65536],

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import platform
-import json
 import statistics
 import subprocess
 import sys
@@ -37,9 +37,9 @@ import numpy as np
 
 from aejax import data, runtime
 from aejax.evaluation import metrics
+from aejax.io.files import check_writable, write_json
 from aejax.models import linear_ae, vae
 from aejax.training import fit, recipes
-from aejax.io.files import check_writable, write_json
 from aejax.training.train import TrainState, run_epoch
 
 # Hand count of the chapter VAE's matmul FLOPs per example (2 per multiply-add): forward through

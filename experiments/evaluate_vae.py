@@ -30,13 +30,13 @@ import numpy as np
 from tqdm import tqdm
 
 from aejax import data, pca, plotting, runtime, stats
-from aejax.evaluation import metrics
-from aejax.io import params_file, runs
-from aejax.models import likelihoods, vae
-from aejax.training import fit
 from aejax.config import check_types, fail, option
 from aejax.errors import DataError, ParamsFileError
+from aejax.evaluation import metrics
+from aejax.io import params_file, runs
 from aejax.io.files import write_json
+from aejax.models import likelihoods, vae
+from aejax.training import fit
 from experiments import common
 
 KIND = "evaluate_vae"

@@ -17,10 +17,10 @@ import jax
 import numpy as np
 
 from aejax import data, pca, plotting, runtime
-from aejax.io import runs
-from aejax.models import linear_ae
 from aejax.config import check_types, fail, option
+from aejax.io import runs
 from aejax.io.files import write_json
+from aejax.models import linear_ae
 from experiments import common
 
 KIND = "linear_ae_pca"

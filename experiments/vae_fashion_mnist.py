@@ -26,12 +26,12 @@ import jax
 import numpy as np
 
 from aejax import data, parallel, plotting, runtime, stats
-from aejax.io import checkpoint, params_file, runs, writers
-from aejax.models import likelihoods, vae
-from aejax.training import fit
 from aejax.config import fail, option
 from aejax.errors import DataError
+from aejax.io import checkpoint, params_file, runs, writers
 from aejax.io.files import write_json
+from aejax.models import likelihoods, vae
+from aejax.training import fit
 from experiments import common
 
 KIND = "vae_fashion_mnist"

@@ -6,13 +6,13 @@ import chex
 import jax
 import numpy as np
 import pytest
-
 import tolerances
+
 from aejax import data
+from aejax.config import ConfigError
 from aejax.io import checkpoint
 from aejax.models import vae
 from aejax.training import fit, train
-from aejax.config import ConfigError
 
 SMALL = dict(epochs=2, batch_size=64, num_validation=120)
 ONE_EPOCH = {**SMALL, "epochs": 1}  # 600 training images: 10 steps of batch 64

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from scipy.integrate import trapezoid
 import pytest
+from scipy.integrate import trapezoid
 
 from aejax.models import likelihoods
 

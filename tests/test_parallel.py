@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import tolerances
 from conftest import PYTHON
+
 from aejax import parallel
 
 ROOT = Path(__file__).resolve().parents[1]

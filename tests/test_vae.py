@@ -3,9 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
-
 from jax.experimental import checkify
+from jax.test_util import check_grads
 
 from aejax import checks, data
 from aejax.evaluation import metrics

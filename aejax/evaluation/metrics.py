@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from aejax.models import likelihoods, vae
 from aejax.checks import check_positive_int
+from aejax.models import likelihoods, vae
 
 # A Python float: a jnp constant here would start JAX's backend at import, before entry points
 # can set their XLA flags (aejax/runtime.py).

@@ -23,8 +23,8 @@ from flax import linen as nn
 from jax.experimental import checkify
 from jax.typing import ArrayLike
 
-from aejax.models import likelihoods
 from aejax.config import check_types, fail, option
+from aejax.models import likelihoods
 from aejax.models.kernels import selu
 from aejax.training.train import Metrics, mean_over_batches, weighted_mean
 

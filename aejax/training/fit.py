@@ -37,11 +37,11 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from aejax import data, parallel
+from aejax.config import check_types, fail, option
+from aejax.errors import ConfigError, RunDirError, UsageError
 from aejax.io import checkpoint
 from aejax.models import likelihoods, vae
 from aejax.training import recipes
-from aejax.config import check_types, fail, option
-from aejax.errors import ConfigError, RunDirError, UsageError
 from aejax.training.train import Metrics, TrainState, ceil_div, epoch_key, run_epoch
 
 SWEEPABLE = ("beta", "learning_rate")
