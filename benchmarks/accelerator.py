@@ -38,6 +38,7 @@ import numpy as np
 from aejax import data, runtime
 from aejax.evaluation import metrics
 from aejax.io.files import write_json
+from aejax.io.streams import tolerant_output
 from aejax.models import likelihoods, vae
 from aejax.training import fit
 from benchmarks import throughput
@@ -200,6 +201,7 @@ def ratios(report: dict, cpu: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     runtime.configure()
+    tolerant_output()  # a closed reader (`| head`) must not lose the JSON at the end
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="folder with the four Fashion-MNIST IDX .gz files")
     parser.add_argument("--json", default=None, help="write the whole report to this JSON file")

@@ -38,6 +38,7 @@ import numpy as np
 from aejax import data, runtime
 from aejax.evaluation import metrics
 from aejax.io.files import check_writable, write_json
+from aejax.io.streams import tolerant_output
 from aejax.models import linear_ae, vae
 from aejax.training import fit, recipes
 from aejax.training.train import TrainState, run_epoch
@@ -306,6 +307,7 @@ def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
+    tolerant_output()  # a closed reader (`| head`) must not lose the JSON at the end
     runtime.configure()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes (default: %(default)s)")

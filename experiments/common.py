@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import os
 import signal
 import sys
@@ -31,6 +30,7 @@ from typing import Any, Callable
 import matplotlib
 
 from aejax import runtime
+from aejax.io.streams import tolerant_output
 from aejax.errors import ConfigError, UsageError
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -47,56 +47,6 @@ class Stopped(KeyboardInterrupt):
 
 def _stop(signum, frame):
     raise Stopped(signum)
-
-
-class _Tolerant(io.TextIOBase):
-    """A text stream that drops what it cannot write once its reader is gone (EPIPE, a closed or
-    missing stream), so that progress output never ends the work. The file descriptor is then
-    pointed at /dev/null, so that nothing left in a buffer fails again at exit."""
-
-    def __init__(self, stream):
-        self._stream = stream
-        self.broken = stream is None
-
-    def _drop(self) -> None:
-        self.broken = True
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
-
-    def write(self, text: str) -> int:
-        if not self.broken:
-            try:
-                self._stream.write(text)
-            except (OSError, ValueError):
-                self._drop()
-        return len(text)
-
-    def flush(self) -> None:
-        if not self.broken:
-            try:
-                self._stream.flush()
-            except (OSError, ValueError):
-                self._drop()
-
-    def isatty(self) -> bool:
-        return not self.broken and self._stream.isatty()
-
-    def writable(self) -> bool:
-        return True
-
-    @property
-    def encoding(self) -> str:
-        return getattr(self._stream, "encoding", None) or "utf-8"
-
-
-def tolerant_output() -> None:
-    """Replaces sys.stdout and sys.stderr by streams that survive a reader that went away."""
-    if not isinstance(sys.stdout, _Tolerant):
-        sys.stdout = _Tolerant(sys.stdout)
-    if not isinstance(sys.stderr, _Tolerant):
-        sys.stderr = _Tolerant(sys.stderr)
 
 
 def flag(name: str) -> str:

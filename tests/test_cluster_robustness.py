@@ -113,6 +113,18 @@ def test_a_closed_reader_or_closed_streams_do_not_stop_training(subset_dir, tmp_
     assert (closed / "metrics.json").is_file() and runs.read_record(closed)["status"] == "finished"
 
 
+def test_a_benchmark_read_through_head_still_writes_its_json(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "benchmarks.throughput", "--batch-sizes", "16", "--epochs", "1",
+               "--num-examples", "64", "--population-sizes", "1", "--peers", "none", "--json", str(out)]
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as job:
+        job.stdout.read(10)  # `| head -c 10`
+        job.stdout.close()
+        err = job.stderr.read().decode()
+    assert job.returncode == 0 and "Traceback" not in err and "Exception ignored" not in err, err
+    assert json.loads(out.read_text())["results"]
+
+
 # ----- class 12: append-only files tolerate a torn tail -----
 
 def test_a_torn_history_line_is_dropped_on_resume(subset_dir, tmp_path, capsys):
