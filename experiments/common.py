@@ -30,8 +30,8 @@ from typing import Any, Callable
 import matplotlib
 
 from aejax import runtime
-from aejax.io.streams import tolerant_output
 from aejax.errors import ConfigError, UsageError
+from aejax.io.streams import tolerant_output
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
