@@ -19,7 +19,10 @@ class _Tolerant(io.TextIOBase):
     def _drop(self) -> None:
         self.broken = True
         try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+            target = self._stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, target)
+            os.close(null)
         except (OSError, ValueError, AttributeError):
             pass
 
