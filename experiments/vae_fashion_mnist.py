@@ -161,7 +161,7 @@ def run(config: Config) -> int:
         for w in log:
             w.close()
         digests = [params_file.member_digest(result.member_params(i)) for i in range(len(members))]
-        metrics = results(config, result, test_images, digests)
+        metrics = results(config, result, test_images, digests, environment)
         shown = healthy_member(result)
         metrics["figures_member"] = None if shown is None else {"index": shown, **dataclasses.asdict(members[shown])}
         if writer:
@@ -184,7 +184,8 @@ def run(config: Config) -> int:
     return 0
 
 
-def results(config: Config, result: fit.FitResult, test_images: np.ndarray, digests: list[str]) -> dict:
+def results(config: Config, result: fit.FitResult, test_images: np.ndarray, digests: list[str],
+            environment: dict) -> dict:
     """metrics.json: the run's settings and environment, each member's results, and their summary."""
     test = fit.evaluate_members(result.params, test_images, result.members, config.likelihood)
     rows = []
@@ -204,7 +205,7 @@ def results(config: Config, result: fit.FitResult, test_images: np.ndarray, dige
     seconds = result.seconds
     metrics = {
         "config": dataclasses.asdict(config),
-        "environment": runtime.describe(config.matmul_precision, config.deterministic),
+        "environment": environment,
         "train_wall_seconds": seconds,
         "train_wall_seconds_total": result.total_seconds,
         "invocations": result.invocations,

@@ -47,6 +47,15 @@ PYTHON = [*shlex.split(os.environ.get("AEJAX_TEST_EMULATOR", "")), sys.executabl
 SUBSET_DIR = REPO.parent / "shared" / "data" / "fashion-mnist-900"
 
 
+def run_main(main, argv, capsys):
+    """(exit code, stderr) of a script's main, run in this process."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
 @pytest.fixture(scope="session")
 def subset_dir() -> Path:
     if not (SUBSET_DIR / "train-images-idx3-ubyte.gz").is_file():

@@ -19,7 +19,7 @@ import pytest
 from aejax.io import params_file, runs
 from benchmarks import accelerator, throughput
 from experiments import evaluate_vae, linear_ae_pca, vae_fashion_mnist
-from tests.conftest import REPO
+from tests.conftest import REPO, run_main
 
 TRAIN = [sys.executable, "-m", "experiments.vae_fashion_mnist"]
 
@@ -28,13 +28,6 @@ def _flags(subset_dir, out, *extra):
     return ["--data-dir", str(subset_dir), "--num-validation", "120", "--batch-size", "24", "--epochs", "1",
             "--out", str(out), *extra]
 
-
-def _run(main, argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
@@ -80,7 +73,7 @@ def test_a_run_whose_process_is_gone_is_named_and_the_advice_names_real_flags(su
     out.mkdir()
     (out / runs.RECORD).write_text(json.dumps({"kind": vae_fashion_mnist.KIND, "status": "running", "pid": 999999,
                                                "host": "node7", "started": "2026-12-01T00:00:00+00:00"}))
-    code, err = _run(vae_fashion_mnist.main, _flags(subset_dir, out), capsys)
+    code, err = run_main(vae_fashion_mnist.main, _flags(subset_dir, out), capsys)
     assert code == 2
     assert "was running as pid 999999 on node7, which no longer exists" in err and "pass --resume" in err
 
@@ -89,7 +82,7 @@ def test_a_run_whose_process_is_gone_is_named_and_the_advice_names_real_flags(su
         folder = tmp_path / kind
         folder.mkdir()
         (folder / runs.RECORD).write_text(json.dumps({"kind": kind, "status": "finished", "started": "then"}))
-        code, err = _run(main, [*extra, "--out", str(folder)], capsys)
+        code, err = run_main(main, [*extra, "--out", str(folder)], capsys)
         assert code == 2 and "pass --overwrite to replace it" in err and "--resume" not in err, err
 
 
@@ -134,7 +127,7 @@ def test_a_torn_history_line_is_dropped_on_resume(subset_dir, tmp_path, capsys):
         log.write(b'{"epoch": 2, "member": 0, "loss": 0.3')  # a kill mid-append
     flags = _flags(subset_dir, out, "--resume")
     flags[flags.index("--epochs") + 1] = "2"
-    code, err = _run(vae_fashion_mnist.main, flags, capsys)
+    code, err = run_main(vae_fashion_mnist.main, flags, capsys)
     assert code == 0, err
     assert "history.jsonl: dropped a partial last line" in err
     assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1, 2]
@@ -144,7 +137,7 @@ def test_a_torn_history_line_is_dropped_on_resume(subset_dir, tmp_path, capsys):
 
 def test_a_diverged_member_spoils_neither_figures_nor_evaluation(subset_dir, tmp_path, capsys):
     out = tmp_path / "population"
-    code, err = _run(vae_fashion_mnist.main, _flags(subset_dir, out, "--sweep", "learning_rate=1e30,1e-3"), capsys)
+    code, err = run_main(vae_fashion_mnist.main, _flags(subset_dir, out, "--sweep", "learning_rate=1e30,1e-3"), capsys)
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["members"][0]["diverged"] is not None and metrics["members"][1]["diverged"] is None
@@ -156,9 +149,9 @@ def test_a_diverged_member_spoils_neither_figures_nor_evaluation(subset_dir, tmp
 
     evaluation = ["--params", str(out / "params.msgpack"), "--data-dir", str(subset_dir), "--iwae-k", "1,5",
                   "--num-test-images", "40", "--elbo-samples", "2"]
-    code, err = _run(evaluate_vae.main, [*evaluation, "--out", str(tmp_path / "all")], capsys)
+    code, err = run_main(evaluate_vae.main, [*evaluation, "--out", str(tmp_path / "all")], capsys)
     assert code == 2 and "(member 0)" in err and "NaN" in err, err
-    code, err = _run(evaluate_vae.main, [*evaluation, "--member", "1", "--out", str(tmp_path / "one")], capsys)
+    code, err = run_main(evaluate_vae.main, [*evaluation, "--member", "1", "--out", str(tmp_path / "one")], capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "one" / "metrics.json").read_text())
     assert (result["member"], result["seed"], result["learning_rate"]) == (1, 42, 1e-3)
@@ -169,7 +162,7 @@ def test_evaluation_summarises_per_grid_point_and_says_what_it_assumed(subset_di
     out = tmp_path / "sweep"
     assert vae_fashion_mnist.main(_flags(subset_dir, out, "--sweep", "beta=0.5,2")) == 0
     evaluation = ["--data-dir", str(subset_dir), "--iwae-k", "1", "--num-test-images", "30", "--elbo-samples", "1"]
-    code, err = _run(evaluate_vae.main, ["--params", str(out / "params.msgpack"), *evaluation,
+    code, err = run_main(evaluate_vae.main, ["--params", str(out / "params.msgpack"), *evaluation,
                                          "--out", str(tmp_path / "eval")], capsys)
     assert code == 0, err
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -182,7 +175,7 @@ def test_evaluation_summarises_per_grid_point_and_says_what_it_assumed(subset_di
     members, _, _ = params_file.read(out / "params.msgpack")
     copied = tmp_path / "copied.msgpack"
     copied.write_bytes(flax.serialization.msgpack_serialize(members[0]))
-    code, err = _run(evaluate_vae.main, ["--params", str(copied), *evaluation, "--out", str(tmp_path / "e2")], capsys)
+    code, err = run_main(evaluate_vae.main, ["--params", str(copied), *evaluation, "--out", str(tmp_path / "e2")], capsys)
     assert code == 0 and "evaluating under likelihood 'bernoulli', assumed" in err, err
     assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["likelihood_source"].startswith("assumed")
 
@@ -203,7 +196,7 @@ def test_benchmarks_refuse_bad_paths_before_timing(tmp_path, capsys):
     (tmp_path / "wrong.json").write_text(json.dumps({"results": [{"name": "other"}]}))
     for main, argv, message in cases:
         start = time.monotonic()
-        code, err = _run(main, argv, capsys)
+        code, err = run_main(main, argv, capsys)
         assert code == 2 and message in err and "Traceback" not in err, (argv, err)
         assert time.monotonic() - start < 5  # before any timing
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "wrong.json"]
@@ -213,7 +206,7 @@ def test_an_impossible_out_name_and_an_oversized_model_are_refused_up_front(subs
     long_name = tmp_path / ("x" * 300)
     for main, extra in ((vae_fashion_mnist.main, _flags(subset_dir, long_name)),
                         (linear_ae_pca.main, ["--out", str(long_name)])):
-        code, err = _run(main, extra, capsys)
+        code, err = run_main(main, extra, capsys)
         assert code == 2 and "cannot be used as a folder" in err, err
 
     out = tmp_path / "huge"
@@ -222,7 +215,7 @@ def test_an_impossible_out_name_and_an_oversized_model_are_refused_up_front(subs
     import aejax.parallel
 
     monkeypatch.setattr(aejax.parallel, "available_memory", lambda device=None: 16 * 2**30)
-    code, err = _run(vae_fashion_mnist.main, _flags(subset_dir, out, "--latent-dim", "3000000"), capsys)
+    code, err = run_main(vae_fashion_mnist.main, _flags(subset_dir, out, "--latent-dim", "3000000"), capsys)
     last = err.strip().splitlines()[-1]  # after argparse's usage lines, the one message
     assert code == 2 and "--latent-dim" in last, err
     needed = float(re.search(r"needs ([\d.]+) GiB, and this machine has 16.0 GiB available", last).group(1))
@@ -243,7 +236,7 @@ def test_records_say_what_ran_and_sweeps_do_not_hide_a_flag(subset_dir, tmp_path
     assert metrics["invocations"] == 1
     assert runs.read_record(out)["environment"]["aejax"] == environment["aejax"]
 
-    code, err = _run(vae_fashion_mnist.main, _flags(subset_dir, tmp_path / "b", "--beta", "3", "--sweep",
+    code, err = run_main(vae_fashion_mnist.main, _flags(subset_dir, tmp_path / "b", "--beta", "3", "--sweep",
                                                     "beta=1,2"), capsys)
     assert code == 2 and "--beta 3.0 and --sweep beta=… both set beta" in err
     assert not (tmp_path / "b").exists()
@@ -287,7 +280,7 @@ def test_a_bug_is_exit_1_with_its_traceback_kept_never_called_bad_input(subset_d
 
     monkeypatch.setattr(fit, "evaluate_members", broken)
     out = tmp_path / "bug"
-    code, err = _run(vae_fashion_mnist.main, _flags(subset_dir, out), capsys)
+    code, err = run_main(vae_fashion_mnist.main, _flags(subset_dir, out), capsys)
     assert code == 1, err
     line = err.strip().splitlines()[-1]
     assert line.startswith("bug: ValueError: an internal shape mismatch") and str(out / "traceback.txt") in line

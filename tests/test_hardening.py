@@ -24,17 +24,10 @@ import pytest
 from aejax.io import checkpoint, runs
 from aejax.models import linear_ae, vae
 from experiments import evaluate_vae, linear_ae_pca, vae_fashion_mnist
+from tests.conftest import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _run(main, argv, capsys):
-    """(exit code, stderr) of a script's main, run in this process."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 def _train_flags(subset_dir, out, *extra):
@@ -76,7 +69,7 @@ def test_class_1_params_are_checked_as_whole_trees(tmp_path, capsys, subset_dir)
              (broken, "encoder/hidden_1/kernel has shape (150, 7), expected (150, 100)")]
     for tree, message in cases:
         out = tmp_path / "eval"
-        code, err = _run(evaluate_vae.main, ["--params", str(_params_file(tmp_path, tree)), "--data-dir",
+        code, err = run_main(evaluate_vae.main, ["--params", str(_params_file(tmp_path, tree)), "--data-dir",
                                              str(subset_dir), "--out", str(out)], capsys)
         assert code == 2 and message in err and "Traceback" not in err
         assert not out.exists()
@@ -90,7 +83,7 @@ def test_class_2_nan_params_empty_splits_and_negative_sizes_are_refused(tmp_path
     tree = jax.tree.map(np.array, vae.init(jax.random.key(0)))
     tree["decoder"]["logits"]["bias"][5] = np.nan
     out = tmp_path / "eval"
-    code, err = _run(evaluate_vae.main, ["--params", str(_params_file(tmp_path, tree)), "--data-dir", str(subset_dir),
+    code, err = run_main(evaluate_vae.main, ["--params", str(_params_file(tmp_path, tree)), "--data-dir", str(subset_dir),
                                          "--out", str(out)], capsys)
     assert code == 2 and "params decoder/logits/bias holds 1 NaN/inf value" in err and not out.exists()
 
@@ -100,9 +93,9 @@ def test_class_2_nan_params_empty_splits_and_negative_sizes_are_refused(tmp_path
         with gzip.open(empty / name, "wb") as f:
             f.write(b"\x00\x00\x08" + bytes([len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape))
     chapter = _params_file(tmp_path, jax.tree.map(np.asarray, vae.init(jax.random.key(0))), "chapter.msgpack")
-    code, err = _run(evaluate_vae.main, ["--params", str(chapter), "--data-dir", str(empty), "--out", str(out)], capsys)
+    code, err = run_main(evaluate_vae.main, ["--params", str(chapter), "--data-dir", str(empty), "--out", str(out)], capsys)
     assert code == 2 and "holds no images" in err and not out.exists()
-    code, err = _run(evaluate_vae.main, ["--params", str(chapter), "--batch-size", "-5", "--out", str(out)], capsys)
+    code, err = run_main(evaluate_vae.main, ["--params", str(chapter), "--batch-size", "-5", "--out", str(out)], capsys)
     assert code == 2 and "--batch-size must be a positive integer, got -5" in err
 
 
@@ -128,7 +121,7 @@ def test_class_2_nan_params_empty_splits_and_negative_sizes_are_refused(tmp_path
 ])
 def test_class_3_training_flags_are_refused_up_front(subset_dir, tmp_path, capsys, flags, message):
     out = tmp_path / "out"
-    code, err = _run(vae_fashion_mnist.main, _train_flags(subset_dir, out) + flags, capsys)
+    code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, out) + flags, capsys)
     assert code == 2 and message in err and "Traceback" not in err
     assert not out.exists()
 
@@ -144,7 +137,7 @@ def test_class_3_training_flags_are_refused_up_front(subset_dir, tmp_path, capsy
 ])
 def test_class_3_evaluation_flags_are_refused_up_front(trained, subset_dir, tmp_path, capsys, flags, message):
     out = tmp_path / "eval"
-    code, err = _run(evaluate_vae.main, ["--params", str(trained / "params.msgpack"), "--data-dir", str(subset_dir),
+    code, err = run_main(evaluate_vae.main, ["--params", str(trained / "params.msgpack"), "--data-dir", str(subset_dir),
                                          "--out", str(out), *flags], capsys)
     assert code == 2 and message in err and not out.exists()
 
@@ -154,7 +147,7 @@ def test_class_3_evaluation_flags_are_refused_up_front(trained, subset_dir, tmp_
 def test_class_4_a_running_run_owns_its_folder(trained, subset_dir, capsys):
     before = _snapshot(trained)
     with _held_lock(trained):
-        code, err = _run(vae_fashion_mnist.main, _train_flags(subset_dir, trained, "--resume"), capsys)
+        code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, trained, "--resume"), capsys)
     assert code == 2 and "is in use by another run" in err
     assert _snapshot(trained) == before
 
@@ -183,7 +176,7 @@ class _held_lock:
 ])
 def test_class_4_another_run_in_the_folder_is_never_continued_or_clobbered(trained, subset_dir, capsys, flags, message):
     before = _snapshot(trained)
-    code, err = _run(vae_fashion_mnist.main, _train_flags(subset_dir, trained, *flags), capsys)
+    code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, trained, *flags), capsys)
     assert code == 2 and message in err
     assert _snapshot(trained) == before
 
@@ -199,9 +192,9 @@ def test_class_4_other_data_or_a_schedule_changing_epoch_count_is_refused_on_res
     improved = ["--recipe", "improved", "--epochs", "2"]
     assert vae_fashion_mnist.main(_train_flags(subset_dir, out, *improved)) == 0
     before = _snapshot(out)
-    code, err = _run(vae_fashion_mnist.main, _train_flags(other, out, *improved, "--resume"), capsys)
+    code, err = run_main(vae_fashion_mnist.main, _train_flags(other, out, *improved, "--resume"), capsys)
     assert code == 2 and "data_sha256" in err
-    code, err = _run(vae_fashion_mnist.main, _train_flags(subset_dir, out, "--recipe", "improved", "--epochs", "3",
+    code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, out, "--recipe", "improved", "--epochs", "3",
                                                           "--resume"), capsys)
     assert code == 2 and "epochs 2 (now 3)" in err  # the cosine schedule depends on the epoch count
     assert _snapshot(out) == before
@@ -216,10 +209,10 @@ def test_class_4_a_folder_that_must_not_be_touched_is_refused_whatever_else_is_w
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "empty-tfds"))
     before = _snapshot(trained)
     for params in (trained / "params.msgpack", tmp_path / "missing.msgpack"):
-        code, err = _run(evaluate_vae.main, ["--params", str(params), "--out", str(trained)], capsys)
+        code, err = run_main(evaluate_vae.main, ["--params", str(params), "--out", str(trained)], capsys)
         assert code == 2 and "holds the outputs of a vae_fashion_mnist run, which this evaluate_vae run must not " \
             "touch" in err
-    code, err = _run(vae_fashion_mnist.main, ["--data-dir", str(tmp_path / "missing"), "--out", str(trained)], capsys)
+    code, err = run_main(vae_fashion_mnist.main, ["--data-dir", str(tmp_path / "missing"), "--out", str(trained)], capsys)
     assert code == 2 and "already holds a vae_fashion_mnist run" in err
     assert _snapshot(trained) == before
 
@@ -258,7 +251,7 @@ def test_class_5_a_full_disk_is_one_line_and_exit_1(subset_dir, tmp_path, capsys
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(aejax.io.files.os, "fsync", no_space)
-    code, err = _run(linear_ae_pca.main, ["--spread-seeds", "1", "--converged-epochs", "1", "--out", str(tmp_path / "o")],
+    code, err = run_main(linear_ae_pca.main, ["--spread-seeds", "1", "--converged-epochs", "1", "--out", str(tmp_path / "o")],
                      capsys)
     assert code == 1 and "No space left on device" in err and "Traceback" not in err
     assert not [p for p in (tmp_path / "o").iterdir() if p.name.endswith(".tmp")]
@@ -274,7 +267,7 @@ def test_class_5_leftovers_of_a_killed_run_are_cleaned_and_a_corrupt_newer_check
     corrupt.write_bytes(b"damaged")
     flags = _train_flags(subset_dir, out, "--resume", "--keep-checkpoints", "1")
     flags[flags.index("--epochs") + 1] = "2"
-    code, err = _run(vae_fashion_mnist.main, flags, capsys)
+    code, err = run_main(vae_fashion_mnist.main, flags, capsys)
     assert code == 0 and "epoch_0009.msgpack is truncated or corrupt" in err
     assert not stale.exists()
     # The newer corrupt file is set aside, so keeping 1 checkpoint keeps the good epoch 2 one.
@@ -294,7 +287,7 @@ def test_class_5_outputs_are_readable_by_the_group_and_others_under_the_usual_um
 # ----- class 6: exit codes mean one thing -----
 
 def test_class_6_a_diverging_linear_ae_is_exit_1_with_one_line(tmp_path, capsys):
-    code, err = _run(linear_ae_pca.main, ["--learning-rate", "1e6", "--spread-seeds", "1", "--out", str(tmp_path / "o")],
+    code, err = run_main(linear_ae_pca.main, ["--learning-rate", "1e6", "--spread-seeds", "1", "--out", str(tmp_path / "o")],
                      capsys)
     assert code == 1 and err.startswith("error: training diverged") and "Traceback" not in err
 
@@ -333,15 +326,15 @@ def test_class_7_bad_cluster_settings_and_the_environment(subset_dir, tmp_path, 
     for flags, message in ((["--coordinator-address", "localhost", "--num-processes", "2"], "must be HOST:PORT"),
                            (["--coordinator-address", "host:99999", "--num-processes", "2"], "a port in 1..65535"),
                            (["--coordinator-address", "localhost:1234"], "was given but --num-processes is 1")):
-        code, err = _run(vae_fashion_mnist.main, _train_flags(subset_dir, out, *flags), capsys)
+        code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, out, *flags), capsys)
         assert code == 2 and message in err and not out.exists()
     monkeypatch.setenv("AEJAX_NUM_PROCESSES", "garbage")
-    code, err = _run(vae_fashion_mnist.main, ["--help"], capsys)
+    code, err = run_main(vae_fashion_mnist.main, ["--help"], capsys)
     assert code == 0
-    code, err = _run(vae_fashion_mnist.main, _train_flags(subset_dir, out, "--recipe", "nope"), capsys)
+    code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, out, "--recipe", "nope"), capsys)
     assert code == 2 and "invalid choice: 'nope'" in err  # a bad flag is reported, not the variable
-    code, err = _run(vae_fashion_mnist.main, _train_flags(subset_dir, out, "--epochs", "0"), capsys)
+    code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, out, "--epochs", "0"), capsys)
     assert code == 2 and "--epochs must be a positive integer" in err
-    code, err = _run(vae_fashion_mnist.main, _train_flags(subset_dir, out), capsys)
+    code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, out), capsys)
     assert code == 2 and "AEJAX_NUM_PROCESSES must be an integer, got 'garbage' (or pass --num-processes)" in err
     assert not out.exists()

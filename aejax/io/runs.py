@@ -76,6 +76,11 @@ def _held_by(out: Path) -> str | None:
     return None
 
 
+def _in_use(out: Path, holder: str) -> RunDirError:
+    return RunDirError(f"--out {str(out)!r} is in use by another run ({holder}); wait for it to finish or choose "
+                       "another --out")
+
+
 def describe_status(record: dict) -> str:
     """How the run recorded in `record` ended, in words, for a folder nobody holds now."""
     status = record.get("status")
@@ -94,8 +99,7 @@ def _lock(out: Path):
     except BlockingIOError:
         holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise RunDirError(f"--out {str(out)!r} is in use by another run ({holder}); wait for it to finish or "
-                          "choose another --out") from None
+        raise _in_use(out, holder) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}".encode(), 0)
     return fd
@@ -181,8 +185,7 @@ def check_folder(out: str | os.PathLike, kind: str, *, resume: bool = False, ove
     except OSError as err:  # e.g. a name longer than the filesystem allows
         raise RunDirError(f"--out {str(out)[:80]!r}… cannot be used as a folder ({err.strerror or err})") from None
     if holder is not None:
-        raise RunDirError(f"--out {str(out)!r} is in use by another run ({holder}); wait for it to finish or "
-                          "choose another --out")
+        raise _in_use(out, holder)
     if is_dir:
         _check_reuse(out, read_record(out), kind, None, resume, overwrite, outputs, resumable)
 
