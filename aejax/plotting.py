@@ -80,12 +80,18 @@ def linear_ae_vs_pca(runs: Sequence[LinearAERun], pca_scores: np.ndarray, pca_lo
 def image_grid(
     images: np.ndarray, n_cols: int, *, titles: Sequence[str] | None = None, framed: Sequence[int] = ()
 ) -> Figure:
-    """Images (N, 28, 28) in [0, 1] on a grid of `n_cols` columns; indices in `framed` get a red frame."""
+    """Images (N, H, W) (grey) or (N, H, W, C) (colour for C = 3 or 4) in [0, 1] on a grid of `n_cols` columns;
+    indices in `framed` get a red frame."""
     n_rows = (len(images) - 1) // n_cols + 1
     fig = plt.figure(figsize=(n_cols * 1.2, n_rows * 1.2 + (0.3 if titles else 0.0)))
     for index, image in enumerate(images):
         ax = fig.add_subplot(n_rows, n_cols, index + 1)
-        ax.imshow(image, cmap="binary", vmin=0.0, vmax=1.0)
+        if image.ndim == 3 and image.shape[-1] in (3, 4):
+            ax.imshow(np.clip(image, 0.0, 1.0))
+        elif image.ndim == 3:  # other channel counts: their mean, in grey
+            ax.imshow(image.mean(axis=-1), cmap="binary", vmin=0.0, vmax=1.0)
+        else:
+            ax.imshow(image, cmap="binary", vmin=0.0, vmax=1.0)
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
@@ -98,7 +104,7 @@ def image_grid(
 
 
 def reconstructions(originals: np.ndarray, reconstructed: np.ndarray) -> Figure:
-    """Two rows: originals (N, 28, 28) above their reconstructions."""
+    """Two rows: originals (N, H, W[, 3]) above their reconstructions."""
     n = len(originals)
     fig = image_grid(np.concatenate([originals, reconstructed]), n)
     fig.suptitle("originals (top) and reconstructions (bottom)", fontsize=10)
@@ -186,13 +192,19 @@ def posterior_diagnostics(diagnostics: dict) -> Figure:
     return fig
 
 
-def latent_scatter(points_2d: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """2-D view (N, 2) of latent means coloured by class, with a legend of class names."""
+def latent_scatter(points_2d: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str] | None) -> Figure:
+    """2-D view (N, 2) of latent means coloured by class (one colour without labels), with a legend of
+    the class names (the label numbers when the data set names none)."""
     fig, ax = plt.subplots(figsize=(7, 6))
-    cmap = plt.get_cmap("tab10")
-    for label, name in enumerate(class_names):
-        mask = labels == label
-        ax.scatter(points_2d[mask, 0], points_2d[mask, 1], s=2, color=cmap(label), label=name, alpha=0.6)
+    if labels is None:
+        ax.scatter(points_2d[:, 0], points_2d[:, 1], s=2, color="C0", alpha=0.6)
+    else:
+        cmap = plt.get_cmap("tab10" if labels.max(initial=0) < 10 else "tab20")
+        for label in np.unique(labels):
+            name = class_names[label] if class_names is not None and label < len(class_names) else str(label)
+            mask = labels == label
+            ax.scatter(points_2d[mask, 0], points_2d[mask, 1], s=2, color=cmap(int(label) % cmap.N), label=name,
+                       alpha=0.6)
+        ax.legend(loc="best", markerscale=5, fontsize=8)
     ax.set(xlabel="PC 1 of latent means", ylabel="PC 2 of latent means")
-    ax.legend(loc="best", markerscale=5, fontsize=8)
     return fig

@@ -100,12 +100,12 @@ def training(images: np.ndarray, batch_sizes: list[int], sizes: list[int], repea
 def sampling_and_iwae(params, test: np.ndarray, k: int, repeats: int) -> list[dict]:
     x = jnp.asarray(test)
     records = []
-    seconds = _median_seconds(lambda: vae.generate(params, jax.random.key(0), 10_000), repeats)
+    seconds = _median_seconds(lambda: vae.generate(throughput.CHAPTER, params, jax.random.key(0), 10_000), repeats)
     records.append({"name": "vae_generate", "images": 10_000, "seconds": seconds, "images_per_sec": 10_000 / seconds})
     batch = min(500, len(x))
 
     def whole_test_set():
-        return [metrics.iwae_bound(params, x[i:i + batch], jax.random.fold_in(jax.random.key(1), i), k, chunk_size=100)
+        return [metrics.iwae_bound(throughput.CHAPTER, params, x[i:i + batch], jax.random.fold_in(jax.random.key(1), i), k, chunk_size=100)
                 for i in range(0, len(x) - len(x) % batch or len(x), batch)]
 
     start = time.perf_counter()
@@ -128,11 +128,11 @@ def precision_study(train_images: np.ndarray, test: np.ndarray, epochs: int, num
         result = fit.fit(config, train_images, progress=False)
         params[precision] = result.member_params(0)
         with jax.default_matmul_precision(None if precision == "default" else precision):
-            elbo = metrics.elbo(params[precision], x, jax.random.key(2), 10)
+            elbo = metrics.elbo(throughput.CHAPTER, params[precision], x, jax.random.key(2), 10)
         results[precision] = {"test_negative_elbo_nats": -float(jnp.mean(elbo)), "train_seconds": result.seconds,
                               "final_val_loss": float(result.final("val_loss")[0])}
     with jax.default_matmul_precision(None):  # the 'highest' model evaluated at 'default'
-        cross = -float(jnp.mean(metrics.elbo(params["highest"], x, jax.random.key(2), 10)))
+        cross = -float(jnp.mean(metrics.elbo(throughput.CHAPTER, params["highest"], x, jax.random.key(2), 10)))
     results["highest_model_at_default"] = {"test_negative_elbo_nats": cross}
     results["difference_nats"] = results["default"]["test_negative_elbo_nats"] - results["highest"]["test_negative_elbo_nats"]
     results["evaluation_difference_nats"] = cross - results["highest"]["test_negative_elbo_nats"]
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = matmul_peak(sizes["matmul"], sizes["repeats"])
     print(f"  matmul peak: {peak}", flush=True)
     rows = training(fit_images, sizes["batch_sizes"], sizes["populations"], sizes["repeats"], peak["highest"])
-    params = vae.init(jax.random.key(0))
+    params = throughput.CHAPTER.init(jax.random.key(0))
     evaluation = sampling_and_iwae(params, test, sizes["iwae_k"], sizes["repeats"])
     print(f"  IWAE: {evaluation[-1]['seconds']:.2f} s", flush=True)
     precision = precision_study(train_images, test, sizes["epochs"], min(5000, len(train_images) // 4))

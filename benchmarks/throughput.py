@@ -39,7 +39,7 @@ from aejax import data, runtime
 from aejax.evaluation import metrics
 from aejax.io.files import check_writable, write_json
 from aejax.io.streams import tolerant_output
-from aejax.models import linear_ae, vae
+from aejax.models import linear_ae, mlp, vae
 from aejax.training import fit, recipes
 from aejax.training.train import TrainState, run_epoch
 
@@ -74,6 +74,7 @@ def _time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
     return first, timings
 
 
+CHAPTER = mlp.MLP()
 CHAPTER_HYPER = {"beta": 1.0, "learning_rate": 1e-3}
 
 
@@ -82,7 +83,7 @@ def _fresh_state(params):
 
 
 def _compiled_flops(batch_size: int) -> float | None:
-    state = _fresh_state(vae.init(jax.random.key(0)))
+    state = _fresh_state(CHAPTER.init(jax.random.key(0)))
     batch = jnp.zeros((batch_size, 28, 28))
     analysis = fit.train_step.lower(state, batch, jax.random.key(1), CHAPTER_HYPER).compile().cost_analysis()
     if isinstance(analysis, list):
@@ -177,7 +178,7 @@ def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int,
                         "compile_s": compile_s, "timings_s": timings, "examples_per_sec": size * n / median,
                         "examples_per_sec_per_member": n / median, "program_bytes": _memory(compiled)})
 
-    state = _fresh_state(vae.init(jax.random.key(0)))
+    state = _fresh_state(CHAPTER.init(jax.random.key(0)))
     num_batches = n // batch_size
     batches = [images[i * batch_size:(i + 1) * batch_size] for i in range(num_batches)]
 
@@ -195,12 +196,12 @@ def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int,
 
 
 def benchmark_sampling_and_eval(images: jax.Array, batch_size: int, repeats: int) -> list[dict]:
-    params = vae.init(jax.random.key(0))
+    params = CHAPTER.init(jax.random.key(0))
     batch = images[:batch_size]
     cases = {
-        "vae_generate": (lambda: vae.generate(params, jax.random.key(2), batch_size), batch_size),
-        "vae_elbo": (lambda: metrics.elbo(params, batch, jax.random.key(3)), batch_size),
-        "vae_iwae_k50": (lambda: metrics.iwae_bound(params, batch, jax.random.key(4), 50), batch_size),
+        "vae_generate": (lambda: vae.generate(CHAPTER, params, jax.random.key(2), batch_size), batch_size),
+        "vae_elbo": (lambda: metrics.elbo(CHAPTER, params, batch, jax.random.key(3)), batch_size),
+        "vae_iwae_k50": (lambda: metrics.iwae_bound(CHAPTER, params, batch, jax.random.key(4), 50), batch_size),
     }
     records = []
     for name, (fn, count) in cases.items():

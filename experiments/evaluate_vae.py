@@ -1,7 +1,7 @@
-"""Evaluate a trained VAE on the Fashion-MNIST test set: bounds in nats and posterior diagnostics.
+"""Evaluate a trained VAE on its data set's test split: bounds in nats and posterior diagnostics.
 
     python -m experiments.evaluate_vae --params runs/vae/params.msgpack [--iwae-k 1,50,5000
-                                       --data-dir DIR --seed 0 --out runs/vae_eval]
+                                       --seed 0 --out runs/vae_eval]
 
 Writes metrics.json: test -ELBO and -IWAE_k (mean over the test images and its standard error),
 the chapter's loss and rounded accuracy, and the posterior diagnostics: rate (mean KL) and
@@ -10,8 +10,9 @@ mutual information I(x; z) (He et al. 2019). For the chapter's "bernoulli" likel
 levels it also reports the targets' entropy floor: the -ELBO of a perfect model, so the numbers
 are cross-entropies, not log-likelihoods (aejax/models/likelihoods.py). Figures: reconstructions, the
 latent space (PCA of the means, by class), a latent traversal and the posterior diagnostics.
-The likelihood is read from the params file's manifest (older files: the training run's run.json
-beside --params; an evaluation that has to assume one says so). A population's params.msgpack is
+The model, its likelihood and its data set (with the same test split) are read from the params
+file's manifest; --dataset and the other data flags evaluate on other data of the same image
+shape. A population's params.msgpack is
 evaluated member by member (or pick one with --member), each row with its seed and hyperparameters,
 and summarised per grid point.
 """
@@ -35,7 +36,8 @@ from aejax.errors import DataError, ParamsFileError
 from aejax.evaluation import metrics
 from aejax.io import params_file, runs
 from aejax.io.files import write_json
-from aejax.models import likelihoods, vae
+from aejax.data import sources
+from aejax.models import likelihoods, registry, vae
 from aejax.training import fit
 from experiments import common
 
@@ -54,14 +56,18 @@ class Config:
     iwae_k: str = option("1,50,5000", "comma-separated numbers of importance samples for the IWAE bound")
     elbo_samples: int = option(10, "latent draws per image for the Monte Carlo ELBO")
     batch_size: int = option(100, "test images per compiled call")
-    num_test_images: int | None = option(None, "evaluate the first N test images (default: all 10,000)")
-    likelihood: str | None = option(None, "observation model (default: the training run's, from run.json beside "
-                                    "--params; else 'bernoulli')", choices=likelihoods.SETTINGS)
+    num_test_images: int | None = option(None, "evaluate the first N test images (default: all)")
     member: int | None = option(None, "a population's member to evaluate (default: every member)")
     matmul_precision: str = option("default", "matmul precision: see experiments.vae_fashion_mnist --help",
                                    choices=fit.MATMUL_PRECISIONS)
     seed: int = option(0, f"seed of the evaluation key (0..{fit.MAX_SEED})")
-    data_dir: str | None = option(None, "folder with the Fashion-MNIST IDX .gz files (default: Debian's package, else TFDS)")
+    dataset: str | None = option(None, "the test images: as experiments.vae_fashion_mnist --dataset (default: the "
+                                 "training run's, from the params file)")
+    data_dir: str | None = option(None, "fashion_mnist: folder with the IDX .gz files (default: the training run's)")
+    images_key: str | None = option(None, "npz: the images' array (default: the training run's)")
+    labels_key: str | None = option(None, "npz: the labels' array (default: the training run's)")
+    test_holdout: int | None = option(None, "digits, npz, npy, folder: images held out as the test split (default: "
+                                      "the training run's)")
     out: str = option("runs/vae_eval", "output folder (not a training run's: results never overwrite another run's)")
     overwrite: bool = option(False, "replace an earlier evaluation in --out")
 
@@ -76,7 +82,17 @@ class Config:
             fail("member", f"must be >= 0, got {self.member}")
         if not 0 <= self.seed <= fit.MAX_SEED:
             fail("seed", f"must be in 0..{fit.MAX_SEED}, got {self.seed}")
+        if self.dataset is not None:
+            sources.check_name(self.dataset)
         self.ks()
+
+    def data_settings(self, recorded: dict) -> sources.Settings:
+        """The training run's data settings (`recorded`, from the manifest), with the flags given here
+        (another --dataset starts from the defaults)."""
+        if self.dataset is not None and self.dataset != recorded.get("dataset"):
+            recorded = {"dataset": self.dataset}
+        flags = {f.name: getattr(self, f.name) for f in dataclasses.fields(sources.Settings)}
+        return sources.Settings(**{**recorded, **{k: v for k, v in flags.items() if v is not None}})
 
     def ks(self) -> list[int]:
         try:
@@ -90,40 +106,30 @@ class Config:
         return ks
 
 
-def load_params(path: str | Path, chosen: list[int] | None = None) -> tuple[list[vae.Params], dict | None, bytes]:
-    """The members in the params file `path` (aejax.io.params_file), their manifest (None for a file
-    without one) and the file's bytes. The members in `chosen` (default: all) are checked as whole
-    trees (names, shapes, dtypes, consistency, finiteness); the others are not used."""
+def load_params(path: str | Path, chosen: list[int] | None = None
+                ) -> tuple[vae.Model, str, list[vae.Params], dict, bytes]:
+    """The model and likelihood the params file `path` (aejax.io.params_file) records, its members,
+    its manifest and its bytes. The members in `chosen` (default: all) are checked against the model
+    (names, shapes, dtypes, finiteness); the others are not used."""
     members, manifest, raw = params_file.read(path)
+    description = dict(manifest.get("model", {}))
+    likelihood = description.pop("likelihood", None)
+    try:
+        model = registry.from_dict(description)
+    except (ValueError, TypeError) as err:
+        raise ParamsFileError(f"--params {str(path)!r} cannot be evaluated here: {err}") from None
+    if likelihood not in likelihoods.SETTINGS:
+        raise ParamsFileError(f"--params {str(path)!r} records the likelihood {likelihood!r}, not one of "
+                              f"{likelihoods.SETTINGS}")
     if chosen is not None and chosen and max(chosen) >= len(members):
         fail("member", f"must be below the population's {len(members)} members, got {max(chosen)}")
     for index in range(len(members)) if chosen is None else chosen:
         try:
-            vae.check_params(members[index])
+            vae.check_params(model, members[index])
         except ValueError as err:
             where = f" (member {index})" if len(members) > 1 else ""
             raise ParamsFileError(f"--params {str(path)!r}{where}: {err}") from None
-    return members, manifest, raw
-
-
-def observation_model(config: Config, manifest: dict | None) -> tuple[str, str]:
-    """The likelihood to evaluate under and where it came from: the params file's manifest, else the
-    training run's run.json beside --params, else --likelihood, else the chapter's 'bernoulli'."""
-    recorded, source = None, None
-    if manifest is not None:
-        recorded, source = manifest["model"]["likelihood"], "the params file's manifest"
-    else:
-        record = runs.read_record(Path(config.params).parent) or {}
-        recorded = record.get("definition", {}).get("likelihood")
-        source = "run.json beside --params" if recorded else None
-    if config.likelihood is not None and recorded is not None and config.likelihood != recorded:
-        fail("likelihood", f"{config.likelihood!r} differs from the {recorded!r} the model was trained with "
-             f"({source}); drop --likelihood")
-    if recorded is not None:
-        return recorded, source
-    if config.likelihood is not None:
-        return config.likelihood, "--likelihood (the params file does not record one)"
-    return "bernoulli", "assumed: the params file records no observation model and no --likelihood was given"
+    return model, likelihood, members, manifest, raw
 
 
 def batched(fn, images: jax.Array, key: jax.Array, batch_size: int, desc: str) -> np.ndarray:
@@ -132,7 +138,7 @@ def batched(fn, images: jax.Array, key: jax.Array, batch_size: int, desc: str) -
     The last batch is zero-padded to full size (its padding's values dropped): one compilation.
     """
     count = len(images)
-    padded = jnp.pad(images, ((0, -count % batch_size), (0, 0), (0, 0)))
+    padded = jnp.pad(images, [(0, -count % batch_size)] + [(0, 0)] * (images.ndim - 1))
     values = []
     starts = range(0, count, batch_size)
     for index, start in enumerate(tqdm(starts, desc=desc, unit="batch", file=sys.stdout, leave=False)):
@@ -155,33 +161,33 @@ def evaluation_keys(seed: int) -> dict[str, jax.Array]:
             "mutual_information": mutual_information}
 
 
-def evaluate_member(config: Config, params: vae.Params, x: jax.Array, likelihood: str) -> dict:
+def evaluate_member(config: Config, model: vae.Model, params: vae.Params, x: jax.Array, likelihood: str) -> dict:
     """Every number of one model on the test images x (already binarized for "binarized")."""
     kind = likelihoods.pixel_kind(likelihood)
     keys = evaluation_keys(config.seed)
     elbo_key, iwae_key, chapter_key, mi_key = (keys[k] for k in ("elbo", "iwae", "chapter", "mutual_information"))
     results: dict = {}
     results["test_negative_elbo_nats"] = _mean_and_error("-ELBO", -batched(
-        lambda b, k: metrics.elbo(params, b, k, config.elbo_samples, kind), x, elbo_key, config.batch_size, "ELBO"))
+        lambda b, k: metrics.elbo(model, params, b, k, config.elbo_samples, kind), x, elbo_key, config.batch_size, "ELBO"))
     results["test_negative_iwae_nats"] = {
         str(k): _mean_and_error(f"-IWAE k={k}", -batched(
-            lambda b, key, k=k: metrics.iwae_bound(params, b, key, k, likelihood=kind), x, iwae_key,
+            lambda b, key, k=k: metrics.iwae_bound(model, params, b, key, k, likelihood=kind), x, iwae_key,
             config.batch_size, f"IWAE k={k}"))
         for k in config.ks()
     }
-    chapter = vae.evaluate(params, x, chapter_key, likelihood=kind)
+    chapter = vae.evaluate(model, params, x, chapter_key, likelihood=kind)
     results["test_chapter_loss"] = float(chapter["loss"])
     results["test_rounded_accuracy"] = float(chapter["rounded_accuracy"])
-    per_dim = np.asarray(metrics.kl_per_dim(params, x), np.float64)
-    activity = np.asarray(metrics.latent_activity(params, x), np.float64)
+    per_dim = np.asarray(metrics.kl_per_dim(model, params, x), np.float64)
+    activity = np.asarray(metrics.latent_activity(model, params, x), np.float64)
     results["diagnostics"] = {
         "rate_nats": float(chapter["kl"]),
-        "distortion_nats": float(vae.IMAGE_PIXELS * chapter["reconstruction"]),
+        "distortion_nats": float(vae.num_pixels(model) * chapter["reconstruction"]),
         "kl_per_dim_nats": per_dim.tolist(),
         "latent_activity": activity.tolist(),
         "active_units": int(np.sum(activity > 0.01)),
         "active_units_threshold": 0.01,
-        "mutual_information_nats": float(metrics.mutual_information(params, x, mi_key)),
+        "mutual_information_nats": float(metrics.mutual_information(model, params, x, mi_key)),
         "mutual_information_max_nats": float(np.log(len(x))),
     }
     for name, value in results["diagnostics"].items():
@@ -190,24 +196,25 @@ def evaluate_member(config: Config, params: vae.Params, x: jax.Array, likelihood
     return results
 
 
-def figures(config: Config, params: vae.Params, x: np.ndarray, labels: np.ndarray, likelihood: str,
-            diagnostics: dict, out: Path) -> None:
+def figures(config: Config, model: vae.Model, params: vae.Params, test: data.Dataset, x: np.ndarray,
+            likelihood: str, diagnostics: dict, out: Path) -> None:
     reconstruction_key = evaluation_keys(config.seed)["reconstruction"]
-    mean, log_var = vae.encode(params, x[:10])
-    reconstructed = np.asarray(vae.decode(params, vae.sample_latent(reconstruction_key, mean, log_var), likelihood))
+    mean, log_var = vae.encode(model, params, x[:10])
+    reconstructed = np.asarray(vae.decode(model, params, vae.sample_latent(reconstruction_key, mean, log_var),
+                                          likelihood))
     plotting.save_figure(plotting.reconstructions(x[:10], reconstructed), out / FIGURES[0])
 
-    means = np.asarray(vae.encode(params, x)[0])
+    means = np.asarray(vae.encode(model, params, x)[0])
     scores = (means - means.mean(axis=0)) @ pca.principal_components(means, min(2, means.shape[1]))
     scores = np.pad(scores, ((0, 0), (0, 2 - scores.shape[1])))
-    plotting.save_figure(plotting.latent_scatter(scores, labels, data.FASHION_MNIST_CLASSES), out / FIGURES[1])
+    plotting.save_figure(plotting.latent_scatter(scores, test.labels, test.class_names), out / FIGURES[1])
 
-    latent = vae.latent_dim(params)
+    latent = model.latent_dim
     values = np.linspace(-3.0, 3.0, 9)
     traversal = np.repeat(means[:1][None], latent, axis=0).repeat(len(values), axis=1)
     for dim in range(latent):
         traversal[dim, :, dim] = values
-    traversed = np.asarray(vae.decode(params, traversal.reshape(-1, latent), likelihood))
+    traversed = np.asarray(vae.decode(model, params, traversal.reshape(-1, latent), likelihood))
     titles = [f"z{dim}={v:+.1f}" if dim == 0 else "" for dim in range(latent) for v in values]
     fig = plotting.image_grid(traversed, len(values), titles=titles)
     fig.suptitle("latent traversal: row i varies coding i from -3 to +3, others at a test image's mean", fontsize=9)
@@ -218,18 +225,17 @@ def figures(config: Config, params: vae.Params, x: np.ndarray, labels: np.ndarra
 def run(config: Config) -> int:
     runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False)
     ks = config.ks()
-    members, manifest, raw = load_params(config.params, None if config.member is None else [config.member])
-    likelihood, likelihood_source = observation_model(config, manifest)
-    if likelihood_source.startswith("assumed"):
-        print(f"warning: evaluating under likelihood 'bernoulli', {likelihood_source} (pass --likelihood)",
-              file=sys.stderr)
+    model, likelihood, members, manifest, raw = load_params(config.params,
+                                                            None if config.member is None else [config.member])
     chosen = list(range(len(members))) if config.member is None else [config.member]
-    identities = manifest["members"] if manifest is not None else [{} for _ in members]
-
-    images, labels = data.load_fashion_mnist("test", config.data_dir)
+    identities = manifest["members"]
+    settings = config.data_settings(manifest.get("data", {}))
+    test = settings.load("test")
+    images = test.images
+    if images.shape[1:] != tuple(model.image_shape):
+        raise DataError(f"{settings.dataset}: the test images have shape {images.shape[1:]}, the model in --params "
+                        f"takes {tuple(model.image_shape)}")
     count = len(images) if config.num_test_images is None else config.num_test_images
-    if len(images) == 0:
-        raise DataError(f"the test split in {config.data_dir or 'the default data source'} holds no images")
     if count > len(images):
         fail("num_test_images", f"must be at most the {len(images)} test images, got {count}")
     evaluations = count * (sum(ks) + config.elbo_samples) * len(chosen)
@@ -238,32 +244,35 @@ def run(config: Config) -> int:
              f"{len(chosen)} model(s) asks for {evaluations:.2e} decoder evaluations (about "
              f"{evaluations / 3.5e5 / 3600:.0f} h on a 2-core CPU); the limit is {MAX_DECODER_EVALUATIONS:.0e}: "
              "lower --iwae-k, or pass --num-test-images or --member")
-    images, labels = images[:count], labels[:count]
-    x = jnp.asarray(data.to_unit_float(images))
+    images = images[:count]
+    test = dataclasses.replace(test, images=images, labels=None if test.labels is None else test.labels[:count])
+    x = jnp.asarray(data.unit_float_images("test images", images))
     if likelihood == "binarized":
         x = likelihoods.binarize_for_evaluation(x, "test")
 
     definition = {"params_sha256": hashlib.sha256(raw).hexdigest(), "data_sha256": fit.fingerprint(images),
-                  **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "overwrite", "data_dir")}}
+                  **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "overwrite", "data_dir")},
+                  "data": dataclasses.asdict(settings)}
     out = Path(config.out)
     environment = runtime.describe(config.matmul_precision)
     with runs.claim(out, KIND, definition, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False,
                     details={"environment": environment}):
         start = time.perf_counter()
         with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
-            rows = [{"member": i, **identities[i], **evaluate_member(config, members[i], x, likelihood)}
+            rows = [{"member": i, **identities[i], **evaluate_member(config, model, members[i], x, likelihood)}
                     for i in chosen]
         seconds = time.perf_counter() - start
         result = {
             "config": dataclasses.asdict(config),
             "environment": environment,
-            "params": config.params, "likelihood": likelihood, "likelihood_source": likelihood_source,
+            "params": config.params, "likelihood": likelihood, "likelihood_source": "the params file's manifest",
+            "data": dataclasses.asdict(settings),
             "num_test_images": count,
-            "model": vae.architecture(members[chosen[0]])._asdict(),
+            "model": manifest["model"],
             "eval_wall_seconds": seconds,
         }
         if likelihood == "bernoulli":
-            floor = np.sum(np.asarray(likelihoods.bernoulli_entropy(x)), axis=(1, 2))
+            floor = np.sum(np.asarray(likelihoods.bernoulli_entropy(x)), axis=vae.image_axes(model))
             result["test_entropy_floor_nats"] = float(np.mean(floor))
             result["note"] = ("'bernoulli' on grey levels is a cross-entropy, not a log-likelihood: a perfect model "
                               "scores test_entropy_floor_nats; compare models by the gap above it")
@@ -274,7 +283,7 @@ def run(config: Config) -> int:
             result["summary_method"] = ("per grid point (members of equal beta and learning rate; different "
                                         "hyperparameters are never pooled): mean and Student-t 95% interval")
             result["summary"] = [{**point, **summarize(group, ks)} for point, group in grid_points(rows)]
-        figures(config, members[chosen[0]], np.asarray(x), labels, likelihood, rows[0]["diagnostics"], out)
+        figures(config, model, members[chosen[0]], test, np.asarray(x), likelihood, rows[0]["diagnostics"], out)
         write_json(out / "metrics.json", result)
     print(summary_line(result, out))
     return 0

@@ -30,7 +30,8 @@ from aejax.config import fail, option
 from aejax.errors import DataError
 from aejax.io import checkpoint, params_file, runs, writers
 from aejax.io.files import write_json
-from aejax.models import likelihoods, vae
+from aejax.data import sources
+from aejax.models import likelihoods, registry, vae
 from aejax.training import fit
 from experiments import common
 
@@ -44,8 +45,14 @@ FINAL_METRICS = ("final_val_loss", "final_val_rounded_accuracy", "test_loss", "t
 
 @dataclasses.dataclass(frozen=True)
 class Config(fit.Config):
-    data_dir: str | None = option(None, "folder with the four Fashion-MNIST IDX .gz files (default: Debian's "
+    dataset: str = option("fashion_mnist", "the images: fashion_mnist, digits (scikit-learn's 8x8), npz:PATH, "
+                          "npy:PATH, folder:PATH (PNG/JPEG, class sub-folders) or tfds:NAME (aejax/data/sources.py)")
+    data_dir: str | None = option(None, "fashion_mnist: folder with the four IDX .gz files (default: Debian's "
                                   "package, else TFDS)")
+    images_key: str = option("images", "npz: the images' array")
+    labels_key: str = option("labels", "npz: the labels' array (optional in the file)")
+    test_holdout: int | None = option(None, "digits, npz, npy, folder: images held out as the test split (default: "
+                                      "one in six)")
     out: str = option("runs/vae", "output folder (owned by this run: see --resume and --overwrite)")
     resume: bool = option(False, "continue the run in --out from its newest readable checkpoint")
     auto_resume: bool = option(False, "continue the run in --out if it holds one, else start it: one command line "
@@ -71,10 +78,14 @@ class Config(fit.Config):
 
     def __post_init__(self):
         super().__post_init__()
+        self.data_settings()  # checks the data flags
         if self.keep_checkpoints < 1:
             fail("keep_checkpoints", f"must be a positive integer, got {self.keep_checkpoints}")
         if (self.resume or self.auto_resume) and self.overwrite:
             fail("overwrite", f"and {'--resume' if self.resume else '--auto-resume'} contradict each other: pass one")
+
+    def data_settings(self) -> sources.Settings:
+        return sources.Settings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(sources.Settings)})
 
     def resuming(self) -> bool:
         """Whether this run continues the one in --out (--resume, or --auto-resume and a run is there)."""
@@ -101,23 +112,25 @@ def healthy_member(result: fit.FitResult) -> int | None:
 
 def figures(result: fit.FitResult, member: int, test_images: np.ndarray, out: Path) -> None:
     """The chapter's figures (generation, interpolation, reconstructions) of `member`, a healthy one."""
-    params = result.member_params(member)
+    params, model = result.member_params(member), result.model
     likelihood = result.config.likelihood
     keys = fit.member_keys([result.members[member].seed])["figures"][0]
     generate_key, grid_key, reconstruction_key = jax.random.split(keys, 3)
-    generated = np.asarray(vae.generate(params, generate_key, 12, likelihood))
+    generated = np.asarray(vae.generate(model, params, generate_key, 12, likelihood))
     plotting.save_figure(plotting.image_grid(generated, 4), out / FIGURES[0])
 
-    codings = jax.random.normal(grid_key, (12, result.config.latent_dim))
-    interpolated = np.asarray(vae.decode(params, vae.interpolate_codings(codings, (3, 4), (5, 7)), likelihood))
+    codings = jax.random.normal(grid_key, (12, model.latent_dim))
+    interpolated = np.asarray(vae.decode(model, params, vae.interpolate_codings(codings, (3, 4), (5, 7)), likelihood))
     originals = [row * 7 + col for row in range(0, 5, 2) for col in range(0, 7, 2)]  # the chapter's frames
     plotting.save_figure(plotting.image_grid(interpolated, 7, framed=originals), out / FIGURES[1])
 
-    originals_x = data.to_unit_float(test_images[:10])
+    originals_x = data.unit_float_images("test images", test_images[:10])
     if likelihood == "binarized":
-        originals_x = np.asarray(likelihoods.binarize_for_evaluation(data.to_unit_float(test_images), "test")[:10])
-    mean, log_var = vae.encode(params, originals_x)
-    reconstructed = np.asarray(vae.decode(params, vae.sample_latent(reconstruction_key, mean, log_var), likelihood))
+        originals_x = np.asarray(likelihoods.binarize_for_evaluation(
+            data.unit_float_images("test images", test_images), "test")[:10])
+    mean, log_var = vae.encode(model, params, originals_x)
+    reconstructed = np.asarray(vae.decode(model, params, vae.sample_latent(reconstruction_key, mean, log_var),
+                                          likelihood))
     plotting.save_figure(plotting.reconstructions(originals_x, reconstructed), out / FIGURES[2])
 
 
@@ -128,12 +141,13 @@ def learning_curves(result: fit.FitResult, out: Path) -> None:
     )
 
 
-def manifest(config: Config, metrics: dict) -> dict:
-    """What params.msgpack holds (aejax.io.params_file): the model and each member's identity."""
+def manifest(config: Config, model: vae.Model, metrics: dict) -> dict:
+    """What params.msgpack holds (aejax.io.params_file): the model, its data and each member's identity."""
     members = metrics["members"] if "members" in metrics else [{**dataclasses.asdict(config.members()[0]), **metrics}]
     return {
         "kind": KIND,
-        "model": {"architecture": "mlp_vae", **dataclasses.asdict(config.model)},
+        "model": {**registry.to_dict(model), "likelihood": config.likelihood},
+        "data": dataclasses.asdict(config.data_settings()),
         "members": [{name: row[name] for name in ("seed", "beta", "learning_rate", "params_sha256", "diverged")}
                     for row in members],
     }
@@ -142,10 +156,11 @@ def manifest(config: Config, metrics: dict) -> dict:
 def run(config: Config) -> int:
     resume = config.resuming()
     runs.check_folder(config.out, KIND, resume=resume, overwrite=config.overwrite, outputs=OUTPUTS)
-    train_images, _ = data.load_fashion_mnist("train", config.data_dir)
-    test_images, _ = data.load_fashion_mnist("test", config.data_dir)
-    if len(test_images) == 0:
-        raise DataError(f"the test split of {config.data_dir or 'the default data source'} holds no images")
+    train_images = config.data_settings().load("train").images
+    test_images = config.data_settings().load("test").images
+    if test_images.shape[1:] != train_images.shape[1:]:
+        raise DataError(f"{config.dataset}: the test images' shape {test_images.shape[1:]} differs from the training "
+                        f"images' {train_images.shape[1:]}")
     plan = fit.prepare(config, train_images)  # every check, the memory one included, before any output
     members = plan.members
     out = Path(config.out)
@@ -178,7 +193,7 @@ def run(config: Config) -> int:
                 plotting.save_figure(plotting.rate_distortion(
                     [r["test_rate_nats"] for r in rows], [r["test_distortion_nats"] for r in rows],
                     [r["beta"] for r in rows]), out / FIGURES[4])
-            params_file.write(out / "params.msgpack", result.params, manifest(config, metrics))
+            params_file.write(out / "params.msgpack", result.params, manifest(config, result.model, metrics))
             write_json(out / "metrics.json", metrics)
     print(summary_line(config, metrics))
     return 0
@@ -187,7 +202,7 @@ def run(config: Config) -> int:
 def results(config: Config, result: fit.FitResult, test_images: np.ndarray, digests: list[str],
             environment: dict) -> dict:
     """metrics.json: the run's settings and environment, each member's results, and their summary."""
-    test = fit.evaluate_members(result.params, test_images, result.members, config.likelihood)
+    test = fit.evaluate_members(result.model, result.params, test_images, result.members, config.likelihood)
     rows = []
     for i, member in enumerate(result.members):
         finite = result.diverged[i] is None or result.best_epoch is not None and result.best_epoch[i] > 0
@@ -198,7 +213,7 @@ def results(config: Config, result: fit.FitResult, test_images: np.ndarray, dige
             "final_val_loss": result.final("val_loss")[i],
             "final_val_rounded_accuracy": result.final("val_rounded_accuracy")[i],
             "test_loss": test["loss"][i], "test_rounded_accuracy": test["rounded_accuracy"][i],
-            "test_rate_nats": test["kl"][i], "test_distortion_nats": vae.IMAGE_PIXELS * test["reconstruction"][i],
+            "test_rate_nats": test["kl"][i], "test_distortion_nats": vae.num_pixels(result.model) * test["reconstruction"][i],
         }
         row.update({k: float(v) if finite and np.isfinite(v) else None for k, v in values.items()})
         rows.append(row)

@@ -108,7 +108,7 @@ def test_unwritable_output_directory(subset_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("images, message", [
     (np.zeros((4, 28, 28), np.uint8), "must be floating-point pixels in [0, 1], got dtype uint8"),
-    (np.zeros((4, 784), np.float32), "must have shape (N, 28, 28), got (4, 784)"),
+    (np.zeros((4, 784), np.float32), "must have shape (N, H, W) or (N, H, W, C), got (4, 784)"),
     (np.full((4, 28, 28), np.nan, np.float32), "must be finite, found 3136 NaN/inf value(s) among 3136"),
     (np.full((4, 28, 28), 255.0, np.float32), "must lie in [0, 1], found values in [255.0, 255.0]"),
 ])

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from aejax.models import vae
 from aejax.training import fit
 from aejax.training.train import TrainState
 from benchmarks import accelerator, throughput
@@ -56,7 +55,7 @@ def test_the_matmul_ceiling_runs_exactly_the_models_matmuls():
     # The ceiling bounds the model only if it does a subset of the model's work: the same 20
     # matmuls (shapes and contraction dimensions, hence the same kernels), in the same epoch loop.
     batch, key = jnp.zeros((128, 28, 28)), jax.random.key(0)
-    state = throughput._fresh_state(vae.init(key))
+    state = throughput._fresh_state(throughput.CHAPTER.init(key))
     model = jax.make_jaxpr(lambda s: fit.train_step.__wrapped__(s, batch, key, throughput.CHAPTER_HYPER))(state)
     skeleton_state = TrainState(jnp.zeros((), jnp.int32), [jnp.ones(s) for s in throughput.MATMUL_SHAPES], ())
     skeleton = jax.make_jaxpr(lambda s: throughput.skeleton_step(s, batch, key, jnp.ones(128)))(skeleton_state)

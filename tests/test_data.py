@@ -127,7 +127,7 @@ def test_to_unit_float_and_split():
     assert fit.shape[0] == 7 and val.shape[0] == 3
     with pytest.raises(ValueError, match="uint8"):
         data.to_unit_float(images.astype(np.float32))
-    with pytest.raises(ValueError, match=r"\(N, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"\(N, H, W\) or \(N, H, W, C\)"):
         data.to_unit_float(np.zeros((2, 784), np.uint8))
     with pytest.raises(ValueError, match="num_validation"):
         data.train_validation_split(x, 10)

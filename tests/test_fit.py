@@ -11,7 +11,7 @@ import tolerances
 from aejax import data
 from aejax.config import ConfigError
 from aejax.io import checkpoint
-from aejax.models import vae
+from aejax.models import mlp, vae
 from aejax.training import fit, train
 
 SMALL = dict(epochs=2, batch_size=64, num_validation=120)
@@ -148,7 +148,7 @@ def test_early_stopping_keeps_each_members_best_epoch(images):
         if best + 2 <= len(losses):  # stopped: one epoch without improvement, then nothing recorded
             assert np.all(np.isnan(losses[best + 2:]))
     params = result.member_params(0)
-    evaluated = vae.evaluate(params, data.unit_float_images("x", images[-120:]), fit.member_keys([42])["validation"][0])
+    evaluated = vae.evaluate(mlp.MLP(), params, data.unit_float_images("x", images[-120:]), fit.member_keys([42])["validation"][0])
     assert float(evaluated["loss"]) == pytest.approx(result.final("val_loss")[0], rel=1e-6)
 
 
@@ -182,7 +182,6 @@ def test_binarized_and_continuous_bernoulli_models_train(images):
     ({"sweep": (("latent_dim", (2.0,)),)}, "sweep names must be in ('beta', 'learning_rate')"),
     ({"sweep": (("beta", (1.0, 1.0)),)}, "sweep beta needs one or more distinct values"),
     ({"sweep": (("learning_rate", (0.0,)),)}, "sweep learning_rate value must be a finite number > 0"),
-    ({"num_seeds": 100_000}, "GiB of parameters and optimiser state"),
     ({"likelihood": "gaussian"}, "likelihood must be one of"),
     ({"early_stopping_patience": 0}, "early_stopping_patience must be a positive integer"),
 ])
@@ -191,8 +190,18 @@ def test_bad_configs_name_the_field(changes, message):
         fit.Config(**changes)
 
 
-def test_the_run_definition_is_derived_from_the_config():
+def test_too_large_a_population_is_refused_before_any_work(images):
+    with pytest.raises(ConfigError, match=r"num_seeds and --sweep ask for 100000 models, \d+ GiB of parameters"):
+        fit.prepare(fit.Config(num_seeds=100_000, num_validation=120), images)
+
+
+def test_the_run_definition_is_derived_from_the_config(images):
     chapter = fit.Config().run_definition()
-    assert "epochs" not in chapter and chapter["beta"] == 1.0 and chapter["hidden_sizes"] == [150, 100]
-    assert set(chapter) == {f.name for f in dataclasses.fields(fit.Config)} - {"epochs"}
+    assert "epochs" not in chapter and chapter["beta"] == 1.0
+    assert set(chapter) == {f.name for f in dataclasses.fields(fit.Config)} - {"epochs"} - set(fit.MODEL_FIELDS)
+    # The model is recorded whole, as the registry describes it, with the data's fingerprint.
+    definition = fit.prepare(fit.Config(num_validation=120), images).definition
+    assert definition["model"] == {"name": "mlp", "hidden_sizes": [150, 100], "latent_dim": 10, "activation": "selu",
+                                   "image_shape": [28, 28]}
+    assert definition["data_sha256"] == fit.fingerprint(images)
     assert "epochs" in fit.Config(recipe="improved").run_definition()  # its schedule depends on the epochs

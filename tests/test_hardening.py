@@ -21,8 +21,8 @@ import flax.serialization
 import numpy as np
 import pytest
 
-from aejax.io import checkpoint, runs
-from aejax.models import linear_ae, vae
+from aejax.io import checkpoint, params_file, runs
+from aejax.models import linear_ae, mlp, registry
 from experiments import evaluate_vae, linear_ae_pca, vae_fashion_mnist
 from tests.conftest import run_main
 
@@ -50,21 +50,24 @@ def _snapshot(folder: Path) -> dict:
 # ----- class 1: inputs validated by structure, not only by keys -----
 
 def _params_file(tmp_path, tree, name="params.msgpack"):
-    path = tmp_path / name
-    path.write_bytes(flax.serialization.msgpack_serialize(tree))
-    return path
+    """A params file of one chapter model holding `tree` (as aejax writes it: member axis, manifest)."""
+    import jax
+
+    manifest = {"kind": "vae_fashion_mnist", "model": {**registry.to_dict(mlp.MLP()), "likelihood": "bernoulli"},
+                "data": {"dataset": "fashion_mnist"}, "members": [{"seed": 0, "beta": 1.0, "learning_rate": 1e-3}]}
+    return params_file.write(tmp_path / name, jax.tree.map(lambda x: np.asarray(x)[None], tree), manifest)
 
 
 def test_class_1_params_are_checked_as_whole_trees(tmp_path, capsys, subset_dir):
     import jax
 
     linear = linear_ae.init(jax.random.key(0), 3, 2)
-    chapter = jax.tree.map(np.array, vae.init(jax.random.key(0)))
-    mismatched = jax.tree.map(np.array, vae.init(jax.random.key(0)))
+    chapter = jax.tree.map(np.array, mlp.MLP().init(jax.random.key(0)))
+    mismatched = jax.tree.map(np.array, chapter)
     mismatched["decoder"]["hidden_0"]["kernel"] = np.zeros((12, 100), np.float32)
     broken = jax.tree.map(np.array, chapter)
     broken["encoder"]["hidden_1"]["kernel"] = np.zeros((150, 7), np.float32)
-    cases = [(jax.tree.map(np.asarray, linear), "params are not a VAE's: the encoder needs hidden_0"),
+    cases = [(jax.tree.map(np.asarray, linear), "encoder/kernel is unexpected"),
              (mismatched, r"decoder/hidden_0/kernel has shape (12, 100), expected (10, 100)"),
              (broken, "encoder/hidden_1/kernel has shape (150, 7), expected (150, 100)")]
     for tree, message in cases:
@@ -73,6 +76,11 @@ def test_class_1_params_are_checked_as_whole_trees(tmp_path, capsys, subset_dir)
                                              str(subset_dir), "--out", str(out)], capsys)
         assert code == 2 and message in err and "Traceback" not in err
         assert not out.exists()
+    # A bare tree (no manifest, so no model, likelihood or data set): refused, saying what it lacks.
+    bare = tmp_path / "bare.msgpack"
+    bare.write_bytes(flax.serialization.msgpack_serialize(chapter))
+    code, err = run_main(evaluate_vae.main, ["--params", str(bare), "--out", str(tmp_path / "eval")], capsys)
+    assert code == 2 and "is not an aejax.params/2 file (no manifest" in err
 
 
 # ----- class 2: never a non-finite or empty result reported as if it were one -----
@@ -80,21 +88,21 @@ def test_class_1_params_are_checked_as_whole_trees(tmp_path, capsys, subset_dir)
 def test_class_2_nan_params_empty_splits_and_negative_sizes_are_refused(tmp_path, capsys, subset_dir):
     import jax
 
-    tree = jax.tree.map(np.array, vae.init(jax.random.key(0)))
+    tree = jax.tree.map(np.array, mlp.MLP().init(jax.random.key(0)))
     tree["decoder"]["logits"]["bias"][5] = np.nan
     out = tmp_path / "eval"
     code, err = run_main(evaluate_vae.main, ["--params", str(_params_file(tmp_path, tree)), "--data-dir", str(subset_dir),
                                          "--out", str(out)], capsys)
-    assert code == 2 and "params decoder/logits/bias holds 1 NaN/inf value" in err and not out.exists()
+    assert code == 2 and "decoder/logits/bias holds 1 NaN/inf value" in err and not out.exists()
 
     empty = tmp_path / "empty-data"
     shutil.copytree(subset_dir, empty)
     for name, shape in (("t10k-images-idx3-ubyte.gz", (0, 28, 28)), ("t10k-labels-idx1-ubyte.gz", (0,))):
         with gzip.open(empty / name, "wb") as f:
             f.write(b"\x00\x00\x08" + bytes([len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape))
-    chapter = _params_file(tmp_path, jax.tree.map(np.asarray, vae.init(jax.random.key(0))), "chapter.msgpack")
+    chapter = _params_file(tmp_path, mlp.MLP().init(jax.random.key(0)), "chapter.msgpack")
     code, err = run_main(evaluate_vae.main, ["--params", str(chapter), "--data-dir", str(empty), "--out", str(out)], capsys)
-    assert code == 2 and "holds no images" in err and not out.exists()
+    assert code == 2 and "fashion_mnist: holds no test images" in err and not out.exists()
     code, err = run_main(evaluate_vae.main, ["--params", str(chapter), "--batch-size", "-5", "--out", str(out)], capsys)
     assert code == 2 and "--batch-size must be a positive integer, got -5" in err
 
@@ -133,12 +141,15 @@ def test_class_3_training_flags_are_refused_up_front(subset_dir, tmp_path, capsy
     (["--elbo-samples", "0"], "--elbo-samples must be a positive integer, got 0"),
     (["--num-test-images", "181"], "--num-test-images must be at most the 180 test images, got 181"),
     (["--member", "1"], "--member must be below the population's 1 members, got 1"),
-    (["--likelihood", "continuous_bernoulli"], "differs from the 'bernoulli' the model was trained with"),
+    (["--dataset", "digits"], "digits: the test images have shape (8, 8), the model in --params takes (28, 28)"),
+    (["--dataset", "npz:missing.npz"], "--dataset npz:missing.npz: no such file"),
+    (["--images-key", "x"], "--images-key applies to --dataset npz only"),
 ])
 def test_class_3_evaluation_flags_are_refused_up_front(trained, subset_dir, tmp_path, capsys, flags, message):
     out = tmp_path / "eval"
-    code, err = run_main(evaluate_vae.main, ["--params", str(trained / "params.msgpack"), "--data-dir", str(subset_dir),
-                                         "--out", str(out), *flags], capsys)
+    # No --data-dir: the params file names the training run's data (the subset), and it is used.
+    code, err = run_main(evaluate_vae.main, ["--params", str(trained / "params.msgpack"), "--out", str(out), *flags],
+                         capsys)
     assert code == 2 and message in err and not out.exists()
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from aejax.io import checkpoint
-from aejax.models import vae
+from aejax.models import mlp
 from aejax.training import fit, recipes
 from aejax.training.train import TrainState
 from experiments import vae_fashion_mnist
@@ -141,8 +141,8 @@ def test_run_epoch_reports_the_first_nonfinite_step():
         assert int(metrics["first_nonfinite_step"][0]) == step
 
 
-def _state(config=vae.VAEConfig()):
-    return TrainState.create(vae.init(jax.random.key(0), config), recipes.chapter_optimizer())
+def _state(model=mlp.MLP()):
+    return TrainState.create(model.init(jax.random.key(0)), recipes.chapter_optimizer())
 
 
 def test_checkpoints_roundtrip_and_reject_another_model(tmp_path):
@@ -154,10 +154,10 @@ def test_checkpoints_roundtrip_and_reject_another_model(tmp_path):
     assert epoch == 4 and extra == {"epoch": 4} and int(restored.step) == 4 and path.name == "epoch_0004.msgpack"
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), restored.params, state.params)
     with pytest.raises(ValueError, match="differ from this model"):
-        checkpoint.load(tmp_path / "epoch_0004.msgpack", _state(vae.VAEConfig(latent_dim=4)))
+        checkpoint.load(tmp_path / "epoch_0004.msgpack", _state(mlp.MLP(latent_dim=4)))
     # Another model's checkpoint is an error, not a corrupt file to skip: nothing is set aside.
     with pytest.raises(ValueError, match="differ from this model"):
-        checkpoint.restore_latest(tmp_path, _state(vae.VAEConfig(latent_dim=4)))
+        checkpoint.restore_latest(tmp_path, _state(mlp.MLP(latent_dim=4)))
     assert len(checkpoint.list_checkpoints(tmp_path)) == 3
     assert checkpoint.restore_latest(tmp_path / "none", state) is None
 

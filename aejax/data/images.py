@@ -9,12 +9,12 @@ from aejax.errors import DataError
 
 
 def _check_image_shape(name: str, images: np.ndarray) -> None:
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f"{name} must have shape (N, 28, 28), got {images.shape}")
+    if images.ndim not in (3, 4) or min(images.shape[1:], default=0) < 1:
+        raise DataError(f"{name} must have shape (N, H, W) or (N, H, W, C), got {images.shape}")
 
 
 def to_unit_float(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) in [0, 255] -> float32 in [0, 1], with checks on dtype and shape."""
+    """uint8 (N, H, W[, C]) in [0, 255] -> float32 in [0, 1], with checks on dtype and shape."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise DataError(f"images must be uint8 in [0, 255], got dtype {images.dtype}")
@@ -23,7 +23,7 @@ def to_unit_float(images: np.ndarray) -> np.ndarray:
 
 
 def check_unit_images(name: str, images: np.ndarray) -> None:
-    """Raises DataError naming `name` unless images are float (N, 28, 28), finite, in [0, 1]."""
+    """Raises DataError naming `name` unless images are float (N, H, W[, C]), finite, in [0, 1]."""
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.floating):
         raise DataError(f"{name} must be floating-point pixels in [0, 1], got dtype {images.dtype}")
@@ -34,7 +34,7 @@ def check_unit_images(name: str, images: np.ndarray) -> None:
 
 
 def unit_float_images(name: str, images: np.ndarray) -> np.ndarray:
-    """float32 (N, 28, 28) in [0, 1] from uint8 images (scaled by 1/255) or checked float images."""
+    """float32 (N, H, W[, C]) in [0, 1] from uint8 images (scaled by 1/255) or checked float images."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
         return to_unit_float(images)

@@ -2,7 +2,8 @@
 
 Draw `s` of an example batch always uses eps = normal(fold_in(key, s), (B, L)), so the ELBO,
 the IWAE bound and every chunking of them see the same latent samples for the same key.
-Relation to the chapter's loss: 784 * loss(params, x, fold_in(key, 0)) = -mean(elbo(params, x, key)).
+Relation to the chapter's loss: num_pixels * loss(model, params, x, fold_in(key, 0)) =
+-mean(elbo(model, params, x, key)) (784 pixels for the chapter's images).
 
 `likelihood` is a model setting (`aejax.models.likelihoods`): "bernoulli" and "binarized" score the
 given pixels with the Bernoulli log-probability (pass binarized images for "binarized"; a proper
@@ -33,48 +34,49 @@ def _noise(key: jax.Array, index: jax.Array, mean: jax.Array) -> jax.Array:
     return jax.random.normal(jax.random.fold_in(key, index), mean.shape, mean.dtype)
 
 
-def log_likelihood(params: vae.Params, x: jax.Array, z: jax.Array, likelihood: str = "bernoulli") -> jax.Array:
-    """log p(x | z) in nats, summed over the 784 pixels; shape (B,)."""
-    logits = vae.decode_logits(params, z)
-    return jnp.sum(likelihoods.log_prob(likelihoods.pixel_kind(likelihood), logits, x), axis=(-2, -1))
+def log_likelihood(model: vae.Model, params: vae.Params, x: jax.Array, z: jax.Array,
+                   likelihood: str = "bernoulli") -> jax.Array:
+    """log p(x | z) in nats, summed over each image's pixels; shape (B,)."""
+    logits = vae.decode_logits(model, params, z)
+    return jnp.sum(likelihoods.log_prob(likelihoods.pixel_kind(likelihood), logits, x), axis=vae.image_axes(model))
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples", "likelihood"))
-def elbo(params: vae.Params, x: ArrayLike, key: jax.Array, num_samples: int = 1,
+@functools.partial(jax.jit, static_argnames=("model", "num_samples", "likelihood"))
+def elbo(model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array, num_samples: int = 1,
          likelihood: str = "bernoulli") -> jax.Array:
     """Per-example ELBO in nats: E_q[log p(x|z)] (Monte Carlo, `num_samples` draws) - KL (analytic).
 
-    The draws are taken one at a time (memory O(B * 784) whatever `num_samples` is).
-    Args: x (B, 28, 28) in [0, 1]. Returns: (B,).
+    The draws are taken one at a time (memory O(B * pixels) whatever `num_samples` is).
+    Args: x (B, *image_shape) in [0, 1]. Returns: (B,).
     """
     check_positive_int("num_samples", num_samples)
-    mean, log_var = vae.encode(params, x)
+    mean, log_var = vae.encode(model, params, x)
     x = jnp.asarray(x, jnp.float32)
 
     def add_draw(total, s):
         z = vae.reparameterize(mean, log_var, _noise(key, s, mean))
-        return total + log_likelihood(params, x, z, likelihood), None
+        return total + log_likelihood(model, params, x, z, likelihood), None
 
     total, _ = jax.lax.scan(add_draw, jnp.zeros(mean.shape[:-1]), jnp.arange(num_samples))
     return total / num_samples - vae.kl_divergence(mean, log_var)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "chunk_size", "likelihood"))
-def iwae_bound(params: vae.Params, x: ArrayLike, key: jax.Array, k: int, chunk_size: int = 100,
+@functools.partial(jax.jit, static_argnames=("model", "k", "chunk_size", "likelihood"))
+def iwae_bound(model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array, k: int, chunk_size: int = 100,
                likelihood: str = "bernoulli") -> jax.Array:
     """Per-example importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i | x) (Burda et al. 2015).
 
     The k draws are processed `chunk_size` at a time with a running log-sum-exp, so memory is
-    O(B * chunk_size * 784) whatever k is. log q(z | x) is computed from the noise eps
+    O(B * chunk_size * pixels) whatever k is. log q(z | x) is computed from the noise eps
     (-1/2 sum(log_var + eps^2 + log 2 pi)), so any finite log-variance gives a finite, exact term.
     k = 1 is the single-draw ELBO with a sampled KL term.
-    Args: x (B, 28, 28) in [0, 1]; 1 <= k <= MAX_IMPORTANCE_SAMPLES. Returns: (B,) in nats.
+    Args: x (B, *image_shape) in [0, 1]; 1 <= k <= MAX_IMPORTANCE_SAMPLES. Returns: (B,) in nats.
     """
     check_positive_int("k", k)
     check_positive_int("chunk_size", chunk_size)
     if k > MAX_IMPORTANCE_SAMPLES:
         raise ValueError(f"k must be at most {MAX_IMPORTANCE_SAMPLES} (sample indices are int32), got {k}")
-    mean, log_var = vae.encode(params, x)
+    mean, log_var = vae.encode(model, params, x)
     x = jnp.asarray(x, jnp.float32)
     chunk_size = min(chunk_size, k)
     num_chunks = -(-k // chunk_size)
@@ -84,7 +86,7 @@ def iwae_bound(params: vae.Params, x: ArrayLike, key: jax.Array, k: int, chunk_s
         z = vae.reparameterize(mean, log_var, eps)
         log_q = -0.5 * jnp.sum(log_var + jnp.square(eps) + _LOG_2PI, axis=-1)
         log_prior = -0.5 * jnp.sum(jnp.square(z) + _LOG_2PI, axis=-1)
-        log_w = log_likelihood(params, x, z, likelihood) + log_prior - log_q
+        log_w = log_likelihood(model, params, x, z, likelihood) + log_prior - log_q
         return jnp.where(s < k, log_w, -jnp.inf)  # draws past k in the last chunk count for nothing
 
     def accumulate(carry, chunk):
@@ -99,28 +101,24 @@ def iwae_bound(params: vae.Params, x: ArrayLike, key: jax.Array, k: int, chunk_s
     return log_max + jnp.log(total) - jnp.log(k)
 
 
-def _kl_terms(mean: jax.Array, log_var: jax.Array) -> jax.Array:
-    return 0.5 * (jnp.square(mean) + jnp.expm1(log_var) - log_var)
-
-
-@jax.jit
-def kl_per_dim(params: vae.Params, x: ArrayLike) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("model",))
+def kl_per_dim(model: vae.Model, params: vae.Params, x: ArrayLike) -> jax.Array:
     """KL(q(z_l | x) || N(0, 1)) per latent dimension l, averaged over the images x; (L,) nats.
 
     Its sum is the rate (the mean KL). A dimension with KL near 0 carries no information about x.
     """
-    return jnp.mean(_kl_terms(*vae.encode(params, x)), axis=0)
+    return jnp.mean(vae.kl_terms(*vae.encode(model, params, x)), axis=0)
 
 
-@jax.jit
-def latent_activity(params: vae.Params, x: ArrayLike) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("model",))
+def latent_activity(model: vae.Model, params: vae.Params, x: ArrayLike) -> jax.Array:
     """Cov_x(E_q[z_l | x]) per latent dimension: the variance over the images of each mean; (L,)."""
-    return jnp.var(vae.encode(params, x)[0], axis=0)
+    return jnp.var(vae.encode(model, params, x)[0], axis=0)
 
 
-def active_units(params: vae.Params, x: ArrayLike, threshold: float = 0.01) -> jax.Array:
+def active_units(model: vae.Model, params: vae.Params, x: ArrayLike, threshold: float = 0.01) -> jax.Array:
     """How many latent dimensions are active: Cov_x(E_q[z_l | x]) > threshold (Burda et al. 2016, §5.2)."""
-    return jnp.sum(latent_activity(params, x) > threshold)
+    return jnp.sum(latent_activity(model, params, x) > threshold)
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
@@ -151,17 +149,17 @@ def mutual_information_from_posterior(key: jax.Array, mean: ArrayLike, log_var: 
     return neg_entropy - jnp.mean(log_qz)
 
 
-def mutual_information(params: vae.Params, x: ArrayLike, key: jax.Array) -> jax.Array:
-    """I(x; z) in nats under the encoder, estimated on the images x (N, 28, 28); see
+def mutual_information(model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array) -> jax.Array:
+    """I(x; z) in nats under the encoder, estimated on the images x (N, *image_shape); see
     `mutual_information_from_posterior`."""
-    return mutual_information_from_posterior(key, *vae.encode(params, x))
+    return mutual_information_from_posterior(key, *vae.encode(model, params, x))
 
 
-def rate_and_distortion(params: vae.Params, x: ArrayLike, key: jax.Array, likelihood: str = "bernoulli"
-                        ) -> dict[str, jax.Array]:
+def rate_and_distortion(model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array,
+                        likelihood: str = "bernoulli") -> dict[str, jax.Array]:
     """{"rate": mean KL(q(z|x) || p(z)), "distortion": mean -log p(x | z), z ~ q(z|x)}, nats per image.
 
     rate + distortion = -ELBO (one draw). For "binarized", pass binarized images.
     """
-    terms = vae.evaluate(params, jnp.asarray(x), key, likelihood=likelihoods.pixel_kind(likelihood))
-    return {"rate": terms["kl"], "distortion": vae.IMAGE_PIXELS * terms["reconstruction"]}
+    terms = vae.evaluate(model, params, jnp.asarray(x), key, likelihood=likelihoods.pixel_kind(likelihood))
+    return {"rate": terms["kl"], "distortion": vae.num_pixels(model) * terms["reconstruction"]}

@@ -40,11 +40,12 @@ from aejax import data, parallel
 from aejax.config import check_types, fail, option
 from aejax.errors import ConfigError, RunDirError, UsageError
 from aejax.io import checkpoint
-from aejax.models import likelihoods, vae
+from aejax.models import conv, likelihoods, mlp, registry, vae
 from aejax.training import recipes
 from aejax.training.train import Metrics, TrainState, ceil_div, epoch_key, run_epoch
 
 SWEEPABLE = ("beta", "learning_rate")
+MODEL_FIELDS = ("model", "hidden_sizes", "channels", "latent_dim", "activation")  # what `Config.build_model` reads
 MAX_SEED = 2**32 - 1  # jax.random.key(s) wraps modulo 2**32 (without x64): larger seeds alias smaller ones
 MATMUL_PRECISIONS = ("default", "high", "highest")
 _MEMBER_BYTES_LIMIT = 2**36  # 64 GiB of parameters and optimiser state across a population
@@ -55,13 +56,18 @@ class Config:
     """Everything that defines a training run; the defaults are the chapter's VAE recipe."""
 
     # Model.
-    hidden_sizes: tuple[int, ...] = option((150, 100), "encoder hidden layer sizes, e.g. 300,300; the decoder mirrors them")
+    model: str = option("mlp", "the VAE: 'mlp' (the chapter's, aejax/models/mlp.py) or 'conv' (convolutional, "
+                        "aejax/models/conv.py)", choices=registry.NAMES)
+    hidden_sizes: tuple[int, ...] = option((150, 100), "mlp: encoder hidden layer sizes, e.g. 300,300; the decoder "
+                                           "mirrors them")
+    channels: tuple[int, ...] = option((16, 32, 64), "conv: channels of the stride-2 3x3 convolutions; the decoder "
+                                       "mirrors them")
     latent_dim: int = option(10, "size of the latent codings z")
     likelihood: str = option("bernoulli", "observation model: 'bernoulli' (the chapter's, on grey levels; not a "
                              "density), 'binarized' (dynamic binarization; the literature's protocol), "
                              "'continuous_bernoulli' (a density on [0, 1])", choices=likelihoods.SETTINGS)
-    activation: str = option("selu", "hidden units: 'selu' (the chapter's) or 'gated' ((W x + b) * sigmoid(V x + c), "
-                             "as the literature's MLP VAEs)", choices=vae.ACTIVATIONS)
+    activation: str = option("selu", "mlp: hidden units, 'selu' (the chapter's) or 'gated' ((W x + b) * "
+                             "sigmoid(V x + c), as the literature's MLP VAEs)", choices=mlp.ACTIVATIONS)
     # Loss.
     beta: float = option(1.0, "weight of the KL term (beta-VAE); 1 is the chapter's VAE")
     kl_warmup_epochs: int = option(0, "KL warm-up: the KL weight grows linearly to beta over this many epochs (0: off)")
@@ -88,7 +94,11 @@ class Config:
 
     def __post_init__(self):
         check_types(self)
-        self.model  # VAEConfig checks the model's settings
+        if self.model not in registry.NAMES:
+            fail("model", f"must be one of {registry.NAMES}, got {self.model!r}")
+        if self.likelihood not in likelihoods.SETTINGS:
+            fail("likelihood", f"must be one of {likelihoods.SETTINGS}, got {self.likelihood!r}")
+        self.build_model((28, 28))  # the model checks its own settings
         if self.recipe not in recipes.RECIPES:
             fail("recipe", f"must be one of {tuple(recipes.RECIPES)}, got {self.recipe!r}")
         if self.matmul_precision not in MATMUL_PRECISIONS:
@@ -125,15 +135,13 @@ class Config:
                 fail("sweep", f"{name} needs one or more distinct values, got {list(values)}")
             for value in values:
                 (_check_beta if name == "beta" else _check_learning_rate)("sweep", value, f"{name} value ")
-        members = self.num_seeds * int(np.prod([len(v) for _, v in self.sweep]))
-        member_bytes = 3 * 4 * sum(int(np.prod(s)) for s in vae.parameter_shapes(self.model).values())
-        if members * member_bytes > _MEMBER_BYTES_LIMIT:
-            fail("num_seeds", f"and --sweep ask for {members} models, {members * member_bytes / 2**30:.0f} GiB of "
-                 f"parameters and optimiser state; the limit is {_MEMBER_BYTES_LIMIT / 2**30:.0f} GiB")
 
-    @property
-    def model(self) -> vae.VAEConfig:
-        return vae.VAEConfig(self.hidden_sizes, self.latent_dim, self.likelihood, self.activation)
+    def build_model(self, image_shape: tuple[int, ...]) -> vae.Model:
+        """The model these settings describe, for images of `image_shape` ((H, W) or (H, W, C))."""
+        image_shape = tuple(int(s) for s in image_shape)
+        if self.model == "conv":
+            return conv.Conv(self.channels, self.latent_dim, image_shape)
+        return mlp.MLP(self.hidden_sizes, self.latent_dim, self.activation, image_shape)
 
     @property
     def peak_learning_rate(self) -> float:
@@ -148,8 +156,9 @@ class Config:
 
     def run_definition(self) -> dict[str, Any]:
         """The settings a resumed run must share with its checkpoints: every field, except those that
-        may change on resume (epochs, unless the recipe's schedule depends on it)."""
-        flexible = {f.name for f in dataclasses.fields(Config) if f.metadata.get("resume_may_change")}
+        may change on resume (epochs, unless the recipe's schedule depends on it) and the model's
+        (`prepare` records the model itself: `aejax.models.registry.to_dict`)."""
+        flexible = {f.name for f in dataclasses.fields(Config) if f.metadata.get("resume_may_change")} | set(MODEL_FIELDS)
         if recipes.get(self.recipe).schedule_uses_epochs:
             flexible.discard("epochs")
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(Config) if f.name not in flexible}
@@ -199,6 +208,7 @@ class Writer(Protocol):
 class Program:
     """The static part of the compiled training program (hashable: a jit static argument)."""
 
+    model: vae.Model = mlp.MLP()
     likelihood: str = "bernoulli"
     recipe: str = "chapter"
     batch_size: int = 128
@@ -213,10 +223,10 @@ def _vmap(fn, mesh: Mesh | None):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "recipe"))
-def init_states(keys: jax.Array, model: vae.VAEConfig = vae.VAEConfig(), recipe: str = "chapter") -> TrainState:
+def init_states(keys: jax.Array, model: vae.Model = mlp.MLP(), recipe: str = "chapter") -> TrainState:
     """Stacked initial states (M, ...) of M models, one per initialisation key (M,)."""
     # The optimiser's state does not depend on the learning rate; 1.0 stands in for it.
-    return jax.vmap(lambda key: TrainState.create(vae.init(key, model), recipes.optimizer(recipe, 1.0)))(keys)
+    return jax.vmap(lambda key: TrainState.create(model.init(key), recipes.optimizer(recipe, 1.0)))(keys)
 
 
 def _step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array | None, hyper: dict,
@@ -227,7 +237,8 @@ def _step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Arra
                          "hyper learning_rate must be finite and > 0")
     rate = recipes.learning_rate(program.recipe, hyper["learning_rate"], state.step, program.steps_per_epoch,
                                  program.epochs)
-    value, grads = jax.value_and_grad(vae.loss)(state.params, batch, key, hyper["beta"], weights, program.likelihood)
+    value, grads = jax.value_and_grad(vae.loss, argnums=1)(program.model, state.params, batch, key, hyper["beta"],
+                                                           weights, program.likelihood)
     return state.apply_gradients(grads, recipes.optimizer(program.recipe, rate)), {"loss": value}
 
 
@@ -261,12 +272,13 @@ def train_epoch(states: TrainState, hyper: dict, images: jax.Array, keys: jax.Ar
     return _vmap(member_epoch, program.mesh)(states, hyper, keys)
 
 
-@functools.partial(jax.jit, static_argnames=("likelihood", "mesh"))
-def _evaluate(params, images, keys, beta, likelihood: str, mesh: Mesh | None = None) -> Metrics:
-    return _vmap(lambda p, k, b: vae.evaluate(p, images, k, beta=b, likelihood=likelihood), mesh)(params, keys, beta)
+@functools.partial(jax.jit, static_argnames=("model", "likelihood", "mesh"))
+def _evaluate(params, images, keys, beta, model: vae.Model, likelihood: str, mesh: Mesh | None = None) -> Metrics:
+    return _vmap(lambda p, k, b: vae.evaluate(model, p, images, k, beta=b, likelihood=likelihood), mesh)(
+        params, keys, beta)
 
 
-def evaluate_members(params: Any, images: np.ndarray, members: Sequence[Member], likelihood: str,
+def evaluate_members(model: vae.Model, params: Any, images: np.ndarray, members: Sequence[Member], likelihood: str,
                      key_name: str = "test") -> dict[str, np.ndarray]:
     """Mean loss, reconstruction, kl, rounded_accuracy (each (M,)) of stacked params on `images`.
 
@@ -278,7 +290,7 @@ def evaluate_members(params: Any, images: np.ndarray, members: Sequence[Member],
         x = likelihoods.binarize_for_evaluation(x, "test" if key_name == "test" else "validation")
     keys = member_keys([m.seed for m in members])[key_name]
     beta = jnp.asarray([m.beta for m in members], jnp.float32)
-    return {k: np.asarray(v) for k, v in _evaluate(params, x, keys, beta, likelihood).items()}
+    return {k: np.asarray(v) for k, v in _evaluate(params, x, keys, beta, model=model, likelihood=likelihood).items()}
 
 
 @jax.jit
@@ -291,6 +303,7 @@ class FitResult:
     """What `fit` returns. Arrays have a leading member axis M (1 for a single run)."""
 
     config: Config
+    model: vae.Model
     members: list[Member]
     params: Any  # NumPy pytree (M, ...): the best epoch's with early stopping, else the last epoch's
     history: dict[str, np.ndarray]  # name -> (M, epochs) float64; NaN after a member stopped or diverged
@@ -330,8 +343,30 @@ def fingerprint(images: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def check(config: Config, num_images: int) -> None:
-    """The checks of `config` that depend on the data's size and the devices; ConfigError if one fails."""
+def check_model(model: Any, image_shape: tuple[int, ...]) -> None:
+    """UsageError unless `model` has what `vae.Model` asks, is hashable and takes images of `image_shape`."""
+    missing = [name for name in ("init", "encode", "decode_logits") if not callable(getattr(model, name, None))]
+    missing += [name for name in ("latent_dim", "image_shape") if not hasattr(model, name)]
+    if missing:
+        raise UsageError(f"model must have init, encode, decode_logits, latent_dim and image_shape "
+                         f"(aejax.models.vae.Model); {type(model).__name__} lacks {missing}")
+    try:
+        hash(model)
+    except TypeError:
+        raise UsageError(f"model must be hashable (a frozen dataclass, e.g. aejax.models.vae.FlaxVAE), got a "
+                         f"{type(model).__name__}") from None
+    if tuple(model.image_shape) != tuple(image_shape):
+        raise UsageError(f"model takes images of shape {tuple(model.image_shape)}, but the training images have "
+                         f"shape {tuple(image_shape)}")
+
+
+def check(config: Config, num_images: int, model: vae.Model) -> None:
+    """The checks of `config` that depend on the data, the model and the devices; ConfigError if one fails."""
+    members = len(config.members())
+    member_bytes = 3 * _bytes(jax.eval_shape(model.init, jax.random.key(0)))
+    if members * member_bytes > _MEMBER_BYTES_LIMIT:
+        fail("num_seeds", f"and --sweep ask for {members} models, {members * member_bytes / 2**30:.0f} GiB of "
+             f"parameters and optimiser state; the limit is {_MEMBER_BYTES_LIMIT / 2**30:.0f} GiB")
     if config.num_validation >= num_images:
         fail("num_validation", f"must be smaller than the {num_images} training images, got {config.num_validation}")
     if config.batch_size > num_images - config.num_validation:
@@ -345,6 +380,7 @@ class Plan:
     """A population ready to train: the split data, the keys, and the compiled epoch (`prepare`)."""
 
     config: Config
+    model: vae.Model
     members: list[Member]
     program: Program
     fit_images: np.ndarray
@@ -354,24 +390,28 @@ class Plan:
     validate: Any  # validate(params, images, keys, beta) -> metrics, compiled
 
 
-def prepare(config: Config, train_images: np.ndarray) -> Plan:
+def prepare(config: Config, train_images: np.ndarray, model: vae.Model | None = None) -> Plan:
     """Everything `fit` does before training, with every check that can fail up front: the config
     against the data and the devices, and the compiled epoch against the memory available (XLA's
-    memory analysis), so that a script can call it before it writes anything. ConfigError if not."""
-    check(config, len(train_images))
+    memory analysis), so that a script can call it before it writes anything. ConfigError if not.
+    `model`: a model of the caller's (`aejax.models.vae.Model`) in place of the one the config names."""
     images = data.unit_float_images("train_images", train_images)
+    if model is None:
+        model = config.build_model(images.shape[1:])
+    check_model(model, images.shape[1:])
+    check(config, len(images), model)
     fit_images, val_images = data.train_validation_split(images, config.num_validation)
     members = config.members()
     mesh = parallel.training_mesh(len(members))
     steps_per_epoch = ceil_div(len(fit_images), config.batch_size)
-    program = Program(config.likelihood, config.recipe, config.batch_size, steps_per_epoch, config.epochs,
+    program = Program(model, config.likelihood, config.recipe, config.batch_size, steps_per_epoch, config.epochs,
                       len(fit_images), mesh)
     if config.likelihood == "binarized":
         val_images = np.asarray(likelihoods.binarize_for_evaluation(val_images, "validation"))
     with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
         epoch, validate = _compile(config, program, members, fit_images, val_images)
-    return Plan(config, members, program, fit_images, val_images,
-                {**config.run_definition(), "data_sha256": fingerprint(train_images)}, epoch, validate)
+    definition = {**config.run_definition(), "model": registry.to_dict(model), "data_sha256": fingerprint(train_images)}
+    return Plan(config, model, members, program, fit_images, val_images, definition, epoch, validate)
 
 
 def fit(
@@ -383,9 +423,11 @@ def fit(
     keep_checkpoints: int = 3,
     writers: Sequence[Writer] = (),
     progress: bool = True,
+    model: vae.Model | None = None,
     plan: Plan | None = None,
 ) -> FitResult:
-    """Trains the population that `config` describes on `train_images` (N, 28, 28), uint8 or in [0, 1].
+    """Trains the population that `config` describes on `train_images` (N, H, W) or (N, H, W, C),
+    uint8 or in [0, 1]; `model` (`aejax.models.vae.Model`), if given, in place of the config's.
 
     The last `config.num_validation` images validate after every epoch (with the full beta; fixed
     keys, so curves differ only through the parameters). With `checkpoint_dir`, the state after
@@ -401,9 +443,9 @@ def fit(
     """
     _check_arguments(checkpoint_dir, resume, keep_checkpoints, writers)
     if plan is None:
-        plan = prepare(config, train_images)
-    elif plan.config != config:
-        raise UsageError("plan was prepared for another config: pass prepare(config, train_images)")
+        plan = prepare(config, train_images, model)
+    elif plan.config != config or (model is not None and plan.model != model):
+        raise UsageError("plan was prepared for another config or model: pass prepare(config, train_images, model)")
     program, members, fit_images, val_images, definition = (plan.program, plan.members, plan.fit_images,
                                                             plan.val_images, plan.definition)
     size, mesh, steps_per_epoch = len(members), program.mesh, program.steps_per_epoch
@@ -414,7 +456,7 @@ def fit(
     writer_process = jax.process_index() == 0
 
     with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
-        states = init_states(keys["init"], config.model, config.recipe)
+        states = init_states(keys["init"], plan.model, config.recipe)
         # A copy: the state's buffers are donated to the next epoch.
         tree = {"state": states, "best_params": jax.tree.map(jnp.copy, states.params)} if patience else {"state": states}
         tracker = _Tracker(size, patience, config.kl_warmup_epochs)
@@ -445,7 +487,8 @@ def fit(
             tree = parallel.put(parallel.to_host(tree), parallel.sharding(mesh, parallel.MEMBERS))
         del fit_images
 
-        bar = tqdm(range(start_epoch, config.epochs), desc=f"VAE ({config.recipe}, {size} model{'s' * (size > 1)})",
+        name = getattr(plan.model, "NAME", "custom")
+        bar = tqdm(range(start_epoch, config.epochs), desc=f"VAE {name} ({config.recipe}, {size} model{'s' * (size > 1)})",
                    unit="epoch", file=sys.stdout, dynamic_ncols=True, initial=start_epoch, total=config.epochs,
                    disable=not (progress and writer_process))
         start = time.perf_counter()
@@ -485,7 +528,7 @@ def fit(
 
     params = parallel.to_host(tree["best_params"] if patience else tree["state"].params)
     return FitResult(
-        config=config, members=members, params=params, history=tracker.history_arrays(), epochs_run=epochs_run,
+        config=config, model=plan.model, members=members, params=params, history=tracker.history_arrays(), epochs_run=epochs_run,
         best_epoch=np.asarray(tracker.best_epoch) if patience else None, diverged=tracker.diverged,
         seconds=seconds, examples_trained=program.num_examples * sum(tracker.epochs_trained(start_epoch, epochs_run)),
         total_seconds=tracker.seconds_total, invocations=tracker.invocations,
@@ -526,27 +569,28 @@ def _compile(config: Config, program: Program, members: Sequence[Member], fit_im
     arrays (the check of the whole program is then a bound)."""
     keys = member_keys([m.seed for m in members])
     size = len(members)
-    states = jax.eval_shape(functools.partial(init_states, model=config.model, recipe=config.recipe), keys["init"])
+    states = jax.eval_shape(functools.partial(init_states, model=program.model, recipe=config.recipe), keys["init"])
     shaped = functools.partial(jax.tree.map, lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype))
     vector = jax.ShapeDtypeStruct((size,), np.float32)
     epoch_keys = jax.eval_shape(jax.vmap(epoch_key, (0, None)), keys["train"], 0)
     epoch = train_epoch.lower(states, {"beta": vector, "learning_rate": vector}, shaped(fit_images), epoch_keys,
                               program).compile()
     validate = _evaluate.lower(states.params, shaped(val_images), shaped(keys["validation"]), vector,
-                               likelihoods.pixel_kind(config.likelihood), None).compile()
+                               model=program.model, likelihood=likelihoods.pixel_kind(config.likelihood)).compile()
     available = parallel.available_memory()
     needed = [_needed_bytes(epoch), _needed_bytes(validate)]
     if available is not None and None not in needed:
         needed[1] += _bytes(states) - _bytes(states.params)
         if max(needed) > available:
             which = "one epoch's" if needed[0] >= needed[1] else "the validation's"
-            fail("latent_dim", f"with --hidden-sizes {','.join(map(str, config.hidden_sizes))}, {size} model(s) and "
+            fail("latent_dim", f"with the model ({vae.describe(program.model)}), {size} model(s) and "
                  f"--batch-size {config.batch_size}: {which} compiled program needs {max(needed) / 2**30:.1f} GiB, "
                  f"and this machine has {available / 2**30:.1f} GiB available; choose a smaller model or population")
     if program.mesh is None:
         return epoch, validate
     return (functools.partial(train_epoch, program=program),
-            functools.partial(_evaluate, likelihood=likelihoods.pixel_kind(config.likelihood), mesh=program.mesh))
+            functools.partial(_evaluate, model=program.model, likelihood=likelihoods.pixel_kind(config.likelihood),
+                              mesh=program.mesh))
 
 
 def _check_same_run(recorded: dict, definition: dict, path: Path) -> None:
