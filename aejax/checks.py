@@ -32,10 +32,10 @@ def checked(fn: Callable) -> Callable:
     """`fn` with its value checks on: aejax's own (images in [0, 1], finite parameters) and a NaN
     produced by any operation. A failed check raises `checkify.JaxRuntimeError` naming it.
 
-    Pass static arguments (k, num_samples, likelihood, …) with functools.partial first. The checks
+    Pass static arguments (the model, k, num_samples, likelihood, …) with functools.partial first. The checks
     cost a little time, so the normal entry points do not use them.
 
-    >>> loss = checked(vae.loss)
+    >>> loss = checked(functools.partial(vae.loss, model))
     >>> loss(params, images_0_to_255_as_float, key)   # raises: images must lie in [0, 1]
     """
     checkified = checkify.checkify(fn, errors=checkify.user_checks | checkify.nan_checks)

@@ -40,7 +40,7 @@ from aejax.evaluation import metrics
 from aejax.io.files import write_json
 from aejax.io.streams import tolerant_output
 from aejax.models import likelihoods, vae
-from aejax.training import fit
+from aejax.training import fit, population
 from benchmarks import throughput
 
 FULL = {"matmul": 8192, "batch_sizes": [128, 512, 2048, 8192, 32768, 65536],
@@ -79,12 +79,12 @@ def training(images: np.ndarray, batch_sizes: list[int], sizes: list[int], repea
     for batch_size, size in cases:
         n = _examples(batch_size, len(images)) if size == 1 else len(images)
         rows = jnp.asarray(np.resize(images, (n,) + images.shape[1:]))
-        states, hyper, keys = throughput.population(size)
-        program = fit.Program(batch_size=batch_size)
+        states, hyper, keys = throughput.chapter_population(size)
+        program = population.Program(batch_size=batch_size)
         start = time.perf_counter()
-        compiled = fit.train_epoch.lower(states, hyper, rows, keys, program).compile()
+        compiled = population.train_epoch.lower(states, hyper, rows, keys, program).compile()
         compile_s = time.perf_counter() - start
-        seconds = _median_seconds(lambda: compiled(throughput.population(size)[0], hyper, rows, keys), repeats)
+        seconds = _median_seconds(lambda: compiled(throughput.chapter_population(size)[0], hyper, rows, keys), repeats)
         if batch_size not in flops:
             flops[batch_size] = throughput._compiled_flops(batch_size) or throughput.HAND_FLOPS_PER_EXAMPLE
         rate = size * n / seconds

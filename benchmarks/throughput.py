@@ -4,7 +4,7 @@
                                      --peers all --peer-python .venv-peers/bin/python --json out.json]
 
 Training: median examples/s over `--epochs` timed epochs after one compile epoch, for (a) the
-jitted `fit.train_step` called once per batch from Python and (b) `fit.train_epoch`, a whole
+jitted `population.train_step` called once per batch from Python and (b) `population.train_epoch`, a whole
 epoch in one `lax.scan` with the data on the device, for each `--population-sizes` P: P models
 (seeds 0 … P-1) trained together in one compiled program, reported as aggregate and per-model
 examples/s and the program's device memory (XLA's memory analysis). FLOPs per example come from
@@ -40,7 +40,7 @@ from aejax.evaluation import metrics
 from aejax.io.files import check_writable, write_json
 from aejax.io.streams import tolerant_output
 from aejax.models import linear_ae, mlp, vae
-from aejax.training import fit, recipes
+from aejax.training import population, recipes
 from aejax.training.train import TrainState, run_epoch
 
 # Hand count of the chapter VAE's matmul FLOPs per example (2 per multiply-add): forward through
@@ -85,17 +85,17 @@ def _fresh_state(params):
 def _compiled_flops(batch_size: int) -> float | None:
     state = _fresh_state(CHAPTER.init(jax.random.key(0)))
     batch = jnp.zeros((batch_size, 28, 28))
-    analysis = fit.train_step.lower(state, batch, jax.random.key(1), CHAPTER_HYPER).compile().cost_analysis()
+    analysis = population.train_step.lower(state, batch, jax.random.key(1), CHAPTER_HYPER).compile().cost_analysis()
     if isinstance(analysis, list):
         analysis = analysis[0] if analysis else None
     return float(analysis["flops"]) / batch_size if analysis and "flops" in analysis else None
 
 
-def population(size: int) -> tuple[TrainState, dict, jax.Array]:
+def chapter_population(size: int) -> tuple[TrainState, dict, jax.Array]:
     """`size` chapter models (seeds 0 … size-1): stacked states, hyperparameters and epoch keys."""
-    keys = fit.member_keys(range(size))
+    keys = population.member_keys(range(size))
     hyper = {name: jnp.full(size, value, jnp.float32) for name, value in CHAPTER_HYPER.items()}
-    return fit.init_states(keys["init"]), hyper, keys["train"]
+    return population.init_states(keys["init"]), hyper, keys["train"]
 
 
 def _memory(compiled) -> int | None:
@@ -162,17 +162,17 @@ def gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int,
                            population_sizes: list[int] = (1,)) -> list[dict]:
-    """The scanned epoch for each population size (one compiled program: `fit.train_epoch`), and a
+    """The scanned epoch for each population size (one compiled program: `population.train_epoch`), and a
     single model's jitted step called once per batch from Python. Compilation is timed apart."""
     n = images.shape[0]
-    program = fit.Program(batch_size=batch_size)
+    program = population.Program(batch_size=batch_size)
     records = []
     for size in population_sizes:
-        states, hyper, keys = population(size)
+        states, hyper, keys = chapter_population(size)
         start = time.perf_counter()
-        compiled = fit.train_epoch.lower(states, hyper, images, keys, program).compile()
+        compiled = population.train_epoch.lower(states, hyper, images, keys, program).compile()
         compile_s = time.perf_counter() - start
-        _, timings = _time(lambda: compiled(population(size)[0], hyper, images, keys), repeats)
+        _, timings = _time(lambda: compiled(chapter_population(size)[0], hyper, images, keys), repeats)
         median = statistics.median(timings)
         records.append({"name": "vae_train_scan_epoch", "batch_size": batch_size, "population": size,
                         "compile_s": compile_s, "timings_s": timings, "examples_per_sec": size * n / median,
@@ -185,7 +185,7 @@ def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int,
     def per_step_epoch():
         nonlocal state
         for i, batch in enumerate(batches):
-            state, step_metrics = fit.train_step(state, batch, jax.random.key(i), CHAPTER_HYPER)
+            state, step_metrics = population.train_step(state, batch, jax.random.key(i), CHAPTER_HYPER)
         return step_metrics
 
     compile_s, timings = _time(per_step_epoch, repeats)

@@ -32,7 +32,7 @@ from aejax.io import checkpoint, params_file, runs, writers
 from aejax.io.files import write_json
 from aejax.data import sources
 from aejax.models import likelihoods, registry, vae
-from aejax.training import fit
+from aejax.training import fit, population
 from experiments import common
 
 KIND = "vae_fashion_mnist"
@@ -114,7 +114,7 @@ def figures(result: fit.FitResult, member: int, test_images: np.ndarray, out: Pa
     """The chapter's figures (generation, interpolation, reconstructions) of `member`, a healthy one."""
     params, model = result.member_params(member), result.model
     likelihood = result.config.likelihood
-    keys = fit.member_keys([result.members[member].seed])["figures"][0]
+    keys = population.member_keys([result.members[member].seed])["figures"][0]
     generate_key, grid_key, reconstruction_key = jax.random.split(keys, 3)
     generated = np.asarray(vae.generate(model, params, generate_key, 12, likelihood))
     plotting.save_figure(plotting.image_grid(generated, 4), out / FIGURES[0])
@@ -202,7 +202,7 @@ def run(config: Config) -> int:
 def results(config: Config, result: fit.FitResult, test_images: np.ndarray, digests: list[str],
             environment: dict) -> dict:
     """metrics.json: the run's settings and environment, each member's results, and their summary."""
-    test = fit.evaluate_members(result.model, result.params, test_images, result.members, config.likelihood)
+    test = population.evaluate_members(result.model, result.params, test_images, result.members, config.likelihood)
     rows = []
     for i, member in enumerate(result.members):
         finite = result.diverged[i] is None or result.best_epoch is not None and result.best_epoch[i] > 0

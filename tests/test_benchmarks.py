@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from aejax.training import fit
+from aejax.training import population
 from aejax.training.train import TrainState
 from benchmarks import accelerator, throughput
 
@@ -56,7 +56,7 @@ def test_the_matmul_ceiling_runs_exactly_the_models_matmuls():
     # matmuls (shapes and contraction dimensions, hence the same kernels), in the same epoch loop.
     batch, key = jnp.zeros((128, 28, 28)), jax.random.key(0)
     state = throughput._fresh_state(throughput.CHAPTER.init(key))
-    model = jax.make_jaxpr(lambda s: fit.train_step.__wrapped__(s, batch, key, throughput.CHAPTER_HYPER))(state)
+    model = jax.make_jaxpr(lambda s: population.train_step.__wrapped__(s, batch, key, throughput.CHAPTER_HYPER))(state)
     skeleton_state = TrainState(jnp.zeros((), jnp.int32), [jnp.ones(s) for s in throughput.MATMUL_SHAPES], ())
     skeleton = jax.make_jaxpr(lambda s: throughput.skeleton_step(s, batch, key, jnp.ones(128)))(skeleton_state)
     assert len(_matmuls(model.jaxpr)) == 20

@@ -236,7 +236,7 @@ def test_records_say_what_ran_and_sweeps_do_not_hide_a_flag(subset_dir, tmp_path
 
 def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_step(subset_dir, tmp_path):
     from aejax import checks, data
-    from aejax.training import fit
+    from aejax.training import fit, population
 
     images, _ = data.load_fashion_mnist("train", subset_dir)
     config = fit.Config(hidden_sizes=[32], latent_dim=2, epochs=1, batch_size=60, num_validation=120,
@@ -253,11 +253,11 @@ def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_ste
     import jax
 
     model = config.build_model((28, 28))
-    state = jax.tree.map(lambda x: x[0], fit.init_states(fit.member_keys([0])["init"], model))
-    step = checks.checked(fit.train_step)  # the value checks of the compiled step, on request
+    state = jax.tree.map(lambda x: x[0], population.init_states(population.member_keys([0])["init"], model))
+    step = checks.checked(population.train_step)  # the value checks of the compiled step, on request
     with pytest.raises(Exception, match="hyper learning_rate must be finite"):
         step(state, data.to_unit_float(images[:8]), jax.random.key(0), {"beta": 1.0, "learning_rate": float("nan")},
-             program=fit.Program(model=model))
+             program=population.Program(model=model))
 
 
 # ----- a bug is reported as a bug -----
@@ -265,12 +265,12 @@ def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_ste
 def test_a_bug_is_exit_1_with_its_traceback_kept_never_called_bad_input(subset_dir, tmp_path, capsys, monkeypatch):
     """An error that is not one of aejax.errors' bad-input types is aejax's (or a library's) bug:
     one line saying so, exit 1, and the traceback kept in the run folder, never "exit 2, your input"."""
-    from aejax.training import fit
+    from aejax.training import population
 
     def broken(*args, **kwargs):
         raise ValueError("an internal shape mismatch")  # what a JAX or aejax bug raises
 
-    monkeypatch.setattr(fit, "evaluate_members", broken)
+    monkeypatch.setattr(population, "evaluate_members", broken)
     out = tmp_path / "bug"
     code, err = run_main(vae_fashion_mnist.main, _flags(subset_dir, out), capsys)
     assert code == 1, err

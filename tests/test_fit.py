@@ -12,7 +12,7 @@ from aejax import data
 from aejax.config import ConfigError
 from aejax.io import checkpoint
 from aejax.models import mlp, vae
-from aejax.training import fit, train
+from aejax.training import fit, population, train
 
 SMALL = dict(epochs=2, batch_size=64, num_validation=120)
 ONE_EPOCH = {**SMALL, "epochs": 1}  # 600 training images: 10 steps of batch 64
@@ -24,7 +24,7 @@ def images(subset_dir):
 
 
 def _initial_params(seed: int):
-    return jax.tree.map(lambda leaf: leaf[0], fit.init_states(fit.member_keys([seed])["init"]).params)
+    return jax.tree.map(lambda leaf: leaf[0], population.init_states(population.member_keys([seed])["init"]).params)
 
 
 def _assert_matches_run(population: fit.FitResult, index: int, single: fit.FitResult):
@@ -65,8 +65,8 @@ def test_members_match_single_runs_across_the_grid(images, grid):
 
 @pytest.mark.across_programs
 def test_the_tolerance_catches_a_wrong_seed_a_swapped_member_and_a_dropped_batch(images, grid):
-    _, population = grid
-    member = population.members[1]  # seed 43, lr 1e-3
+    _, trained = grid
+    member = trained.members[1]  # seed 43, lr 1e-3
     single = _single(images, member)
 
     initial = _initial_params(member.seed)
@@ -74,24 +74,24 @@ def test_the_tolerance_catches_a_wrong_seed_a_swapped_member_and_a_dropped_batch
     def same(params, losses):
         return tolerances.same_training(params, single.member_params(0), losses, single.history["loss"][0], initial)
 
-    assert same(population.member_params(1), population.history["loss"][1])
+    assert same(trained.member_params(1), trained.history["loss"][1])
     wrong_seed = _single(images, dataclasses.replace(member, seed=44))
     assert not same(wrong_seed.member_params(0), wrong_seed.history["loss"][0])
-    assert not same(population.member_params(3), population.history["loss"][3])  # seed 43 at lr 3e-3
-    assert not same(population.member_params(0), population.history["loss"][0])  # seed 42 at lr 1e-3
+    assert not same(trained.member_params(3), trained.history["loss"][3])  # seed 43 at lr 3e-3
+    assert not same(trained.member_params(0), trained.history["loss"][0])  # seed 42 at lr 1e-3
 
     # The same epoch as the jitted step called once per batch (another program: within the
     # tolerance), and the same with one batch left out (a bug: outside it).
     fit_images = data.unit_float_images("x", images)[:-ONE_EPOCH["num_validation"]]
-    keys = fit.member_keys([member.seed])
-    order, weights, step_keys = train.epoch_schedule(fit.epoch_key(keys["train"][0], 0), len(fit_images),
+    keys = population.member_keys([member.seed])
+    order, weights, step_keys = train.epoch_schedule(train.epoch_key(keys["train"][0], 0), len(fit_images),
                                                      ONE_EPOCH["batch_size"])
     hyper = {"beta": 1.0, "learning_rate": member.learning_rate}
     for dropped in (None, 4):
-        state = jax.tree.map(lambda leaf: leaf[0], fit.init_states(keys["init"]))
+        state = jax.tree.map(lambda leaf: leaf[0], population.init_states(keys["init"]))
         for step in range(len(order)):
             if step != dropped:
-                state, _ = fit.train_step(state, fit_images[order[step]], step_keys[step], hyper, weights[step])
+                state, _ = population.train_step(state, fit_images[order[step]], step_keys[step], hyper, weights[step])
         difference = tolerances.params_difference(state.params, single.member_params(0), initial)
         assert (difference <= tolerances.PARAMS_RTOL) == (dropped is None), difference
 
@@ -148,21 +148,8 @@ def test_early_stopping_keeps_each_members_best_epoch(images):
         if best + 2 <= len(losses):  # stopped: one epoch without improvement, then nothing recorded
             assert np.all(np.isnan(losses[best + 2:]))
     params = result.member_params(0)
-    evaluated = vae.evaluate(mlp.MLP(), params, data.unit_float_images("x", images[-120:]), fit.member_keys([42])["validation"][0])
+    evaluated = vae.evaluate(mlp.MLP(), params, data.unit_float_images("x", images[-120:]), population.member_keys([42])["validation"][0])
     assert float(evaluated["loss"]) == pytest.approx(result.final("val_loss")[0], rel=1e-6)
-
-
-def test_tracker_counts_patience_after_the_kl_warmup():
-    tracker = fit._Tracker(1, patience=2, warmup=3)
-    val = [0.9, 1.0, 1.1, 1.2, 1.3, 0.5]
-    for epoch, loss in enumerate(val):
-        tracker.record(epoch, {"loss": np.asarray([loss]), "first_nonfinite_step": np.asarray([-1])},
-                       {"loss": np.asarray([loss])})
-        if not tracker.active(0):
-            break
-    # Epochs 2 and 3 are inside the warm-up; epochs 4 and 5 exhaust the patience of 2.
-    assert tracker.best_epoch == [1] and tracker.stopped_after == [5]
-    assert [tracker.kl_weight(e) for e in range(4)] == [1 / 3, 2 / 3, 1.0, 1.0]
 
 
 def test_binarized_and_continuous_bernoulli_models_train(images):

@@ -16,7 +16,7 @@ import pytest
 
 from aejax.io import checkpoint
 from aejax.models import mlp
-from aejax.training import fit, recipes
+from aejax.training import population, recipes
 from aejax.training.train import TrainState
 from experiments import vae_fashion_mnist
 
@@ -134,10 +134,10 @@ def test_run_epoch_reports_the_first_nonfinite_step():
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), 64))
     expected_step = int(np.where(order == 37)[0][0]) // 8
     hyper = {"beta": jnp.ones(1), "learning_rate": jnp.full(1, 1e-3)}
-    program = fit.Program(batch_size=8)
+    program = population.Program(batch_size=8)
     for data, step in ((images, expected_step), (np.full((64, 28, 28), 0.5, np.float32), -1)):
-        states = fit.init_states(fit.member_keys([0])["init"])
-        _, metrics = fit.train_epoch(states, hyper, jnp.asarray(data), jnp.stack([key]), program)
+        states = population.init_states(population.member_keys([0])["init"])
+        _, metrics = population.train_epoch(states, hyper, jnp.asarray(data), jnp.stack([key]), program)
         assert int(metrics["first_nonfinite_step"][0]) == step
 
 

@@ -11,7 +11,7 @@ from jax.test_util import check_grads
 from aejax import checks, data
 from aejax.evaluation import metrics
 from aejax.models import mlp, vae
-from aejax.training import fit, recipes
+from aejax.training import fit, population, recipes
 from aejax.training.train import TrainState
 
 MODEL = mlp.MLP()
@@ -189,7 +189,7 @@ def test_generate_is_deterministic_per_key():
 def test_short_training_on_real_subset_lowers_validation_loss(subset_dir):
     images, _ = data.load_fashion_mnist("train", subset_dir)
     val = jnp.asarray(data.train_validation_split(data.to_unit_float(images), 120)[1])
-    before = float(vae.evaluate(MODEL, MODEL.init(fit.member_keys([11])["init"][0]), val, jax.random.key(12))["loss"])
+    before = float(vae.evaluate(MODEL, MODEL.init(population.member_keys([11])["init"][0]), val, jax.random.key(12))["loss"])
     result = fit.fit(fit.Config(epochs=8, batch_size=64, num_validation=120, seed=11), images, progress=False)
     after = vae.evaluate(MODEL, result.member_params(0), val, jax.random.key(12))
     # Measured 0.70 -> ~0.42 on this subset; 0.55 leaves margin yet fails if nothing is learned.
@@ -238,7 +238,7 @@ def test_beta_zero_is_reconstruction_only_and_gradients_flow():
     lambda x: vae.encode(MODEL, PARAMS, x),
     lambda x: vae.loss(MODEL, PARAMS, x, jax.random.key(0)),
     lambda x: metrics.elbo(MODEL, PARAMS, x, jax.random.key(0)),
-    lambda x: fit.train_step(TrainState.create(PARAMS, recipes.chapter_optimizer()), x, jax.random.key(0),
+    lambda x: population.train_step(TrainState.create(PARAMS, recipes.chapter_optimizer()), x, jax.random.key(0),
                              {"beta": 1.0, "learning_rate": 1e-3}),
 ], ids=["encode", "loss", "elbo", "train_step"])
 def test_uint8_images_and_wrong_shapes_are_refused_at_trace_time(call):

@@ -12,15 +12,13 @@ that seed does, so it trains the same model within float32 rounding: the two are
 programs, whose kernels may sum in another order (docs/reproducibility.md; tests/test_fit.py).
 A single run is a population of one.
 
-Keys of a member with seed s (unchanged since the chapter scripts): root = key(s);
-(train, test, figures) = split(root, 3); (init, shuffle+noise, validation) = split(train, 3);
-epoch e uses fold_in(shuffle+noise, e) (`aejax.training.train.run_epoch`).
+The compiled program is `aejax.training.population` (members' keys too), the host-side
+bookkeeping `aejax.training.tracking`; this module holds the config and the loop that drives them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import itertools
 import sys
@@ -32,17 +30,15 @@ from typing import Any, Protocol, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import checkify
-from jax.sharding import Mesh
 from tqdm import tqdm
 
 from aejax import data, parallel
 from aejax.config import check_types, fail, option
-from aejax.errors import ConfigError, RunDirError, UsageError
+from aejax.errors import RunDirError, UsageError
 from aejax.io import checkpoint
 from aejax.models import conv, likelihoods, mlp, registry, vae
-from aejax.training import recipes
-from aejax.training.train import Metrics, TrainState, ceil_div, epoch_key, run_epoch
+from aejax.training import population, recipes, tracking
+from aejax.training.train import ceil_div, epoch_key
 
 SWEEPABLE = ("beta", "learning_rate")
 MODEL_FIELDS = ("model", "hidden_sizes", "channels", "latent_dim", "activation")  # what `Config.build_model` reads
@@ -187,115 +183,12 @@ class Member:
     learning_rate: float
 
 
-def member_keys(seeds: Sequence[int]) -> dict[str, jax.Array]:
-    """Per-member keys (M,) named init / train / validation / test / figures (see the module docstring)."""
-    def derive(seed):
-        train, test, figures = jax.random.split(jax.random.key(seed), 3)
-        init, shuffle, validation = jax.random.split(train, 3)
-        return {"init": init, "train": shuffle, "validation": validation, "test": test, "figures": figures}
-    return jax.vmap(derive)(jnp.asarray(seeds, jnp.uint32))
-
-
 class Writer(Protocol):
     """Receives each epoch's metrics as they happen (`aejax.io.writers`); the caller closes it."""
 
     def write(self, epoch: int, records: list[dict[str, Any]]) -> None: ...
 
     def close(self) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class Program:
-    """The static part of the compiled training program (hashable: a jit static argument)."""
-
-    model: vae.Model = mlp.MLP()
-    likelihood: str = "bernoulli"
-    recipe: str = "chapter"
-    batch_size: int = 128
-    steps_per_epoch: int = 1  # with `epochs`, what the recipe's schedule needs
-    epochs: int = 1
-    num_examples: int | None = None  # real rows of a padded, row-sharded dataset (None: all rows)
-    mesh: Mesh | None = None
-
-
-def _vmap(fn, mesh: Mesh | None):
-    return jax.vmap(fn, spmd_axis_name=parallel.MEMBERS if mesh is not None else None)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "recipe"))
-def init_states(keys: jax.Array, model: vae.Model = mlp.MLP(), recipe: str = "chapter") -> TrainState:
-    """Stacked initial states (M, ...) of M models, one per initialisation key (M,)."""
-    # The optimiser's state does not depend on the learning rate; 1.0 stands in for it.
-    return jax.vmap(lambda key: TrainState.create(model.init(key), recipes.optimizer(recipe, 1.0)))(keys)
-
-
-def _step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array | None, hyper: dict,
-          program: Program) -> tuple[TrainState, Metrics]:
-    # Value checks for `checks.checked` (a notebook's own hyperparameters); they compile away otherwise.
-    checkify.debug_check(jnp.isfinite(hyper["beta"]) & (hyper["beta"] >= 0), "hyper beta must be finite and >= 0")
-    checkify.debug_check(jnp.isfinite(hyper["learning_rate"]) & (hyper["learning_rate"] > 0),
-                         "hyper learning_rate must be finite and > 0")
-    rate = recipes.learning_rate(program.recipe, hyper["learning_rate"], state.step, program.steps_per_epoch,
-                                 program.epochs)
-    value, grads = jax.value_and_grad(vae.loss, argnums=1)(program.model, state.params, batch, key, hyper["beta"],
-                                                           weights, program.likelihood)
-    return state.apply_gradients(grads, recipes.optimizer(program.recipe, rate)), {"loss": value}
-
-
-@functools.partial(jax.jit, static_argnames=("program",), donate_argnums=(0,))
-def train_step(state: TrainState, batch: jax.Array, key: jax.Array, hyper: dict, weights: jax.Array | None = None,
-               program: Program = Program()) -> tuple[TrainState, Metrics]:
-    """One optimiser step of one model on a batch (B, 28, 28) in [0, 1]; metrics {"loss": batch mean}.
-
-    hyper: {"beta": scalar, "learning_rate": the recipe's peak rate}. `weights` (B,) of 0/1 mark
-    the real rows of a padded batch.
-    """
-    return _step(state, batch, key, weights, hyper, program)
-
-
-@functools.partial(jax.jit, static_argnames=("program",), donate_argnums=(0,))
-def train_epoch(states: TrainState, hyper: dict, images: jax.Array, keys: jax.Array, program: Program
-                ) -> tuple[TrainState, Metrics]:
-    """One shuffled epoch of every member, in one compiled program: `vmap` over the stacked states,
-    hyperparameters {"beta", "learning_rate"} (M,) and epoch keys (M,); `images` (N, 28, 28) shared.
-
-    Returns the new states and each member's epoch metrics (M,): the example-weighted mean loss and
-    "first_nonfinite_step" (`aejax.training.train.run_epoch`).
-    """
-    def member_epoch(state, hyper, key):
-        def step(state, batch, step_key, weights):
-            return _step(state, batch, step_key, weights, hyper, program)
-        if program.mesh is not None:
-            step = parallel.data_parallel(step, program.mesh)
-        rows = images if program.num_examples is None else images[:program.num_examples]
-        return run_epoch(step, state, rows, key, program.batch_size)
-    return _vmap(member_epoch, program.mesh)(states, hyper, keys)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "likelihood", "mesh"))
-def _evaluate(params, images, keys, beta, model: vae.Model, likelihood: str, mesh: Mesh | None = None) -> Metrics:
-    return _vmap(lambda p, k, b: vae.evaluate(model, p, images, k, beta=b, likelihood=likelihood), mesh)(
-        params, keys, beta)
-
-
-def evaluate_members(model: vae.Model, params: Any, images: np.ndarray, members: Sequence[Member], likelihood: str,
-                     key_name: str = "test") -> dict[str, np.ndarray]:
-    """Mean loss, reconstruction, kl, rounded_accuracy (each (M,)) of stacked params on `images`.
-
-    Each member uses its own `key_name` key and beta; a "binarized" model's images are binarized
-    once with the fixed test key (`likelihoods.binarize_for_evaluation`).
-    """
-    x = jnp.asarray(data.unit_float_images("images", images))
-    if likelihood == "binarized":
-        x = likelihoods.binarize_for_evaluation(x, "test" if key_name == "test" else "validation")
-    keys = member_keys([m.seed for m in members])[key_name]
-    beta = jnp.asarray([m.beta for m in members], jnp.float32)
-    return {k: np.asarray(v) for k, v in _evaluate(params, x, keys, beta, model=model, likelihood=likelihood).items()}
-
-
-@jax.jit
-def _keep_improved(best, params, improved):
-    return jax.tree.map(lambda b, p: jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b), best, params)
 
 
 @dataclasses.dataclass
@@ -331,10 +224,6 @@ def _member_dicts(members: Sequence[Member]) -> list[dict]:
     return [dataclasses.asdict(m) for m in members]
 
 
-def _nan_to_none(values) -> list:
-    return [None if not np.isfinite(v) else float(v) for v in values]
-
-
 def fingerprint(images: np.ndarray) -> str:
     """SHA-256 of an image array's dtype, shape and bytes: what identifies the training data."""
     images = np.ascontiguousarray(images)
@@ -363,7 +252,7 @@ def check_model(model: Any, image_shape: tuple[int, ...]) -> None:
 def check(config: Config, num_images: int, model: vae.Model) -> None:
     """The checks of `config` that depend on the data, the model and the devices; ConfigError if one fails."""
     members = len(config.members())
-    member_bytes = 3 * _bytes(jax.eval_shape(model.init, jax.random.key(0)))
+    member_bytes = 3 * population.tree_bytes(jax.eval_shape(model.init, jax.random.key(0)))
     if members * member_bytes > _MEMBER_BYTES_LIMIT:
         fail("num_seeds", f"and --sweep ask for {members} models, {members * member_bytes / 2**30:.0f} GiB of "
              f"parameters and optimiser state; the limit is {_MEMBER_BYTES_LIMIT / 2**30:.0f} GiB")
@@ -382,7 +271,7 @@ class Plan:
     config: Config
     model: vae.Model
     members: list[Member]
-    program: Program
+    program: population.Program
     fit_images: np.ndarray
     val_images: np.ndarray  # binarized once with the validation key for "binarized"
     definition: dict  # what a resume must share: the settings and the data's fingerprint
@@ -404,12 +293,12 @@ def prepare(config: Config, train_images: np.ndarray, model: vae.Model | None = 
     members = config.members()
     mesh = parallel.training_mesh(len(members))
     steps_per_epoch = ceil_div(len(fit_images), config.batch_size)
-    program = Program(model, config.likelihood, config.recipe, config.batch_size, steps_per_epoch, config.epochs,
+    program = population.Program(model, config.likelihood, config.recipe, config.batch_size, steps_per_epoch, config.epochs,
                       len(fit_images), mesh)
     if config.likelihood == "binarized":
         val_images = np.asarray(likelihoods.binarize_for_evaluation(val_images, "validation"))
     with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
-        epoch, validate = _compile(config, program, members, fit_images, val_images)
+        epoch, validate = population.compile_programs(program, [m.seed for m in members], fit_images, val_images)
     definition = {**config.run_definition(), "model": registry.to_dict(model), "data_sha256": fingerprint(train_images)}
     return Plan(config, model, members, program, fit_images, val_images, definition, epoch, validate)
 
@@ -449,17 +338,17 @@ def fit(
     program, members, fit_images, val_images, definition = (plan.program, plan.members, plan.fit_images,
                                                             plan.val_images, plan.definition)
     size, mesh, steps_per_epoch = len(members), program.mesh, program.steps_per_epoch
-    keys = member_keys([m.seed for m in members])
+    keys = population.member_keys([m.seed for m in members])
     beta = np.asarray([m.beta for m in members], np.float32)
     hyper = {"beta": beta, "learning_rate": np.asarray([m.learning_rate for m in members], np.float32)}
     patience = config.early_stopping_patience
     writer_process = jax.process_index() == 0
 
     with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
-        states = init_states(keys["init"], plan.model, config.recipe)
+        states = population.init_states(keys["init"], plan.model, config.recipe)
         # A copy: the state's buffers are donated to the next epoch.
         tree = {"state": states, "best_params": jax.tree.map(jnp.copy, states.params)} if patience else {"state": states}
-        tracker = _Tracker(size, patience, config.kl_warmup_epochs)
+        tracker = tracking.Tracker(size, patience, config.kl_warmup_epochs)
         start_epoch = 0
         if checkpoint_dir is not None:
             existing = checkpoint.list_checkpoints(checkpoint_dir)
@@ -473,7 +362,7 @@ def fit(
                     tree, start_epoch, extra, path = restored
                     if start_epoch > config.epochs:
                         fail("epochs", f"{config.epochs} is less than the {start_epoch} epochs already in {path}")
-                    tracker = _Tracker.from_json(extra["tracker"], patience, config.kl_warmup_epochs)
+                    tracker = tracking.Tracker.from_json(extra["tracker"], patience, config.kl_warmup_epochs)
             elif existing:
                 raise RunDirError(f"{checkpoint_dir} already holds checkpoints ({existing[-1].name}); resume them or "
                                  "choose an empty directory")
@@ -508,7 +397,7 @@ def fit(
             if tracker.all_diverged():
                 _raise_diverged(tracker.diverged[0], steps_per_epoch, checkpoint_dir, population=size)
             if patience:
-                tree["best_params"] = _keep_improved(tree["best_params"], states.params, jnp.asarray(tracker.improved))
+                tree["best_params"] = population.keep_improved(tree["best_params"], states.params, jnp.asarray(tracker.improved))
             epochs_run = epoch + 1
             # The writers first: a run stopped between the two resumes from the previous checkpoint
             # and writes this epoch again (the writers drop its first lines); the other order would
@@ -548,51 +437,6 @@ def _check_arguments(checkpoint_dir, resume: bool, keep_checkpoints: int, writer
             raise UsageError(f"writers must have write(epoch, records) and close() (aejax.io.writers), got {writer!r}")
 
 
-def _bytes(tree) -> int:
-    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
-
-
-def _needed_bytes(compiled) -> int | None:
-    memory = compiled.memory_analysis()
-    if memory is None:
-        return None
-    return (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
-            - memory.alias_size_in_bytes)
-
-
-def _compile(config: Config, program: Program, members: Sequence[Member], fit_images: np.ndarray,
-             val_images: np.ndarray) -> tuple[Any, Any]:
-    """The compiled epoch and validation programs, refused (ConfigError) before any work when XLA's
-    memory analysis of either asks for more than the device has available (the validation program
-    also holds the optimiser state while it runs; the test evaluation runs it at the same batch size).
-    One device: these compiled programs run; on a mesh, the jitted functions compile for the placed
-    arrays (the check of the whole program is then a bound)."""
-    keys = member_keys([m.seed for m in members])
-    size = len(members)
-    states = jax.eval_shape(functools.partial(init_states, model=program.model, recipe=config.recipe), keys["init"])
-    shaped = functools.partial(jax.tree.map, lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype))
-    vector = jax.ShapeDtypeStruct((size,), np.float32)
-    epoch_keys = jax.eval_shape(jax.vmap(epoch_key, (0, None)), keys["train"], 0)
-    epoch = train_epoch.lower(states, {"beta": vector, "learning_rate": vector}, shaped(fit_images), epoch_keys,
-                              program).compile()
-    validate = _evaluate.lower(states.params, shaped(val_images), shaped(keys["validation"]), vector,
-                               model=program.model, likelihood=likelihoods.pixel_kind(config.likelihood)).compile()
-    available = parallel.available_memory()
-    needed = [_needed_bytes(epoch), _needed_bytes(validate)]
-    if available is not None and None not in needed:
-        needed[1] += _bytes(states) - _bytes(states.params)
-        if max(needed) > available:
-            which = "one epoch's" if needed[0] >= needed[1] else "the validation's"
-            fail("latent_dim", f"with the model ({vae.describe(program.model)}), {size} model(s) and "
-                 f"--batch-size {config.batch_size}: {which} compiled program needs {max(needed) / 2**30:.1f} GiB, "
-                 f"and this machine has {available / 2**30:.1f} GiB available; choose a smaller model or population")
-    if program.mesh is None:
-        return epoch, validate
-    return (functools.partial(train_epoch, program=program),
-            functools.partial(_evaluate, model=program.model, likelihood=likelihoods.pixel_kind(config.likelihood),
-                              mesh=program.mesh))
-
-
 def _check_same_run(recorded: dict, definition: dict, path: Path) -> None:
     changed = {k: (recorded.get(k), v) for k, v in definition.items() if recorded.get(k) != v}
     if changed:
@@ -613,94 +457,3 @@ def _raise_diverged(where: dict, steps_per_epoch: int, checkpoint_dir, populatio
         + (f"The last good checkpoint is {kept[-1]}. " if kept else "")
         + "Lower --learning-rate or --beta, or check the input data."
     )
-
-
-class _Tracker:
-    """Host-side bookkeeping per member: history, divergence, early stopping, KL warm-up."""
-
-    def __init__(self, size: int, patience: int | None, warmup: int):
-        self.size, self.patience, self.warmup = size, patience, warmup
-        self.history: dict[str, list[list[float | None]]] = {}
-        self.diverged: list[dict | None] = [None] * size
-        self.best_val = [float("inf")] * size
-        self.best_epoch = [0] * size
-        self.since_best = [0] * size
-        self.stopped_after: list[int | None] = [None] * size  # epochs trained when a member stopped
-        self.improved = [False] * size
-        self.newly_diverged = False
-        self.seconds_total, self.invocations = 0.0, 1  # over every call that trained this run
-
-    def kl_weight(self, epoch: int) -> float:
-        return 1.0 if self.warmup == 0 else min(1.0, (epoch + 1) / self.warmup)
-
-    def active(self, i: int) -> bool:
-        return self.stopped_after[i] is None
-
-    def all_stopped(self) -> bool:
-        return not any(self.active(i) for i in range(self.size))
-
-    def all_diverged(self) -> bool:
-        return all(d is not None for d in self.diverged)
-
-    def record(self, epoch: int, train: dict, val: dict) -> list[dict]:
-        names = ["loss"] + [f"val_{k}" for k in val]
-        values = {"loss": train["loss"], **{f"val_{k}": v for k, v in val.items()}}
-        self.newly_diverged, self.improved = False, [False] * self.size
-        records = []
-        for i in range(self.size):
-            active = self.active(i)
-            if active and (train["first_nonfinite_step"][i] >= 0 or not np.isfinite(values["loss"][i])
-                           or not np.isfinite(values["val_loss"][i])):
-                self.diverged[i] = {"epoch": epoch + 1, "step": int(train["first_nonfinite_step"][i])}
-                self.stopped_after[i], active, self.newly_diverged = epoch + 1, False, True
-            row = {name: float(values[name][i]) if active else None for name in names}
-            if active and self.patience:
-                if row["val_loss"] < self.best_val[i]:
-                    self.best_val[i], self.best_epoch[i], self.since_best[i] = row["val_loss"], epoch + 1, 0
-                    self.improved[i] = True
-                elif epoch + 1 > self.warmup:
-                    self.since_best[i] += 1
-                if self.since_best[i] >= self.patience:
-                    self.stopped_after[i] = epoch + 1
-            records.append({"epoch": epoch + 1, "member": i, **row})
-        for name in names:
-            self.history.setdefault(name, []).append([r[name] for r in records])
-        return records
-
-    def epochs_trained(self, start: int, end: int) -> list[int]:
-        return [max(0, (min(end, s) if s is not None else end) - start) for s in self.stopped_after]
-
-    def postfix(self) -> dict[str, str]:
-        last = {k: [v for v in rows[-1] if v is not None] for k, rows in self.history.items()}
-        shown = {k: f"{np.mean(v):.4f}" for k, v in last.items() if k in ("loss", "val_loss") and v}
-        if self.size > 1:
-            shown["active"] = f"{sum(self.active(i) for i in range(self.size))}/{self.size}"
-        return shown
-
-    def history_arrays(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray([[np.nan if v is None else v for v in row] for row in rows], np.float64).T
-                for k, rows in self.history.items()}
-
-    def to_json(self, seconds_now: float = 0.0) -> dict:
-        """The state a checkpoint keeps; `seconds_now`: this call's training time so far."""
-        return {"history": self.history, "diverged": self.diverged, "best_val": _nan_to_none(self.best_val),
-                "best_epoch": self.best_epoch, "since_best": self.since_best, "stopped_after": self.stopped_after,
-                "seconds_total": self.seconds_total + seconds_now, "invocations": self.invocations}
-
-    @classmethod
-    def from_json(cls, state: dict, patience: int | None, warmup: int) -> "_Tracker":
-        tracker = cls(len(state["diverged"]), patience, warmup)
-        tracker.history, tracker.diverged = state["history"], state["diverged"]
-        tracker.best_val = [float("inf") if v is None else v for v in state["best_val"]]
-        tracker.best_epoch, tracker.since_best = state["best_epoch"], state["since_best"]
-        tracker.stopped_after = state["stopped_after"]
-        # Checkpoints older than these fields count as one earlier call of unknown length.
-        tracker.seconds_total = state.get("seconds_total", 0.0)
-        tracker.invocations = state.get("invocations", 1) + 1
-        return tracker
-
-
-__all__ = ["Config", "ConfigError", "Member", "FitResult", "Writer", "Program", "Plan", "check", "prepare", "fit",
-           "init_states",
-           "train_step", "train_epoch", "evaluate_members", "member_keys",
-           "fingerprint", "SWEEPABLE", "MAX_SEED"]

@@ -13,15 +13,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aejax import parallel  # noqa: E402
-from aejax.training import fit  # noqa: E402
+from aejax.training import fit, population  # noqa: E402
 from aejax.errors import ConfigError  # noqa: E402
 
 
 def train(images, mesh, epochs, batch_size, seeds):
-    keys = fit.member_keys(seeds)
-    states = fit.init_states(keys["init"])
+    keys = population.member_keys(seeds)
+    states = population.init_states(keys["init"])
     hyper = {"beta": np.ones(len(seeds), np.float32), "learning_rate": np.full(len(seeds), 1e-3, np.float32)}
-    program = fit.Program(batch_size=batch_size, num_examples=len(images), mesh=mesh)
+    program = population.Program(batch_size=batch_size, num_examples=len(images), mesh=mesh)
     if mesh is None:
         data = jnp.asarray(images)
     else:
@@ -30,7 +30,7 @@ def train(images, mesh, epochs, batch_size, seeds):
     losses = []
     for epoch in range(epochs):
         epoch_keys = jax.vmap(fit.epoch_key, (0, None))(keys["train"], epoch)
-        states, metrics = fit.train_epoch(states, hyper, data, epoch_keys, program)
+        states, metrics = population.train_epoch(states, hyper, data, epoch_keys, program)
         losses.append(parallel.to_host(metrics["loss"]))
     return parallel.to_host(states.params), np.asarray(losses), data.sharding, states
 
@@ -41,7 +41,7 @@ def flat(tree):
 
 def compare(params_1, params_8, seeds):
     """max |difference| and the L2 difference as a share of the distance training moved (tests/tolerances.py)."""
-    initial = flat(fit.init_states(fit.member_keys(seeds)["init"]).params)
+    initial = flat(population.init_states(population.member_keys(seeds)["init"]).params)
     one, eight = flat(params_1), flat(params_8)
     return {"params_max_abs": float(np.max(np.abs(one - eight))),
             "params_relative": float(np.linalg.norm(eight - one) / np.linalg.norm(one - initial))}
