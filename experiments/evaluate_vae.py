@@ -118,9 +118,9 @@ def load_params(path: str | Path, chosen: list[int] | None = None
         model = registry.from_dict(description)
     except (ValueError, TypeError) as err:
         raise ParamsFileError(f"--params {str(path)!r} cannot be evaluated here: {err}") from None
-    if likelihood not in likelihoods.SETTINGS:
+    if likelihood not in likelihoods.KINDS:
         raise ParamsFileError(f"--params {str(path)!r} records the likelihood {likelihood!r}, not one of "
-                              f"{likelihoods.SETTINGS}")
+                              f"{likelihoods.KINDS}")
     if chosen is not None and chosen and max(chosen) >= len(members):
         fail("member", f"must be below the population's {len(members)} members, got {max(chosen)}")
     for index in range(len(members)) if chosen is None else chosen:
@@ -162,20 +162,19 @@ def evaluation_keys(seed: int) -> dict[str, jax.Array]:
 
 
 def evaluate_member(config: Config, model: vae.Model, params: vae.Params, x: jax.Array, likelihood: str) -> dict:
-    """Every number of one model on the test images x (already binarized for "binarized")."""
-    kind = likelihoods.pixel_kind(likelihood)
+    """Every number of one model on the test images x (binarized already, for a model trained so)."""
     keys = evaluation_keys(config.seed)
     elbo_key, iwae_key, chapter_key, mi_key = (keys[k] for k in ("elbo", "iwae", "chapter", "mutual_information"))
     results: dict = {}
     results["test_negative_elbo_nats"] = _mean_and_error("-ELBO", -batched(
-        lambda b, k: metrics.elbo(model, params, b, k, config.elbo_samples, kind), x, elbo_key, config.batch_size, "ELBO"))
+        lambda b, k: metrics.elbo(model, params, b, k, config.elbo_samples, likelihood), x, elbo_key, config.batch_size, "ELBO"))
     results["test_negative_iwae_nats"] = {
         str(k): _mean_and_error(f"-IWAE k={k}", -batched(
-            lambda b, key, k=k: metrics.iwae_bound(model, params, b, key, k, likelihood=kind), x, iwae_key,
+            lambda b, key, k=k: metrics.iwae_bound(model, params, b, key, k, likelihood=likelihood), x, iwae_key,
             config.batch_size, f"IWAE k={k}"))
         for k in config.ks()
     }
-    chapter = vae.evaluate(model, params, x, chapter_key, likelihood=kind)
+    chapter = vae.evaluate(model, params, x, chapter_key, likelihood=likelihood)
     results["test_chapter_loss"] = float(chapter["loss"])
     results["test_rounded_accuracy"] = float(chapter["rounded_accuracy"])
     per_dim = np.asarray(metrics.kl_per_dim(model, params, x), np.float64)
@@ -247,7 +246,8 @@ def run(config: Config) -> int:
     images = images[:count]
     test = dataclasses.replace(test, images=images, labels=None if test.labels is None else test.labels[:count])
     x = jnp.asarray(data.unit_float_images("test images", images))
-    if likelihood == "binarized":
+    binarize = bool(manifest.get("binarize", False))
+    if binarize:
         x = likelihoods.binarize_for_evaluation(x, "test")
 
     definition = {"params_sha256": hashlib.sha256(raw).hexdigest(), "data_sha256": fit.fingerprint(images),
@@ -265,13 +265,14 @@ def run(config: Config) -> int:
         result = {
             "config": dataclasses.asdict(config),
             "environment": environment,
-            "params": config.params, "likelihood": likelihood, "likelihood_source": "the params file's manifest",
+            "params": config.params, "likelihood": likelihood, "binarize": binarize,
+            "likelihood_source": "the params file's manifest",
             "data": dataclasses.asdict(settings),
             "num_test_images": count,
             "model": manifest["model"],
             "eval_wall_seconds": seconds,
         }
-        if likelihood == "bernoulli":
+        if likelihood == "bernoulli" and not binarize:
             floor = np.sum(np.asarray(likelihoods.bernoulli_entropy(x)), axis=vae.image_axes(model))
             result["test_entropy_floor_nats"] = float(np.mean(floor))
             result["note"] = ("'bernoulli' on grey levels is a cross-entropy, not a log-likelihood: a perfect model "
@@ -316,7 +317,7 @@ def summary_line(result: dict, out: Path) -> str:
     floor = f"; entropy floor {result['test_entropy_floor_nats']:.2f}" if "test_entropy_floor_nats" in result else ""
     who = f"member 0 of {len(result['members'])}: " if "members" in result else ""
     return (f"{who}test -ELBO {elbo['mean']:.2f} ± {elbo['standard_error']:.2f} nats; -IWAE {iwae} nats{floor} "
-            f"({result['likelihood']}); rate {d['rate_nats']:.2f}, distortion {d['distortion_nats']:.2f}, active units "
+            f"({result['likelihood']}{', binarized' if result['binarize'] else ''}); rate {d['rate_nats']:.2f}, distortion {d['distortion_nats']:.2f}, active units "
             f"{d['active_units']}/{len(d['kl_per_dim_nats'])}, MI {d['mutual_information_nats']:.2f} nats; chapter loss "
             f"{first['test_chapter_loss']:.4f}, rounded accuracy {first['test_rounded_accuracy']:.4f} "
             f"({result['eval_wall_seconds']:.0f} s) -> {out}")

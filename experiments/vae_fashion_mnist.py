@@ -71,7 +71,7 @@ class Config(fit.Config):
     # docs/likelihoods.md lists every difference).
     PRESETS: ClassVar[dict] = {
         "chapter": {},
-        "literature": {"hidden_sizes": (300, 300), "latent_dim": 40, "likelihood": "binarized", "activation": "gated",
+        "literature": {"hidden_sizes": (300, 300), "latent_dim": 40, "binarize": True, "activation": "gated",
                        "recipe": "adam", "learning_rate": 5e-4, "batch_size": 100, "num_validation": 10000,
                        "kl_warmup_epochs": 100, "early_stopping_patience": 50, "epochs": 2000},
     }
@@ -125,7 +125,7 @@ def figures(result: fit.FitResult, member: int, test_images: np.ndarray, out: Pa
     plotting.save_figure(plotting.image_grid(interpolated, 7, framed=originals), out / FIGURES[1])
 
     originals_x = data.unit_float_images("test images", test_images[:10])
-    if likelihood == "binarized":
+    if result.config.binarize:
         originals_x = np.asarray(likelihoods.binarize_for_evaluation(
             data.unit_float_images("test images", test_images), "test")[:10])
     mean, log_var = vae.encode(model, params, originals_x)
@@ -147,6 +147,7 @@ def manifest(config: Config, model: vae.Model, metrics: dict) -> dict:
     return {
         "kind": KIND,
         "model": {**registry.to_dict(model), "likelihood": config.likelihood},
+        "binarize": config.binarize,
         "data": dataclasses.asdict(config.data_settings()),
         "members": [{name: row[name] for name in ("seed", "beta", "learning_rate", "params_sha256", "diverged")}
                     for row in members],
@@ -202,7 +203,8 @@ def run(config: Config) -> int:
 def results(config: Config, result: fit.FitResult, test_images: np.ndarray, digests: list[str],
             environment: dict) -> dict:
     """metrics.json: the run's settings and environment, each member's results, and their summary."""
-    test = population.evaluate_members(result.model, result.params, test_images, result.members, config.likelihood)
+    test = population.evaluate_members(result.model, result.params, test_images, result.members, config.likelihood,
+                                       config.binarize)
     rows = []
     for i, member in enumerate(result.members):
         finite = result.diverged[i] is None or result.best_epoch is not None and result.best_epoch[i] > 0

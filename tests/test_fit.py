@@ -153,9 +153,11 @@ def test_early_stopping_keeps_each_members_best_epoch(images):
 
 
 def test_binarized_and_continuous_bernoulli_models_train(images):
-    for likelihood in ("binarized", "continuous_bernoulli"):
-        result = fit.fit(fit.Config(**SMALL, likelihood=likelihood), images, progress=False)
-        assert np.all(np.diff(result.history["val_loss"][0]) < 0), likelihood
+    for settings in ({"binarize": True}, {"likelihood": "continuous_bernoulli"}):
+        result = fit.fit(fit.Config(**SMALL, **settings), images, progress=False)
+        assert np.all(np.diff(result.history["val_loss"][0]) < 0), settings
+    with pytest.raises(ConfigError, match="binarize needs --likelihood bernoulli"):
+        fit.Config(binarize=True, likelihood="continuous_bernoulli")
 
 
 @pytest.mark.parametrize("changes, message", [

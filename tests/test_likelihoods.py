@@ -97,7 +97,7 @@ def test_entropy_floor_is_the_best_cross_entropy():
 
 
 def test_unknown_kinds_are_named():
-    with pytest.raises(ValueError, match="'binarized' images are scored as 'bernoulli'"):
+    with pytest.raises(ValueError, match="binarized images are scored as 'bernoulli'"):
         likelihoods.log_prob("binarized", jnp.zeros(1), jnp.zeros(1))
     with pytest.raises(ValueError, match="likelihood must be one of"):
-        likelihoods.pixel_kind("gaussian")
+        likelihoods.mean("gaussian", jnp.zeros(1))

@@ -73,7 +73,7 @@ def test_bad_sample_counts():
         metrics.elbo(MODEL, PARAMS, jnp.zeros((1, 28, 28)), jax.random.key(0), num_samples=-2)
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "binarized", "continuous_bernoulli"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "continuous_bernoulli"])
 def test_iwae_converges_to_exact_likelihood_on_a_1d_latent_model(likelihood):
     # A tiny VAE with a 1-D latent: log p(x) = log ∫ p(x|z) N(z; 0, 1) dz is computed exactly on a
     # fine grid (Riemann sum over [-10, 10], 4,001 points; the integrand is smooth and negligible

@@ -5,10 +5,10 @@ the IWAE bound and every chunking of them see the same latent samples for the sa
 Relation to the chapter's loss: num_pixels * loss(model, params, x, fold_in(key, 0)) =
 -mean(elbo(model, params, x, key)) (784 pixels for the chapter's images).
 
-`likelihood` is a model setting (`aejax.models.likelihoods`): "bernoulli" and "binarized" score the
-given pixels with the Bernoulli log-probability (pass binarized images for "binarized"; a proper
-log-likelihood only for 0/1 pixels), "continuous_bernoulli" with that density. Only for 0/1
-pixels or the continuous Bernoulli is -IWAE an upper bound on a negative log-likelihood.
+`likelihood` is the observation model (`aejax.models.likelihoods`): "bernoulli" scores the given
+pixels with the Bernoulli log-probability (a proper log-likelihood only for 0/1 pixels: pass the
+binarized images of a model trained with binarization), "continuous_bernoulli" with that density.
+Only for 0/1 pixels or the continuous Bernoulli is -IWAE an upper bound on a negative log-likelihood.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def log_likelihood(model: vae.Model, params: vae.Params, x: jax.Array, z: jax.Ar
                    likelihood: str = "bernoulli") -> jax.Array:
     """log p(x | z) in nats, summed over each image's pixels; shape (B,)."""
     logits = vae.decode_logits(model, params, z)
-    return jnp.sum(likelihoods.log_prob(likelihoods.pixel_kind(likelihood), logits, x), axis=vae.image_axes(model))
+    return jnp.sum(likelihoods.log_prob(likelihood, logits, x), axis=vae.image_axes(model))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "likelihood"))
@@ -159,7 +159,7 @@ def rate_and_distortion(model: vae.Model, params: vae.Params, x: ArrayLike, key:
                         likelihood: str = "bernoulli") -> dict[str, jax.Array]:
     """{"rate": mean KL(q(z|x) || p(z)), "distortion": mean -log p(x | z), z ~ q(z|x)}, nats per image.
 
-    rate + distortion = -ELBO (one draw). For "binarized", pass binarized images.
+    rate + distortion = -ELBO (one draw); the images are scored as given.
     """
-    terms = vae.evaluate(model, params, jnp.asarray(x), key, likelihood=likelihoods.pixel_kind(likelihood))
+    terms = vae.evaluate(model, params, jnp.asarray(x), key, likelihood=likelihood)
     return {"rate": terms["kl"], "distortion": vae.num_pixels(model) * terms["reconstruction"]}

@@ -2,7 +2,8 @@
 
 `params.msgpack` (flax msgpack) holds {"format": FORMAT, "manifest": JSON text, "params": tree}:
 the tree always has a leading member axis (1 for a single run), and the manifest names the model
-(its settings, the observation model among them) and each member's seed and hyperparameters. So
+(its settings and observation model), whether its images were binarized, its data set, and each
+member's seed and hyperparameters. So
 the file says on its own how to read it, wherever it is copied. The manifest holds nothing that
 differs between two runs of the same program (no dates, paths or hosts): same run, same bytes.
 """
@@ -60,9 +61,11 @@ def read(path: str | os.PathLike, flag: str = "--params") -> tuple[list[Any], di
         count = len(manifest["members"])
         if tree["format"] == _FIRST_FORMAT:
             old = manifest["model"]
+            binarized = old["likelihood"] == "binarized"  # format 1 named the binarization as a likelihood
             manifest["model"] = {"name": "mlp", "hidden_sizes": old["hidden_sizes"], "latent_dim": old["latent_dim"],
                                  "activation": old["activation"], "image_shape": [28, 28],
-                                 "likelihood": old["likelihood"]}
+                                 "likelihood": "bernoulli" if binarized else old["likelihood"]}
+            manifest["binarize"] = binarized
             manifest["data"] = {"dataset": "fashion_mnist"}
     except (KeyError, TypeError, ValueError) as err:
         raise ParamsFileError(f"{flag} {str(path)!r} has a damaged manifest ({err})") from None

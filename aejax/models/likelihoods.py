@@ -1,20 +1,18 @@
 """Per-pixel observation models p(x | z) of the VAE's decoder, from its logits, in nats.
 
-Three settings of `VAEConfig.likelihood` (the `--likelihood` flag):
+Two observation models (the `--likelihood` flag), and the data's binarization (`--binarize`):
 
 - ``"bernoulli"`` (the chapter): the Bernoulli cross-entropy applied to grey levels x in [0, 1].
   It is **not** a log-density of grey-level images: its "probabilities" do not sum to 1 over the
   256 grey levels, and even a perfect model pays the targets' binary entropy (`bernoulli_entropy`,
   about 190 nats per Fashion-MNIST test image). Use it to reproduce the chapter, not to cite.
-- ``"binarized"``: the literature's density-estimation protocol. Every time a training batch is
-  used, its pixels are resampled x ~ Bernoulli(grey level) (`binarize`), and the Bernoulli
-  likelihood of those 0/1 pixels is a proper discrete log-likelihood. Validation and test images
-  are binarized once, with fixed keys (`binarize_for_evaluation`).
 - ``"continuous_bernoulli"``: the normalised density C(λ) λ^x (1 - λ)^(1 - x) on x in [0, 1]
   (Loaiza-Ganem & Cunningham, NeurIPS 2019), a proper density of grey levels.
-
-`log_prob` takes the per-pixel kinds ``"bernoulli"`` and ``"continuous_bernoulli"``; the
-``"binarized"`` setting scores already binarized pixels with ``"bernoulli"`` (`pixel_kind`).
+- binarization (``--binarize``, with ``"bernoulli"``): the literature's density-estimation
+  protocol. Every time a training batch is used, its pixels are resampled x ~ Bernoulli(grey
+  level) (`binarize`), and the Bernoulli likelihood of those 0/1 pixels is a proper discrete
+  log-likelihood. Validation and test images are binarized once, with fixed keys
+  (`binarize_for_evaluation`).
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ from jax.typing import ArrayLike
 from aejax.models import kernels
 
 KINDS = ("bernoulli", "continuous_bernoulli")
-SETTINGS = ("bernoulli", "binarized", "continuous_bernoulli")
-# Validation and test images of a "binarized" model are binarized once with this key's draws.
+# Validation and test images of a model trained on binarized images are binarized once with this key's draws.
 BINARIZATION_SEED = 0
 # Below this |logit| the continuous Bernoulli's closed forms cancel catastrophically in float32;
 # their Taylor series (error < 4e-10 at the threshold) take over.
@@ -36,20 +33,8 @@ _TAYLOR_BELOW = 0.1
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS} ('binarized' images are scored as 'bernoulli'), got {kind!r}")
-
-
-def check_setting(likelihood: str) -> str:
-    """Returns `likelihood`, or raises ValueError unless it is one of `SETTINGS`."""
-    if likelihood not in SETTINGS:
-        raise ValueError(f"likelihood must be one of {SETTINGS}, got {likelihood!r}")
-    return likelihood
-
-
-def pixel_kind(likelihood: str) -> str:
-    """The `log_prob` kind of a model setting: "binarized" models score 0/1 pixels as "bernoulli"."""
-    check_setting(likelihood)
-    return "bernoulli" if likelihood == "binarized" else likelihood
+        raise ValueError(f"likelihood must be one of {KINDS} (binarized images are scored as 'bernoulli'), got "
+                         f"{kind!r}")
 
 
 def continuous_bernoulli_log_normalizer(logits: ArrayLike) -> jax.Array:

@@ -175,7 +175,7 @@ def decode_logits(model: Model, params: Params, z: ArrayLike) -> jax.Array:
 
 def decode(model: Model, params: Params, z: ArrayLike, likelihood: str = "bernoulli") -> jax.Array:
     """Codings (..., latent_dim) -> images E[x | z] (..., *image_shape) in [0, 1]."""
-    return likelihoods.mean(likelihoods.pixel_kind(likelihood), decode_logits(model, params, z))
+    return likelihoods.mean(likelihood, decode_logits(model, params, z))
 
 
 def reparameterize(mean: ArrayLike, log_var: ArrayLike, noise: ArrayLike) -> jax.Array:
@@ -209,22 +209,22 @@ def _rounded_accuracy(targets: jax.Array, logits: jax.Array, axes: tuple[int, ..
 
 def batch_metrics(
     model: Model, params: Params, x: ArrayLike, key: jax.Array, beta: float | jax.Array = 1.0,
-    likelihood: str = "bernoulli",
+    likelihood: str = "bernoulli", binarize: bool = False,
 ) -> Metrics:
     """Per-example metrics for one latent draw each; every value has shape (B,).
 
     loss = reconstruction + beta * kl / num_pixels (the chapter's per-pixel scale); reconstruction
     = -log p(x | z) per pixel (nats; the BCE for "bernoulli"); kl (nats); rounded_accuracy.
-    "binarized" first replaces x by a Bernoulli draw from `fold_in(key, 1)`; the latent noise
-    always comes from `key`.
+    `binarize` first replaces x by a Bernoulli draw of its grey levels from `fold_in(key, 1)`
+    (dynamic binarization); the latent noise always comes from `key`.
     """
     x = check_images(model, x)
-    if likelihood == "binarized":
+    if binarize:
         x = likelihoods.binarize(jax.random.fold_in(key, 1), x)
     mean, log_var = encode(model, params, x)
     logits = decode_logits(model, params, sample_latent(key, mean, log_var))
     axes = image_axes(model)
-    reconstruction = -jnp.mean(likelihoods.log_prob(likelihoods.pixel_kind(likelihood), logits, x), axis=axes)
+    reconstruction = -jnp.mean(likelihoods.log_prob(likelihood, logits, x), axis=axes)
     kl = kl_divergence(mean, log_var)
     return {
         "loss": reconstruction + beta * kl / num_pixels(model),
@@ -236,13 +236,13 @@ def batch_metrics(
 
 def loss(
     model: Model, params: Params, x: ArrayLike, key: jax.Array, beta: float | jax.Array = 1.0,
-    weights: jax.Array | None = None, likelihood: str = "bernoulli",
+    weights: jax.Array | None = None, likelihood: str = "bernoulli", binarize: bool = False,
 ) -> jax.Array:
     """The chapter's loss, a scalar: batch mean of reconstruction + beta * KL / num_pixels
     (loss * num_pixels ≈ -ELBO). `weights` (B,) of 0/1 restrict the mean to the rows marked 1."""
     if isinstance(beta, (int, float)) and not 0 <= beta < float("inf"):
         raise ValueError(f"beta must be a finite number >= 0 (beta = 1 is the chapter's VAE), got {beta!r}")
-    return weighted_mean(batch_metrics(model, params, x, key, beta, likelihood)["loss"], weights)
+    return weighted_mean(batch_metrics(model, params, x, key, beta, likelihood, binarize)["loss"], weights)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "n", "likelihood"))
@@ -282,9 +282,8 @@ def evaluate(
     beta: float | jax.Array = 1.0, likelihood: str = "bernoulli",
 ) -> Metrics:
     """Mean loss, reconstruction, kl and rounded_accuracy over images (N, *image_shape), one latent
-    draw each. For a "binarized" model pass images binarized once
-    (`likelihoods.binarize_for_evaluation`): they are scored as given, as 0/1 pixels."""
-    kind = likelihoods.pixel_kind(likelihood)
+    draw each, scored as given (a model trained with binarization: pass images binarized once,
+    `likelihoods.binarize_for_evaluation`)."""
     return mean_over_batches(
-        lambda batch, batch_key: batch_metrics(model, params, batch, batch_key, beta, kind), images, key, batch_size
-    )
+        lambda batch, batch_key: batch_metrics(model, params, batch, batch_key, beta, likelihood), images, key,
+        batch_size)

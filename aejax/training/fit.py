@@ -59,9 +59,12 @@ class Config:
     channels: tuple[int, ...] = option((16, 32, 64), "conv: channels of the stride-2 3x3 convolutions; the decoder "
                                        "mirrors them")
     latent_dim: int = option(10, "size of the latent codings z")
-    likelihood: str = option("bernoulli", "observation model: 'bernoulli' (the chapter's, on grey levels; not a "
-                             "density), 'binarized' (dynamic binarization; the literature's protocol), "
-                             "'continuous_bernoulli' (a density on [0, 1])", choices=likelihoods.SETTINGS)
+    likelihood: str = option("bernoulli", "observation model: 'bernoulli' (the chapter's; on grey levels a "
+                             "cross-entropy, not a density) or 'continuous_bernoulli' (a density on [0, 1])",
+                             choices=likelihoods.KINDS)
+    binarize: bool = option(False, "dynamic binarization: train on Bernoulli draws of the grey levels, new each "
+                            "time a batch is used, and validate and test on images binarized once (the "
+                            "literature's protocol; with --likelihood bernoulli)")
     activation: str = option("selu", "mlp: hidden units, 'selu' (the chapter's) or 'gated' ((W x + b) * "
                              "sigmoid(V x + c), as the literature's MLP VAEs)", choices=mlp.ACTIVATIONS)
     # Loss.
@@ -92,8 +95,10 @@ class Config:
         check_types(self)
         if self.model not in registry.NAMES:
             fail("model", f"must be one of {registry.NAMES}, got {self.model!r}")
-        if self.likelihood not in likelihoods.SETTINGS:
-            fail("likelihood", f"must be one of {likelihoods.SETTINGS}, got {self.likelihood!r}")
+        if self.likelihood not in likelihoods.KINDS:
+            fail("likelihood", f"must be one of {likelihoods.KINDS}, got {self.likelihood!r}")
+        if self.binarize and self.likelihood != "bernoulli":
+            fail("binarize", f"needs --likelihood bernoulli (binarized pixels are 0/1), got {self.likelihood!r}")
         self.build_model((28, 28))  # the model checks its own settings
         if self.recipe not in recipes.RECIPES:
             fail("recipe", f"must be one of {tuple(recipes.RECIPES)}, got {self.recipe!r}")
@@ -273,7 +278,7 @@ class Plan:
     members: list[Member]
     program: population.Program
     fit_images: np.ndarray
-    val_images: np.ndarray  # binarized once with the validation key for "binarized"
+    val_images: np.ndarray  # binarized once with the validation key, with `binarize`
     definition: dict  # what a resume must share: the settings and the data's fingerprint
     epoch: Any  # epoch(states, hyper, images, keys) -> (states, metrics), compiled
     validate: Any  # validate(params, images, keys, beta) -> metrics, compiled
@@ -293,9 +298,10 @@ def prepare(config: Config, train_images: np.ndarray, model: vae.Model | None = 
     members = config.members()
     mesh = parallel.training_mesh(len(members))
     steps_per_epoch = ceil_div(len(fit_images), config.batch_size)
-    program = population.Program(model, config.likelihood, config.recipe, config.batch_size, steps_per_epoch, config.epochs,
-                      len(fit_images), mesh)
-    if config.likelihood == "binarized":
+    program = population.Program(model=model, likelihood=config.likelihood, binarize=config.binarize,
+                                 recipe=config.recipe, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
+                                 epochs=config.epochs, num_examples=len(fit_images), mesh=mesh)
+    if config.binarize:
         val_images = np.asarray(likelihoods.binarize_for_evaluation(val_images, "validation"))
     with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
         epoch, validate = population.compile_programs(program, [m.seed for m in members], fit_images, val_images)

@@ -42,6 +42,7 @@ class Program:
 
     model: vae.Model = mlp.MLP()
     likelihood: str = "bernoulli"
+    binarize: bool = False
     recipe: str = "chapter"
     batch_size: int = 128
     steps_per_epoch: int = 1  # with `epochs`, what the recipe's schedule needs
@@ -70,7 +71,7 @@ def _step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Arra
     rate = recipes.learning_rate(program.recipe, hyper["learning_rate"], state.step, program.steps_per_epoch,
                                  program.epochs)
     value, grads = jax.value_and_grad(vae.loss, argnums=1)(program.model, state.params, batch, key, hyper["beta"],
-                                                           weights, program.likelihood)
+                                                           weights, program.likelihood, program.binarize)
     return state.apply_gradients(grads, recipes.optimizer(program.recipe, rate)), {"loss": value}
 
 
@@ -113,14 +114,14 @@ def evaluate(params, images, keys, beta, model: vae.Model, likelihood: str, mesh
 
 
 def evaluate_members(model: vae.Model, params: Any, images: np.ndarray, members: Sequence[Any], likelihood: str,
-                     key_name: str = "test") -> dict[str, np.ndarray]:
+                     binarize: bool = False, key_name: str = "test") -> dict[str, np.ndarray]:
     """Mean loss, reconstruction, kl, rounded_accuracy (each (M,)) of stacked params on `images`.
 
-    Each member uses its own `key_name` key and beta; a "binarized" model's images are binarized
-    once with the fixed test key (`likelihoods.binarize_for_evaluation`).
+    Each member uses its own `key_name` key and beta; with `binarize` the images are binarized once
+    with the split's fixed key (`likelihoods.binarize_for_evaluation`).
     """
     x = jnp.asarray(data.unit_float_images("images", images))
-    if likelihood == "binarized":
+    if binarize:
         x = likelihoods.binarize_for_evaluation(x, "test" if key_name == "test" else "validation")
     keys = member_keys([m.seed for m in members])[key_name]
     beta = jnp.asarray([m.beta for m in members], jnp.float32)
@@ -162,7 +163,7 @@ def compile_programs(program: Program, seeds: Sequence[int], fit_images: np.ndar
     epoch = train_epoch.lower(states, {"beta": vector, "learning_rate": vector}, shaped(fit_images), epoch_keys,
                               program).compile()
     validate = evaluate.lower(states.params, shaped(val_images), shaped(keys["validation"]), vector,
-                               model=program.model, likelihood=likelihoods.pixel_kind(program.likelihood)).compile()
+                               model=program.model, likelihood=program.likelihood).compile()
     available = parallel.available_memory()
     needed = [_needed_bytes(epoch), _needed_bytes(validate)]
     if available is not None and None not in needed:
@@ -175,7 +176,7 @@ def compile_programs(program: Program, seeds: Sequence[int], fit_images: np.ndar
     if program.mesh is None:
         return epoch, validate
     return (functools.partial(train_epoch, program=program),
-            functools.partial(evaluate, model=program.model, likelihood=likelihoods.pixel_kind(program.likelihood),
+            functools.partial(evaluate, model=program.model, likelihood=program.likelihood,
                               mesh=program.mesh))
 
 

@@ -1,0 +1,55 @@
+"""The params file: members with their manifest, the first format still read, others refused."""
+
+import json
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+
+from aejax.errors import ParamsFileError
+from aejax.io import params_file
+from aejax.models import mlp, registry
+
+
+def _stacked(count):
+    params = mlp.MLP(hidden_sizes=(4,), latent_dim=2).init(jax.random.key(0))
+    return params, jax.tree.map(lambda x: np.stack([np.asarray(x)] * count), params)
+
+
+def test_members_and_manifest_round_trip_and_the_bytes_are_the_runs(tmp_path):
+    one, stacked = _stacked(2)
+    manifest = {"model": registry.to_dict(mlp.MLP(hidden_sizes=(4,), latent_dim=2)), "members": [{}, {}]}
+    path = params_file.write(tmp_path / "p.msgpack", stacked, manifest)
+    members, read, raw = params_file.read(path)
+    assert read == manifest and len(members) == 2 and raw == path.read_bytes()
+    assert params_file.member_digest(members[1]) == params_file.member_digest(jax.tree.map(np.asarray, one))
+    assert params_file.write(tmp_path / "q.msgpack", stacked, manifest).read_bytes() == raw  # same run, same bytes
+
+
+def test_the_first_format_is_read_as_the_chapter_model_with_binarization_a_setting(tmp_path):
+    _, stacked = _stacked(1)
+    old = {"kind": "vae_fashion_mnist", "members": [{"seed": 0}],
+           "model": {"architecture": "mlp_vae", "hidden_sizes": [4], "latent_dim": 2, "likelihood": "binarized",
+                     "activation": "selu"}}
+    path = tmp_path / "old.msgpack"
+    path.write_bytes(flax.serialization.msgpack_serialize(
+        {"format": "aejax.params/1", "manifest": json.dumps(old), "params": stacked}))
+    _, manifest, _ = params_file.read(path)
+    assert manifest["model"] == {"name": "mlp", "hidden_sizes": [4], "latent_dim": 2, "activation": "selu",
+                                 "image_shape": [28, 28], "likelihood": "bernoulli"}
+    assert manifest["binarize"] is True and manifest["data"] == {"dataset": "fashion_mnist"}
+
+
+def test_files_that_do_not_say_what_they_hold_are_refused(tmp_path):
+    one, stacked = _stacked(3)
+    bare = tmp_path / "bare.msgpack"
+    bare.write_bytes(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, one)))
+    with pytest.raises(ParamsFileError, match="is not an aejax.params/2 file"):
+        params_file.read(bare)
+    wrong = params_file.write(tmp_path / "wrong.msgpack", stacked, {"members": [{}, {}]})  # 3 stacked, 2 listed
+    with pytest.raises(ParamsFileError, match="the manifest lists 2 members"):
+        params_file.read(wrong)
+    (tmp_path / "junk.msgpack").write_bytes(b"\x00\xff junk")
+    with pytest.raises(ParamsFileError, match="is not a flax msgpack file"):
+        params_file.read(tmp_path / "junk.msgpack")
