@@ -80,6 +80,9 @@ def check_types(config: Any) -> None:
             object.__setattr__(config, field.name, value)
         if not _matches(value, annotation):
             fail(field.name, f"must be of type {_type_name(annotation)}, got {value!r}")
-        if (isinstance(value, (float, np.floating)) and not math.isfinite(value)
-                and not field.metadata.get("allow_nonfinite")):
+        if (
+            isinstance(value, (float, np.floating))
+            and not math.isfinite(value)
+            and not field.metadata.get("allow_nonfinite")
+        ):
             fail(field.name, f"must be a finite number, got {value!r}")

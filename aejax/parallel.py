@@ -63,13 +63,20 @@ class Cluster:
     def __post_init__(self):
         if isinstance(self.num_processes, bool) or not isinstance(self.num_processes, int) or self.num_processes < 1:
             raise ClusterSettingsError(f"--num-processes must be an integer >= 1, got {self.num_processes!r}")
-        if isinstance(self.process_id, bool) or not isinstance(self.process_id, int) \
-                or not 0 <= self.process_id < self.num_processes:
+        if (
+            isinstance(self.process_id, bool)
+            or not isinstance(self.process_id, int)
+            or not 0 <= self.process_id < self.num_processes
+        ):
             raise ClusterSettingsError(f"--process-id must be in 0..{self.num_processes - 1}, got {self.process_id!r}")
         if not isinstance(self.timeout_seconds, int) or self.timeout_seconds < 1:
-            raise ClusterSettingsError(f"--cluster-timeout must be a positive number of seconds, got {self.timeout_seconds!r}")
+            raise ClusterSettingsError(
+                f"--cluster-timeout must be a positive number of seconds, got {self.timeout_seconds!r}"
+            )
         if self.num_processes > 1 and not self.coordinator_address:
-            raise ClusterSettingsError(f"--coordinator-address HOST:PORT is required for --num-processes {self.num_processes}")
+            raise ClusterSettingsError(
+                f"--coordinator-address HOST:PORT is required for --num-processes {self.num_processes}"
+            )
         if self.coordinator_address is not None:
             check_address(self.coordinator_address)
             if self.num_processes == 1:
@@ -136,8 +143,10 @@ def rendezvous(cluster: Cluster) -> None:
                 ) from None
             time.sleep(0.2)
     if reply != "ok":
-        raise ClusterError(f"the coordinator at {cluster.coordinator_address} refused process {cluster.process_id}: "
-                           f"{reply or 'it gave up waiting for the other processes'}")
+        raise ClusterError(
+            f"the coordinator at {cluster.coordinator_address} refused process {cluster.process_id}: "
+            f"{reply or 'it gave up waiting for the other processes'}"
+        )
 
 
 def _serve_rendezvous(host: str, port: int, cluster: Cluster, deadline: float) -> None:
@@ -145,8 +154,10 @@ def _serve_rendezvous(host: str, port: int, cluster: Cluster, deadline: float) -
     try:
         server = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as err:
-        raise ClusterError(f"process 0 cannot listen on {host}:{port} ({err.strerror or err}): is another process 0 "
-                           "running, or the port taken? Pick another --coordinator-address port") from None
+        raise ClusterError(
+            f"process 0 cannot listen on {host}:{port} ({err.strerror or err}): is another process 0 "
+            "running, or the port taken? Pick another --coordinator-address port"
+        ) from None
     joined: dict[int, socket.socket] = {}
     try:
         while len(joined) < num_processes - 1:
@@ -155,9 +166,11 @@ def _serve_rendezvous(host: str, port: int, cluster: Cluster, deadline: float) -
                 link, _ = server.accept()
             except socket.timeout:
                 missing = sorted(set(range(1, num_processes)) - set(joined))
-                raise ClusterError(f"process 0 waited {cluster.timeout_seconds} s (--cluster-timeout) for processes "
-                                   f"{missing} of 1..{num_processes - 1}, which never joined: start them with distinct "
-                                   "--process-id values and the same --coordinator-address") from None
+                raise ClusterError(
+                    f"process 0 waited {cluster.timeout_seconds} s (--cluster-timeout) for processes "
+                    f"{missing} of 1..{num_processes - 1}, which never joined: start them with distinct "
+                    "--process-id values and the same --coordinator-address"
+                ) from None
             link.settimeout(5)
             try:
                 words = link.makefile("rb").readline().decode().split()
@@ -165,7 +178,9 @@ def _serve_rendezvous(host: str, port: int, cluster: Cluster, deadline: float) -
                 link.close()
                 continue
             if len(words) != 3 or words[0] != "aejax" or words[1] != str(num_processes):
-                link.sendall(f"it expects --num-processes {num_processes}, got {' '.join(words[1:2]) or '?'}\n".encode())
+                link.sendall(
+                    f"it expects --num-processes {num_processes}, got {' '.join(words[1:2]) or '?'}\n".encode()
+                )
                 link.close()
             elif int(words[2]) in joined:
                 link.sendall(f"another process already joined as --process-id {words[2]}\n".encode())
@@ -222,8 +237,9 @@ def check_batch_size(batch_size: int, mesh: Mesh | None) -> None:
     ways = mesh.shape[DATA]
     if batch_size % ways:
         raise ConfigError(
-            "batch_size", f"{batch_size} is not divisible by the {ways} devices that split each batch: choose a "
-            f"multiple of {ways} (e.g. {max(ways, batch_size // ways * ways)})"
+            "batch_size",
+            f"{batch_size} is not divisible by the {ways} devices that split each batch: choose a "
+            f"multiple of {ways} (e.g. {max(ways, batch_size // ways * ways)})",
         )
 
 
@@ -233,9 +249,11 @@ def sharding(mesh: Mesh, *axes: str | None) -> NamedSharding:
 
 def put(tree: Any, target: NamedSharding) -> Any:
     """Places a pytree of host values, identical on every process, as global arrays with `target`."""
+
     def place(leaf):
         host = np.asarray(leaf)
         return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+
     return jax.tree.map(place, tree)
 
 
@@ -267,6 +285,7 @@ def data_parallel(train_step: TrainStep, mesh: Mesh) -> TrainStep:
 
 def to_host(tree: Any) -> Any:
     """NumPy copies of a pytree of (possibly sharded, possibly multi-process) arrays, on any process."""
+
     def fetch(x):
         if not isinstance(x, jax.Array):
             return x
@@ -275,6 +294,7 @@ def to_host(tree: Any) -> Any:
         if x.sharding.is_fully_replicated:
             return np.asarray(x.addressable_data(0))
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
     return jax.tree.map(fetch, tree)
 
 

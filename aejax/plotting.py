@@ -58,12 +58,23 @@ def linear_ae_vs_pca(runs: Sequence[LinearAERun], pca_scores: np.ndarray, pca_lo
     fig, axes = plt.subplots(1, len(runs) + 1, figsize=(5 * (len(runs) + 1), 4.2))
     for ax, run in zip(axes, runs):
         ax.scatter(pca_scores[:, 0], pca_scores[:, 1], s=60, facecolors="none", edgecolors="k", label="PCA projection")
-        ax.scatter(run.reconstructions_in_pca_frame[:, 0], run.reconstructions_in_pca_frame[:, 1], s=12, c="b",
-                   label="autoencoder (mapped)")
+        ax.scatter(
+            run.reconstructions_in_pca_frame[:, 0],
+            run.reconstructions_in_pca_frame[:, 1],
+            s=12,
+            c="b",
+            label="autoencoder (mapped)",
+        )
         ax.set(xlabel="PC 1", ylabel="PC 2", title=run.label)
-        ax.text(0.02, 0.02, f"largest principal angle {run.max_principal_angle_rad:.2e} rad\n"
-                f"MSE {run.loss_over_pca_optimum:.3f} x the PCA optimum", transform=ax.transAxes, fontsize=9,
-                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"})
+        ax.text(
+            0.02,
+            0.02,
+            f"largest principal angle {run.max_principal_angle_rad:.2e} rad\n"
+            f"MSE {run.loss_over_pca_optimum:.3f} x the PCA optimum",
+            transform=ax.transAxes,
+            fontsize=9,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"},
+        )
         ax.legend(loc="best", fontsize=8)
         ax.grid(True)
     losses = axes[-1]
@@ -157,8 +168,11 @@ def rate_distortion(rates: Sequence[float], distortions: Sequence[float], betas:
         ax.plot(*np.asarray(means).T, "k-o", lw=1, ms=5, label="mean per beta")
         for beta, (rate, distortion) in zip(values, means):
             ax.annotate(f"β={beta:g}", (rate, distortion), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set(xlabel="rate: KL(q(z|x) || p(z)) (nats)", ylabel="distortion: -log p(x|z) (nats)",
-           title="rate–distortion over beta (test set)")
+    ax.set(
+        xlabel="rate: KL(q(z|x) || p(z)) (nats)",
+        ylabel="distortion: -log p(x|z) (nats)",
+        title="rate–distortion over beta (test set)",
+    )
     ax.grid(True)
     ax.legend(loc="best", fontsize=8)
     return fig
@@ -188,7 +202,9 @@ def posterior_diagnostics(diagnostics: dict) -> Figure:
     fig.suptitle(
         f"active units {diagnostics['active_units']}/{len(kl)}; I(x; z) = {diagnostics['mutual_information_nats']:.2f} "
         f"nats (max log N = {diagnostics['mutual_information_max_nats']:.2f}); rate {diagnostics['rate_nats']:.2f}, "
-        f"distortion {diagnostics['distortion_nats']:.2f} nats", fontsize=9)
+        f"distortion {diagnostics['distortion_nats']:.2f} nats",
+        fontsize=9,
+    )
     return fig
 
 
@@ -203,8 +219,9 @@ def latent_scatter(points_2d: np.ndarray, labels: np.ndarray | None, class_names
         for label in np.unique(labels):
             name = class_names[label] if class_names is not None and label < len(class_names) else str(label)
             mask = labels == label
-            ax.scatter(points_2d[mask, 0], points_2d[mask, 1], s=2, color=cmap(int(label) % cmap.N), label=name,
-                       alpha=0.6)
+            ax.scatter(
+                points_2d[mask, 0], points_2d[mask, 1], s=2, color=cmap(int(label) % cmap.N), label=name, alpha=0.6
+            )
         ax.legend(loc="best", markerscale=5, fontsize=8)
     ax.set(xlabel="PC 1 of latent means", ylabel="PC 2 of latent means")
     return fig

@@ -81,8 +81,9 @@ def cpu_is_the_backend(environ: dict | None = None) -> bool:
     return not any(importlib.util.find_spec(name) is not None for name in ACCELERATOR_PLUGINS)
 
 
-def configure(*, deterministic: bool = False, environ: dict | None = None,
-              libraries: list[Path] | None = None) -> dict[str, list[str]]:
+def configure(
+    *, deterministic: bool = False, environ: dict | None = None, libraries: list[Path] | None = None
+) -> dict[str, list[str]]:
     """Appends to XLA_FLAGS the CPU tuning flags (CPU backend only) and, with `deterministic`, XLA's
     deterministic-ops flag; a flag the user already set keeps the user's value, and a flag this
     jaxlib lacks is skipped. Returns {"applied": [...], "skipped": [...]}.
@@ -91,7 +92,8 @@ def configure(*, deterministic: bool = False, environ: dict | None = None,
     """
     environ = os.environ if environ is None else environ
     wanted = (list(CPU_XLA_FLAGS) if cpu_is_the_backend(environ) else []) + (
-        list(DETERMINISTIC_XLA_FLAGS) if deterministic else [])
+        list(DETERMINISTIC_XLA_FLAGS) if deterministic else []
+    )
     current = environ.get("XLA_FLAGS", "").split()
     names = {flag_name(flag) for flag in current}
     candidates = [flag for flag in wanted if flag_name(flag) not in names]
@@ -133,12 +135,18 @@ def describe(matmul_precision: str = "default", deterministic: bool = False) -> 
 
     devices = jax.devices()
     return {
-        "aejax": source_revision(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(), "python": platform.python_version(),
-        "platform": devices[0].platform, "device_kind": devices[0].device_kind, "device_count": len(devices),
-        "process_count": jax.process_count(), "jax_version": jax.__version__,
+        "aejax": source_revision(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "process_count": jax.process_count(),
+        "jax_version": jax.__version__,
         "jaxlib_version": importlib.metadata.version("jaxlib"),
         "libraries": {name: _version(name) for name in LIBRARIES},
-        "matmul_precision": matmul_precision, "deterministic": deterministic,
+        "matmul_precision": matmul_precision,
+        "deterministic": deterministic,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }

@@ -43,11 +43,26 @@ from aejax.models import likelihoods, vae
 from aejax.training import fit, population
 from benchmarks import throughput
 
-FULL = {"matmul": 8192, "batch_sizes": [128, 512, 2048, 8192, 32768, 65536],
-        "populations": [1, 4, 16, 64, 256, 1024], "iwae_k": 5000, "test_images": None, "epochs": 25,
-        "repeats": 3, "peer_epochs": 2}
-DRY = {"matmul": 256, "batch_sizes": [16], "populations": [1, 2], "iwae_k": 10, "test_images": 20,
-       "epochs": 1, "repeats": 1, "peer_epochs": 1}
+FULL = {
+    "matmul": 8192,
+    "batch_sizes": [128, 512, 2048, 8192, 32768, 65536],
+    "populations": [1, 4, 16, 64, 256, 1024],
+    "iwae_k": 5000,
+    "test_images": None,
+    "epochs": 25,
+    "repeats": 3,
+    "peer_epochs": 2,
+}
+DRY = {
+    "matmul": 256,
+    "batch_sizes": [16],
+    "populations": [1, 2],
+    "iwae_k": 10,
+    "test_images": 20,
+    "epochs": 1,
+    "repeats": 1,
+    "peer_epochs": 1,
+}
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -88,11 +103,21 @@ def training(images: np.ndarray, batch_sizes: list[int], sizes: list[int], repea
         if batch_size not in flops:
             flops[batch_size] = throughput._compiled_flops(batch_size) or throughput.HAND_FLOPS_PER_EXAMPLE
         rate = size * n / seconds
-        records.append({"name": "vae_train_scan_epoch", "batch_size": batch_size, "population": size,
-                        "examples": n, "compile_s": compile_s, "epoch_s": seconds, "examples_per_sec": rate,
-                        "examples_per_sec_per_member": n / seconds, "flops_per_example": flops[batch_size],
-                        "tflops_per_sec": rate * flops[batch_size] / 1e12,
-                        "fraction_of_peak": rate * flops[batch_size] / 1e12 / peak})
+        records.append(
+            {
+                "name": "vae_train_scan_epoch",
+                "batch_size": batch_size,
+                "population": size,
+                "examples": n,
+                "compile_s": compile_s,
+                "epoch_s": seconds,
+                "examples_per_sec": rate,
+                "examples_per_sec_per_member": n / seconds,
+                "flops_per_example": flops[batch_size],
+                "tflops_per_sec": rate * flops[batch_size] / 1e12,
+                "fraction_of_peak": rate * flops[batch_size] / 1e12 / peak,
+            }
+        )
         print(f"  trained batch {batch_size} x {size} models: {rate:,.0f} examples/s", flush=True)
     return records
 
@@ -105,8 +130,17 @@ def sampling_and_iwae(params, test: np.ndarray, k: int, repeats: int) -> list[di
     batch = min(500, len(x))
 
     def whole_test_set():
-        return [metrics.iwae_bound(throughput.CHAPTER, params, x[i:i + batch], jax.random.fold_in(jax.random.key(1), i), k, chunk_size=100)
-                for i in range(0, len(x) - len(x) % batch or len(x), batch)]
+        return [
+            metrics.iwae_bound(
+                throughput.CHAPTER,
+                params,
+                x[i : i + batch],
+                jax.random.fold_in(jax.random.key(1), i),
+                k,
+                chunk_size=100,
+            )
+            for i in range(0, len(x) - len(x) % batch or len(x), batch)
+        ]
 
     start = time.perf_counter()
     jax.block_until_ready(whole_test_set())
@@ -114,8 +148,16 @@ def sampling_and_iwae(params, test: np.ndarray, k: int, repeats: int) -> list[di
     start = time.perf_counter()
     bounds = jax.block_until_ready(whole_test_set())
     seconds = time.perf_counter() - start
-    records.append({"name": "iwae_test_set", "k": k, "images": sum(len(b) for b in bounds), "seconds": seconds,
-                    "compile_and_first_run_s": first, "negative_iwae_nats": -float(np.mean(np.concatenate(bounds)))})
+    records.append(
+        {
+            "name": "iwae_test_set",
+            "k": k,
+            "images": sum(len(b) for b in bounds),
+            "seconds": seconds,
+            "compile_and_first_run_s": first,
+            "negative_iwae_nats": -float(np.mean(np.concatenate(bounds))),
+        }
+    )
     return records
 
 
@@ -129,41 +171,55 @@ def precision_study(train_images: np.ndarray, test: np.ndarray, epochs: int, num
         params[precision] = result.member_params(0)
         with jax.default_matmul_precision(None if precision == "default" else precision):
             elbo = metrics.elbo(throughput.CHAPTER, params[precision], x, jax.random.key(2), 10)
-        results[precision] = {"test_negative_elbo_nats": -float(jnp.mean(elbo)), "train_seconds": result.seconds,
-                              "final_val_loss": float(result.final("val_loss")[0])}
+        results[precision] = {
+            "test_negative_elbo_nats": -float(jnp.mean(elbo)),
+            "train_seconds": result.seconds,
+            "final_val_loss": float(result.final("val_loss")[0]),
+        }
     with jax.default_matmul_precision(None):  # the 'highest' model evaluated at 'default'
         cross = -float(jnp.mean(metrics.elbo(throughput.CHAPTER, params["highest"], x, jax.random.key(2), 10)))
     results["highest_model_at_default"] = {"test_negative_elbo_nats": cross}
-    results["difference_nats"] = results["default"]["test_negative_elbo_nats"] - results["highest"]["test_negative_elbo_nats"]
+    results["difference_nats"] = (
+        results["default"]["test_negative_elbo_nats"] - results["highest"]["test_negative_elbo_nats"]
+    )
     results["evaluation_difference_nats"] = cross - results["highest"]["test_negative_elbo_nats"]
     return results
 
 
 def markdown(report: dict) -> str:
     env = report["environment"]
-    lines = [f"Device: {env['device_kind']} ({env['platform']}), {report['date']}, jax {env['jax_version']} / "
-             f"jaxlib {env['jaxlib_version']}; large-matmul peak {report['matmul_peak_tflops']['highest']:.1f} TFLOP/s "
-             f"(float32, 'highest'), {report['matmul_peak_tflops']['default']:.1f} ('default').", "",
-             "| training | batch | models | examples/s | per model | GFLOP/s | % of peak | compile s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Device: {env['device_kind']} ({env['platform']}), {report['date']}, jax {env['jax_version']} / "
+        f"jaxlib {env['jaxlib_version']}; large-matmul peak {report['matmul_peak_tflops']['highest']:.1f} TFLOP/s "
+        f"(float32, 'highest'), {report['matmul_peak_tflops']['default']:.1f} ('default').",
+        "",
+        "| training | batch | models | examples/s | per model | GFLOP/s | % of peak | compile s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["training"]:
-        lines.append(f"| aejax scan epoch | {r['batch_size']:,} | {r['population']:,} | {r['examples_per_sec']:,.0f} | "
-                     f"{r['examples_per_sec_per_member']:,.0f} | {1e3 * r['tflops_per_sec']:,.0f} | "
-                     f"{100 * r['fraction_of_peak']:.1f}% | {r['compile_s']:.1f} |")
+        lines.append(
+            f"| aejax scan epoch | {r['batch_size']:,} | {r['population']:,} | {r['examples_per_sec']:,.0f} | "
+            f"{r['examples_per_sec_per_member']:,.0f} | {1e3 * r['tflops_per_sec']:,.0f} | "
+            f"{100 * r['fraction_of_peak']:.1f}% | {r['compile_s']:.1f} |"
+        )
     for r in report["peers"]:
         if "error" in r:
             lines.append(f"| {r['name']} | – | 1 | not measured: {r['error']} | | | | |")
         else:
-            lines.append(f"| {r['name']} | {r['batch_size']:,} | 1 | {r['examples_per_sec']:,.0f} | | | | "
-                         f"{r['compile_s']:.1f} |")
+            lines.append(
+                f"| {r['name']} | {r['batch_size']:,} | 1 | {r['examples_per_sec']:,.0f} | | | | {r['compile_s']:.1f} |"
+            )
     iwae = next(r for r in report["evaluation"] if r["name"] == "iwae_test_set")
     p = report["precision"]
-    lines += ["", f"IWAE k = {iwae['k']:,} over {iwae['images']:,} test images: {iwae['seconds']:.2f} s "
-              f"(first run with compilation {iwae['compile_and_first_run_s']:.1f} s).",
-              f"Precision: test -ELBO {p['highest']['test_negative_elbo_nats']:.3f} nats trained and evaluated at "
-              f"'highest', {p['default']['test_negative_elbo_nats']:.3f} at 'default' (difference "
-              f"{p['difference_nats']:+.3f}); the 'highest' model evaluated at 'default': "
-              f"{p['evaluation_difference_nats']:+.3f} nats."]
+    lines += [
+        "",
+        f"IWAE k = {iwae['k']:,} over {iwae['images']:,} test images: {iwae['seconds']:.2f} s "
+        f"(first run with compilation {iwae['compile_and_first_run_s']:.1f} s).",
+        f"Precision: test -ELBO {p['highest']['test_negative_elbo_nats']:.3f} nats trained and evaluated at "
+        f"'highest', {p['default']['test_negative_elbo_nats']:.3f} at 'default' (difference "
+        f"{p['difference_nats']:+.3f}); the 'highest' model evaluated at 'default': "
+        f"{p['evaluation_difference_nats']:+.3f} nats.",
+    ]
     return "\n".join(lines)
 
 
@@ -174,11 +230,16 @@ def load_cpu_json(parser: argparse.ArgumentParser, path: str) -> dict:
     except (OSError, ValueError) as err:
         parser.error(f"--cpu-json {path!r} is not a readable JSON file ({err})")
     rows = cpu.get("results") if isinstance(cpu, dict) else None
-    rows = [r for r in rows if isinstance(r, dict) and r.get("name") == "vae_train_scan_epoch"] if isinstance(
-        rows, list) else []
+    rows = (
+        [r for r in rows if isinstance(r, dict) and r.get("name") == "vae_train_scan_epoch"]
+        if isinstance(rows, list)
+        else []
+    )
     if not rows or not all(isinstance(r.get("examples_per_sec"), (int, float)) for r in rows):
-        parser.error(f"--cpu-json {path!r} is not a benchmarks.throughput --json report: it needs \"results\" with "
-                     "vae_train_scan_epoch rows that have examples_per_sec")
+        parser.error(
+            f'--cpu-json {path!r} is not a benchmarks.throughput --json report: it needs "results" with '
+            "vae_train_scan_epoch rows that have examples_per_sec"
+        )
     return cpu
 
 
@@ -191,12 +252,19 @@ def ratios(report: dict, cpu: dict) -> dict:
     single = max(r["examples_per_sec"] for r in rows if r["population"] == 1)
     aggregate = max(r["examples_per_sec"] for r in rows)
     compiled = {r["batch_size"]: r["examples_per_sec"] for r in report["peers"] if r.get("name") == "torch_compile"}
-    ahead = all(r["examples_per_sec"] > compiled[r["batch_size"]] for r in rows
-                if r["population"] == 1 and r["batch_size"] in compiled)
+    ahead = all(
+        r["examples_per_sec"] > compiled[r["batch_size"]]
+        for r in rows
+        if r["population"] == 1 and r["batch_size"] in compiled
+    )
     iwae = next(r for r in report["evaluation"] if r["name"] == "iwae_test_set")
-    return {"single_model_vs_cpu": single / cpu_single, "population_vs_cpu_aggregate": aggregate / cpu_aggregate,
-            "iwae_k5000_test_set_seconds": iwae["seconds"], "every_row_ahead_of_torch_compile": ahead,
-            "precision_difference_nats": report["precision"]["difference_nats"]}
+    return {
+        "single_model_vs_cpu": single / cpu_single,
+        "population_vs_cpu_aggregate": aggregate / cpu_aggregate,
+        "iwae_k5000_test_set_seconds": iwae["seconds"],
+        "every_row_ahead_of_torch_compile": ahead,
+        "precision_difference_nats": report["precision"]["difference_nats"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,8 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, help="folder with the four Fashion-MNIST IDX .gz files")
     parser.add_argument("--json", default=None, help="write the whole report to this JSON file")
     parser.add_argument("--cpu-json", default=None, help="a CPU run's benchmarks.throughput --json, for the ratios")
-    parser.add_argument("--peer-python", default=sys.executable, help="Python with torch for the peers (default: this one)")
-    parser.add_argument("--peers", choices=("torch", "none"), default="torch", help="run the PyTorch peers (default: %(default)s)")
+    parser.add_argument(
+        "--peer-python", default=sys.executable, help="Python with torch for the peers (default: this one)"
+    )
+    parser.add_argument(
+        "--peers", choices=("torch", "none"), default="torch", help="run the PyTorch peers (default: %(default)s)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="the whole suite at toy sizes (any device, ~1 min)")
     args = parser.parse_args(argv)
     sizes = DRY if args.dry_run else FULL
@@ -219,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         parser.error(f"--data-dir: {err}")
     if args.dry_run:
-        train_images, test_images = train_images[:256], test_images[:sizes["test_images"]]
-    fit_images = data.to_unit_float(train_images[:-min(5000, len(train_images) // 4)])
+        train_images, test_images = train_images[:256], test_images[: sizes["test_images"]]
+    fit_images = data.to_unit_float(train_images[: -min(5000, len(train_images) // 4)])
     test = data.to_unit_float(test_images)
     environment = runtime.describe()
     device = jax.devices()[0]
@@ -237,11 +309,26 @@ def main(argv: list[str] | None = None) -> int:
     peer_examples = 8192 if args.dry_run else 55000
     peers = []
     for name in ("torch_eager", "torch_compile") if args.peers == "torch" else ():
-        peers += throughput.run_peer(name, args.peer_python, [b for b in sizes["batch_sizes"] if b <= peer_examples],
-                                     sizes["peer_epochs"], peer_examples, threads=os.cpu_count(), device=peer_device)
-    report = {"date": datetime.date.today().isoformat(), "environment": environment, "dry_run": args.dry_run,
-              "matmul_peak_tflops": peak, "training": rows, "evaluation": evaluation, "precision": precision,
-              "peers": peers, "likelihood_kinds": list(likelihoods.KINDS)}
+        peers += throughput.run_peer(
+            name,
+            args.peer_python,
+            [b for b in sizes["batch_sizes"] if b <= peer_examples],
+            sizes["peer_epochs"],
+            peer_examples,
+            threads=os.cpu_count(),
+            device=peer_device,
+        )
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "environment": environment,
+        "dry_run": args.dry_run,
+        "matmul_peak_tflops": peak,
+        "training": rows,
+        "evaluation": evaluation,
+        "precision": precision,
+        "peers": peers,
+        "likelihood_kinds": list(likelihoods.KINDS),
+    }
     if cpu is not None:
         report["targets"] = ratios(report, cpu)
     print(markdown(report))

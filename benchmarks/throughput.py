@@ -103,8 +103,12 @@ def _memory(compiled) -> int | None:
     analysis = compiled.memory_analysis()
     if analysis is None:
         return None
-    return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
-               - analysis.alias_size_in_bytes)
+    return int(
+        analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        + analysis.temp_size_in_bytes
+        - analysis.alias_size_in_bytes
+    )
 
 
 # The chapter VAE's weight matrices, in the order `skeleton_loss` uses them.
@@ -160,8 +164,9 @@ def gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / statistics.median(timings) / 1e9
 
 
-def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int,
-                           population_sizes: list[int] = (1,)) -> list[dict]:
+def benchmark_vae_training(
+    images: jax.Array, batch_size: int, repeats: int, population_sizes: list[int] = (1,)
+) -> list[dict]:
     """The scanned epoch for each population size (one compiled program: `population.train_epoch`), and a
     single model's jitted step called once per batch from Python. Compilation is timed apart."""
     n = images.shape[0]
@@ -174,13 +179,22 @@ def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int,
         compile_s = time.perf_counter() - start
         _, timings = _time(lambda: compiled(chapter_population(size)[0], hyper, images, keys), repeats)
         median = statistics.median(timings)
-        records.append({"name": "vae_train_scan_epoch", "batch_size": batch_size, "population": size,
-                        "compile_s": compile_s, "timings_s": timings, "examples_per_sec": size * n / median,
-                        "examples_per_sec_per_member": n / median, "program_bytes": _memory(compiled)})
+        records.append(
+            {
+                "name": "vae_train_scan_epoch",
+                "batch_size": batch_size,
+                "population": size,
+                "compile_s": compile_s,
+                "timings_s": timings,
+                "examples_per_sec": size * n / median,
+                "examples_per_sec_per_member": n / median,
+                "program_bytes": _memory(compiled),
+            }
+        )
 
     state = _fresh_state(CHAPTER.init(jax.random.key(0)))
     num_batches = n // batch_size
-    batches = [images[i * batch_size:(i + 1) * batch_size] for i in range(num_batches)]
+    batches = [images[i * batch_size : (i + 1) * batch_size] for i in range(num_batches)]
 
     def per_step_epoch():
         nonlocal state
@@ -189,9 +203,16 @@ def benchmark_vae_training(images: jax.Array, batch_size: int, repeats: int,
         return step_metrics
 
     compile_s, timings = _time(per_step_epoch, repeats)
-    records.append({"name": "vae_train_step_per_batch", "batch_size": batch_size, "population": 1,
-                    "compile_s": compile_s, "timings_s": timings,
-                    "examples_per_sec": num_batches * batch_size / statistics.median(timings)})
+    records.append(
+        {
+            "name": "vae_train_step_per_batch",
+            "batch_size": batch_size,
+            "population": 1,
+            "compile_s": compile_s,
+            "timings_s": timings,
+            "examples_per_sec": num_batches * batch_size / statistics.median(timings),
+        }
+    )
     return records
 
 
@@ -206,8 +227,15 @@ def benchmark_sampling_and_eval(images: jax.Array, batch_size: int, repeats: int
     records = []
     for name, (fn, count) in cases.items():
         compile_s, timings = _time(fn, repeats)
-        records.append({"name": name, "batch_size": batch_size, "compile_s": compile_s, "timings_s": timings,
-                        "examples_per_sec": count / statistics.median(timings)})
+        records.append(
+            {
+                "name": name,
+                "batch_size": batch_size,
+                "compile_s": compile_s,
+                "timings_s": timings,
+                "examples_per_sec": count / statistics.median(timings),
+            }
+        )
     return records
 
 
@@ -215,17 +243,37 @@ def benchmark_linear_ae(repeats: int) -> dict:
     x = data.synthetic_3d(6000)
     epochs = 20
     compile_s, timings = _time(lambda: linear_ae.train(x, key=jax.random.key(0), epochs=epochs)[1]["loss"], repeats)
-    return {"name": "linear_ae_train", "batch_size": 32, "compile_s": compile_s, "timings_s": timings,
-            "examples_per_sec": len(x) * epochs / statistics.median(timings)}
+    return {
+        "name": "linear_ae_train",
+        "batch_size": 32,
+        "compile_s": compile_s,
+        "timings_s": timings,
+        "examples_per_sec": len(x) * epochs / statistics.median(timings),
+    }
 
 
-def run_peer(name: str, python: str, batch_sizes: list[int], epochs: int, num_examples: int, threads: int,
-             device: str = "cpu") -> list[dict]:
+def run_peer(
+    name: str, python: str, batch_sizes: list[int], epochs: int, num_examples: int, threads: int, device: str = "cpu"
+) -> list[dict]:
     """Runs one peer in its own process; its records, or one record with an "error" if it failed."""
     module, mode = PEERS[name]
-    command = [python, "-m", module, "--mode", mode, "--threads", str(threads), "--epochs", str(epochs),
-               "--num-examples", str(num_examples), "--batch-sizes", ",".join(map(str, batch_sizes)),
-               "--device", device]
+    command = [
+        python,
+        "-m",
+        module,
+        "--mode",
+        mode,
+        "--threads",
+        str(threads),
+        "--epochs",
+        str(epochs),
+        "--num-examples",
+        str(num_examples),
+        "--batch-sizes",
+        ",".join(map(str, batch_sizes)),
+        "--device",
+        device,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TF_CPP_MIN_LOG_LEVEL="2")
     try:
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -233,13 +281,25 @@ def run_peer(name: str, python: str, batch_sizes: list[int], epochs: int, num_ex
         return [{"name": name, "error": str(err)}]
     if done.returncode != 0:
         missing = "No module named" in done.stderr
-        hint = "peer frameworks not installed: run `make peers` and pass --peer-python .venv-peers/bin/python" if missing else ""
+        hint = (
+            "peer frameworks not installed: run `make peers` and pass --peer-python .venv-peers/bin/python"
+            if missing
+            else ""
+        )
         tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
         return [{"name": name, "error": hint or f"exit {done.returncode}: {tail[0]}"}]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    return [dict({"device": "cpu"}, **record, name=name, framework_version=report["framework_version"],
-                 threads=report["threads"], gflops_per_sec=record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9)
-            for record in report["records"]]
+    return [
+        dict(
+            {"device": "cpu"},
+            **record,
+            name=name,
+            framework_version=report["framework_version"],
+            threads=report["threads"],
+            gflops_per_sec=record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9,
+        )
+        for record in report["records"]
+    ]
 
 
 def _parse_list(parser: argparse.ArgumentParser, flag: str, text: str, choices=None) -> list:
@@ -247,7 +307,9 @@ def _parse_list(parser: argparse.ArgumentParser, flag: str, text: str, choices=N
     if choices is not None:
         unknown = sorted(set(items) - set(choices))
         if unknown:
-            parser.error(f"{flag} must be 'all', 'none' or a comma-separated subset of {sorted(choices)}, got {unknown}")
+            parser.error(
+                f"{flag} must be 'all', 'none' or a comma-separated subset of {sorted(choices)}, got {unknown}"
+            )
         return items
     try:
         return [int(item) for item in items]
@@ -271,8 +333,10 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         if "batch_size" in r:
             by_batch.setdefault(r["batch_size"], {})[_label(r)] = r
-    print(f"{'name':32s} {'batch':>6s} {'examples/s':>12s} {'per model':>10s} {'vs 1 model':>10s} "
-          f"{'vs Keras/TF':>12s} {'% ceiling':>10s} {'% peak':>7s} {'GFLOP/s':>8s} {'compile s':>10s} {'program MB':>10s}")
+    print(
+        f"{'name':32s} {'batch':>6s} {'examples/s':>12s} {'per model':>10s} {'vs 1 model':>10s} "
+        f"{'vs Keras/TF':>12s} {'% ceiling':>10s} {'% peak':>7s} {'GFLOP/s':>8s} {'compile s':>10s} {'program MB':>10s}"
+    )
     for batch_size, rows in by_batch.items():
         baseline = rows.get(BASELINE, {}).get("examples_per_sec")
         ceiling = rows.get("matmul_only_ceiling", {}).get("examples_per_sec")
@@ -289,10 +353,12 @@ def print_table(results: list[dict]) -> None:
             per = r.get("examples_per_sec_per_member")
             shown = f"{speed:12,.0f}" if speed else f"{'n/a':>12s}"
             compile_s, gflops, size = r.get("compile_s"), r.get("gflops_per_sec"), r.get("program_bytes")
-            print(f"{label:32s} {batch_size:6d} {shown} {'' if per is None else f'{per:10,.0f}':>10s} {versus:>10s} "
-                  f"{ratio:>12s} {frac:>10s} {of_peak:>7s} {'' if gflops is None else f'{gflops:8.1f}':>8s} "
-                  f"{'' if compile_s is None else f'{compile_s:10.2f}':>10s} "
-                  f"{'' if size is None else f'{size / 2**20:10.0f}':>10s}")
+            print(
+                f"{label:32s} {batch_size:6d} {shown} {'' if per is None else f'{per:10,.0f}':>10s} {versus:>10s} "
+                f"{ratio:>12s} {frac:>10s} {of_peak:>7s} {'' if gflops is None else f'{gflops:8.1f}':>8s} "
+                f"{'' if compile_s is None else f'{compile_s:10.2f}':>10s} "
+                f"{'' if size is None else f'{size / 2**20:10.0f}':>10s}"
+            )
     for r in results:
         if "error" in r:
             print(f"{r['name']}: not measured ({r['error']})")
@@ -312,24 +378,60 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes (default: %(default)s)")
-    parser.add_argument("--population-sizes", default="1,4,16,64", help="comma-separated numbers of models trained together in one program (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs/repeats per measurement, median reported (default: %(default)s)")
-    parser.add_argument("--num-examples", type=int, default=55000, help="training examples per epoch (default: %(default)s)")
-    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX directory; default: random images of the same shape")
-    parser.add_argument("--peers", default="all", help=f"'all', 'none' or a comma-separated subset of {list(PEERS)} (default: %(default)s)")
-    parser.add_argument("--peer-python", default=sys.executable, help="Python with the peer frameworks, e.g. .venv-peers/bin/python (default: this one)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads for every peer; XLA uses one per core (default: %(default)s)")
+    parser.add_argument(
+        "--population-sizes",
+        default="1,4,16,64",
+        help="comma-separated numbers of models trained together in one program (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="timed epochs/repeats per measurement, median reported (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-examples", type=int, default=55000, help="training examples per epoch (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="Fashion-MNIST IDX directory; default: random images of the same shape"
+    )
+    parser.add_argument(
+        "--peers",
+        default="all",
+        help=f"'all', 'none' or a comma-separated subset of {list(PEERS)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--peer-python",
+        default=sys.executable,
+        help="Python with the peer frameworks, e.g. .venv-peers/bin/python (default: this one)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="intra-op threads for every peer; XLA uses one per core (default: %(default)s)",
+    )
     parser.add_argument("--json", default=None, help="write all raw timings to this JSON file")
     args = parser.parse_args(argv)
     batch_sizes = _parse_list(parser, "--batch-sizes", args.batch_sizes)
     population_sizes = _parse_list(parser, "--population-sizes", args.population_sizes)
-    peers = list(PEERS) if args.peers == "all" else [] if args.peers == "none" else _parse_list(parser, "--peers", args.peers, PEERS)
+    peers = (
+        list(PEERS)
+        if args.peers == "all"
+        else []
+        if args.peers == "none"
+        else _parse_list(parser, "--peers", args.peers, PEERS)
+    )
     if not batch_sizes or min(batch_sizes) <= 0 or args.epochs <= 0 or args.threads <= 0:
-        parser.error(f"--batch-sizes, --epochs and --threads must be positive, got {args.batch_sizes!r}, {args.epochs}, {args.threads}")
+        parser.error(
+            f"--batch-sizes, --epochs and --threads must be positive, got {args.batch_sizes!r}, {args.epochs}, {args.threads}"
+        )
     if not population_sizes or min(population_sizes) <= 0:
         parser.error(f"--population-sizes must be positive integers, got {args.population_sizes!r}")
     if args.num_examples < max(batch_sizes):
-        parser.error(f"--num-examples must be at least the largest batch size {max(batch_sizes)}, got {args.num_examples}")
+        parser.error(
+            f"--num-examples must be at least the largest batch size {max(batch_sizes)}, got {args.num_examples}"
+        )
 
     check_paths(parser, args)
     if args.data_dir:
@@ -347,8 +449,14 @@ def main(argv: list[str] | None = None) -> int:
     for batch_size in batch_sizes:
         flops = _compiled_flops(batch_size)
         ceiling = _matmul_ceiling(images, batch_size, args.epochs)
-        results.append({"name": "matmul_only_ceiling", "batch_size": batch_size, "examples_per_sec": ceiling,
-                        "gflops_per_sec": ceiling * HAND_FLOPS_PER_EXAMPLE / 1e9})
+        results.append(
+            {
+                "name": "matmul_only_ceiling",
+                "batch_size": batch_size,
+                "examples_per_sec": ceiling,
+                "gflops_per_sec": ceiling * HAND_FLOPS_PER_EXAMPLE / 1e9,
+            }
+        )
         for record in benchmark_vae_training(images, batch_size, args.epochs, population_sizes):
             record["flops_per_example_compiled"] = flops
             record["gflops_per_sec"] = record["examples_per_sec"] * (flops or HAND_FLOPS_PER_EXAMPLE) / 1e9
@@ -367,9 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     if args.json:
         payload = {
-            "device": device.device_kind, "platform": device.platform, "jax_version": jax.__version__,
-            "python": platform.python_version(), "cpu_count": os.cpu_count(), "peer_threads": args.threads,
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), "hand_flops_per_example": HAND_FLOPS_PER_EXAMPLE,
+            "device": device.device_kind,
+            "platform": device.platform,
+            "jax_version": jax.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "peer_threads": args.threads,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "hand_flops_per_example": HAND_FLOPS_PER_EXAMPLE,
             "results": results,
         }
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -57,7 +57,9 @@ def _int_tuple(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas (e.g. 300,300), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas (e.g. 300,300), got {text!r}"
+        ) from None
 
 
 def _sweep_item(text: str) -> tuple[str, tuple[float, ...]]:
@@ -99,10 +101,16 @@ def config_parser(config_cls: type, description: str) -> argparse.ArgumentParser
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     presets = getattr(config_cls, "PRESETS", None)
     if presets:
-        parser.add_argument("--preset", choices=sorted(presets), default=None,
-                            help="set the defaults of several flags at once: " + "; ".join(
-                                f"{name}: " + (", ".join(f"{flag(k)} {_shown(v)}" for k, v in values.items()) or "the defaults")
-                                for name, values in presets.items()))
+        parser.add_argument(
+            "--preset",
+            choices=sorted(presets),
+            default=None,
+            help="set the defaults of several flags at once: "
+            + "; ".join(
+                f"{name}: " + (", ".join(f"{flag(k)} {_shown(v)}" for k, v in values.items()) or "the defaults")
+                for name, values in presets.items()
+            ),
+        )
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         parser.add_argument(flag(field.name), dest=field.name, **_argument(field, hints[field.name]))
@@ -151,8 +159,11 @@ def report_bug(err: BaseException, out: str | None) -> int:
         print(text, file=sys.stderr, end="")
         where = "the traceback is above"
     version = runtime.source_revision()
-    print(f"bug: {type(err).__name__}: {err} (aejax {version['version']}, commit {version['commit']}); {where}; "
-          "please report it with that traceback", file=sys.stderr)
+    print(
+        f"bug: {type(err).__name__}: {err} (aejax {version['version']}, commit {version['commit']}); {where}; "
+        "please report it with that traceback",
+        file=sys.stderr,
+    )
     return EXIT_FAILURE
 
 
@@ -161,8 +172,12 @@ def _warn_to_stderr(message, category, filename, lineno, file=None, line=None) -
 
 
 def main(
-    config_cls: type, description: str, run: Callable[[Any], int], argv: list[str] | None = None,
-    on_interrupt: Callable[[Any], str] | None = None, prepare: Callable[[Any], None] | None = None,
+    config_cls: type,
+    description: str,
+    run: Callable[[Any], int],
+    argv: list[str] | None = None,
+    on_interrupt: Callable[[Any], str] | None = None,
+    prepare: Callable[[Any], None] | None = None,
 ) -> int:
     """Parses flags into `config_cls`, sets up XLA, calls `run(config)` and maps failures to exit codes.
 

@@ -42,8 +42,12 @@ from aejax.training import fit
 from experiments import common
 
 KIND = "evaluate_vae"
-FIGURES = ("vae_reconstructions_plot.png", "vae_latent_space_plot.png", "vae_latent_traversal_plot.png",
-           "vae_posterior_diagnostics.png")
+FIGURES = (
+    "vae_reconstructions_plot.png",
+    "vae_latent_space_plot.png",
+    "vae_latent_traversal_plot.png",
+    "vae_posterior_diagnostics.png",
+)
 OUTPUTS = ("metrics.json", common.TRACEBACK) + FIGURES
 # Decoder evaluations (images x samples x members) one evaluation may ask for: ~8 hours on a 2-core
 # CPU (measured ~3.5e5 per second), minutes on a GPU. More is refused up front.
@@ -58,16 +62,21 @@ class Config:
     batch_size: int = option(100, "test images per compiled call")
     num_test_images: int | None = option(None, "evaluate the first N test images (default: all)")
     member: int | None = option(None, "a population's member to evaluate (default: every member)")
-    matmul_precision: str = option("default", "matmul precision: see experiments.vae_fashion_mnist --help",
-                                   choices=fit.MATMUL_PRECISIONS)
+    matmul_precision: str = option(
+        "default", "matmul precision: see experiments.vae_fashion_mnist --help", choices=fit.MATMUL_PRECISIONS
+    )
     seed: int = option(0, f"seed of the evaluation key (0..{fit.MAX_SEED})")
-    dataset: str | None = option(None, "the test images: as experiments.vae_fashion_mnist --dataset (default: the "
-                                 "training run's, from the params file)")
+    dataset: str | None = option(
+        None,
+        "the test images: as experiments.vae_fashion_mnist --dataset (default: the "
+        "training run's, from the params file)",
+    )
     data_dir: str | None = option(None, "fashion_mnist: folder with the IDX .gz files (default: the training run's)")
     images_key: str | None = option(None, "npz: the images' array (default: the training run's)")
     labels_key: str | None = option(None, "npz: the labels' array (default: the training run's)")
-    test_holdout: int | None = option(None, "digits, npz, npy, folder: images held out as the test split (default: "
-                                      "the training run's)")
+    test_holdout: int | None = option(
+        None, "digits, npz, npy, folder: images held out as the test split (default: the training run's)"
+    )
     out: str = option("runs/vae_eval", "output folder (not a training run's: results never overwrite another run's)")
     overwrite: bool = option(False, "replace an earlier evaluation in --out")
 
@@ -106,8 +115,9 @@ class Config:
         return ks
 
 
-def load_params(path: str | Path, chosen: list[int] | None = None
-                ) -> tuple[vae.Model, str, list[vae.Params], dict, bytes]:
+def load_params(
+    path: str | Path, chosen: list[int] | None = None
+) -> tuple[vae.Model, str, list[vae.Params], dict, bytes]:
     """The model and likelihood the params file `path` (aejax.io.params_file) records, its members,
     its manifest and its bytes. The members in `chosen` (default: all) are checked against the model
     (names, shapes, dtypes, finiteness); the others are not used."""
@@ -119,8 +129,9 @@ def load_params(path: str | Path, chosen: list[int] | None = None
     except (ValueError, TypeError) as err:
         raise ParamsFileError(f"--params {str(path)!r} cannot be evaluated here: {err}") from None
     if likelihood not in likelihoods.KINDS:
-        raise ParamsFileError(f"--params {str(path)!r} records the likelihood {likelihood!r}, not one of "
-                              f"{likelihoods.KINDS}")
+        raise ParamsFileError(
+            f"--params {str(path)!r} records the likelihood {likelihood!r}, not one of {likelihoods.KINDS}"
+        )
     if chosen is not None and chosen and max(chosen) >= len(members):
         fail("member", f"must be below the population's {len(members)} members, got {max(chosen)}")
     for index in range(len(members)) if chosen is None else chosen:
@@ -142,14 +153,16 @@ def batched(fn, images: jax.Array, key: jax.Array, batch_size: int, desc: str) -
     values = []
     starts = range(0, count, batch_size)
     for index, start in enumerate(tqdm(starts, desc=desc, unit="batch", file=sys.stdout, leave=False)):
-        values.append(np.asarray(fn(padded[start:start + batch_size], jax.random.fold_in(key, index))))
+        values.append(np.asarray(fn(padded[start : start + batch_size], jax.random.fold_in(key, index))))
     return np.concatenate(values)[:count]
 
 
 def _mean_and_error(name: str, values: np.ndarray) -> dict[str, float]:
     if not np.all(np.isfinite(values)):
-        raise FloatingPointError(f"{name} is not finite for {int(np.sum(~np.isfinite(values)))} test image(s): "
-                                 "the model or its inputs are broken; nothing was written")
+        raise FloatingPointError(
+            f"{name} is not finite for {int(np.sum(~np.isfinite(values)))} test image(s): "
+            "the model or its inputs are broken; nothing was written"
+        )
     mean, error = stats.mean_and_standard_error(values)
     return {"mean": mean, "standard_error": error}
 
@@ -157,8 +170,13 @@ def _mean_and_error(name: str, values: np.ndarray) -> dict[str, float]:
 def evaluation_keys(seed: int) -> dict[str, jax.Array]:
     elbo, iwae, chapter, figures = jax.random.split(jax.random.key(seed), 4)
     reconstruction, mutual_information = jax.random.split(figures)
-    return {"elbo": elbo, "iwae": iwae, "chapter": chapter, "reconstruction": reconstruction,
-            "mutual_information": mutual_information}
+    return {
+        "elbo": elbo,
+        "iwae": iwae,
+        "chapter": chapter,
+        "reconstruction": reconstruction,
+        "mutual_information": mutual_information,
+    }
 
 
 def evaluate_member(config: Config, model: vae.Model, params: vae.Params, x: jax.Array, likelihood: str) -> dict:
@@ -166,12 +184,27 @@ def evaluate_member(config: Config, model: vae.Model, params: vae.Params, x: jax
     keys = evaluation_keys(config.seed)
     elbo_key, iwae_key, chapter_key, mi_key = (keys[k] for k in ("elbo", "iwae", "chapter", "mutual_information"))
     results: dict = {}
-    results["test_negative_elbo_nats"] = _mean_and_error("-ELBO", -batched(
-        lambda b, k: metrics.elbo(model, params, b, k, config.elbo_samples, likelihood), x, elbo_key, config.batch_size, "ELBO"))
+    results["test_negative_elbo_nats"] = _mean_and_error(
+        "-ELBO",
+        -batched(
+            lambda b, k: metrics.elbo(model, params, b, k, config.elbo_samples, likelihood),
+            x,
+            elbo_key,
+            config.batch_size,
+            "ELBO",
+        ),
+    )
     results["test_negative_iwae_nats"] = {
-        str(k): _mean_and_error(f"-IWAE k={k}", -batched(
-            lambda b, key, k=k: metrics.iwae_bound(model, params, b, key, k, likelihood=likelihood), x, iwae_key,
-            config.batch_size, f"IWAE k={k}"))
+        str(k): _mean_and_error(
+            f"-IWAE k={k}",
+            -batched(
+                lambda b, key, k=k: metrics.iwae_bound(model, params, b, key, k, likelihood=likelihood),
+                x,
+                iwae_key,
+                config.batch_size,
+                f"IWAE k={k}",
+            ),
+        )
         for k in config.ks()
     }
     chapter = vae.evaluate(model, params, x, chapter_key, likelihood=likelihood)
@@ -195,12 +228,21 @@ def evaluate_member(config: Config, model: vae.Model, params: vae.Params, x: jax
     return results
 
 
-def figures(config: Config, model: vae.Model, params: vae.Params, test: data.Dataset, x: np.ndarray,
-            likelihood: str, diagnostics: dict, out: Path) -> None:
+def figures(
+    config: Config,
+    model: vae.Model,
+    params: vae.Params,
+    test: data.Dataset,
+    x: np.ndarray,
+    likelihood: str,
+    diagnostics: dict,
+    out: Path,
+) -> None:
     reconstruction_key = evaluation_keys(config.seed)["reconstruction"]
     mean, log_var = vae.encode(model, params, x[:10])
-    reconstructed = np.asarray(vae.decode(model, params, vae.sample_latent(reconstruction_key, mean, log_var),
-                                          likelihood))
+    reconstructed = np.asarray(
+        vae.decode(model, params, vae.sample_latent(reconstruction_key, mean, log_var), likelihood)
+    )
     plotting.save_figure(plotting.reconstructions(x[:10], reconstructed), out / FIGURES[0])
 
     means = np.asarray(vae.encode(model, params, x)[0])
@@ -224,25 +266,31 @@ def figures(config: Config, model: vae.Model, params: vae.Params, test: data.Dat
 def run(config: Config) -> int:
     runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False)
     ks = config.ks()
-    model, likelihood, members, manifest, raw = load_params(config.params,
-                                                            None if config.member is None else [config.member])
+    model, likelihood, members, manifest, raw = load_params(
+        config.params, None if config.member is None else [config.member]
+    )
     chosen = list(range(len(members))) if config.member is None else [config.member]
     identities = manifest["members"]
     settings = config.data_settings(manifest.get("data", {}))
     test = settings.load("test")
     images = test.images
     if images.shape[1:] != tuple(model.image_shape):
-        raise DataError(f"{settings.dataset}: the test images have shape {images.shape[1:]}, the model in --params "
-                        f"takes {tuple(model.image_shape)}")
+        raise DataError(
+            f"{settings.dataset}: the test images have shape {images.shape[1:]}, the model in --params "
+            f"takes {tuple(model.image_shape)}"
+        )
     count = len(images) if config.num_test_images is None else config.num_test_images
     if count > len(images):
         fail("num_test_images", f"must be at most the {len(images)} test images, got {count}")
     evaluations = count * (sum(ks) + config.elbo_samples) * len(chosen)
     if evaluations > MAX_DECODER_EVALUATIONS:
-        fail("iwae_k", f"{config.iwae_k} with --elbo-samples {config.elbo_samples} over {count} images and "
-             f"{len(chosen)} model(s) asks for {evaluations:.2e} decoder evaluations (about "
-             f"{evaluations / 3.5e5 / 3600:.0f} h on a 2-core CPU); the limit is {MAX_DECODER_EVALUATIONS:.0e}: "
-             "lower --iwae-k, or pass --num-test-images or --member")
+        fail(
+            "iwae_k",
+            f"{config.iwae_k} with --elbo-samples {config.elbo_samples} over {count} images and "
+            f"{len(chosen)} model(s) asks for {evaluations:.2e} decoder evaluations (about "
+            f"{evaluations / 3.5e5 / 3600:.0f} h on a 2-core CPU); the limit is {MAX_DECODER_EVALUATIONS:.0e}: "
+            "lower --iwae-k, or pass --num-test-images or --member",
+        )
     images = images[:count]
     test = dataclasses.replace(test, images=images, labels=None if test.labels is None else test.labels[:count])
     x = jnp.asarray(data.unit_float_images("test images", images))
@@ -250,22 +298,36 @@ def run(config: Config) -> int:
     if binarize:
         x = likelihoods.binarize_for_evaluation(x, "test")
 
-    definition = {"params_sha256": hashlib.sha256(raw).hexdigest(), "data_sha256": fit.fingerprint(images),
-                  **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "overwrite", "data_dir")},
-                  "data": dataclasses.asdict(settings)}
+    definition = {
+        "params_sha256": hashlib.sha256(raw).hexdigest(),
+        "data_sha256": fit.fingerprint(images),
+        **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "overwrite", "data_dir")},
+        "data": dataclasses.asdict(settings),
+    }
     out = Path(config.out)
     environment = runtime.describe(config.matmul_precision)
-    with runs.claim(out, KIND, definition, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False,
-                    details={"environment": environment}):
+    with runs.claim(
+        out,
+        KIND,
+        definition,
+        overwrite=config.overwrite,
+        outputs=OUTPUTS,
+        resumable=False,
+        details={"environment": environment},
+    ):
         start = time.perf_counter()
         with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
-            rows = [{"member": i, **identities[i], **evaluate_member(config, model, members[i], x, likelihood)}
-                    for i in chosen]
+            rows = [
+                {"member": i, **identities[i], **evaluate_member(config, model, members[i], x, likelihood)}
+                for i in chosen
+            ]
         seconds = time.perf_counter() - start
         result = {
             "config": dataclasses.asdict(config),
             "environment": environment,
-            "params": config.params, "likelihood": likelihood, "binarize": binarize,
+            "params": config.params,
+            "likelihood": likelihood,
+            "binarize": binarize,
             "likelihood_source": "the params file's manifest",
             "data": dataclasses.asdict(settings),
             "num_test_images": count,
@@ -275,14 +337,18 @@ def run(config: Config) -> int:
         if likelihood == "bernoulli" and not binarize:
             floor = np.sum(np.asarray(likelihoods.bernoulli_entropy(x)), axis=vae.image_axes(model))
             result["test_entropy_floor_nats"] = float(np.mean(floor))
-            result["note"] = ("'bernoulli' on grey levels is a cross-entropy, not a log-likelihood: a perfect model "
-                              "scores test_entropy_floor_nats; compare models by the gap above it")
+            result["note"] = (
+                "'bernoulli' on grey levels is a cross-entropy, not a log-likelihood: a perfect model "
+                "scores test_entropy_floor_nats; compare models by the gap above it"
+            )
         if len(rows) == 1:
             result.update(rows[0] if len(members) > 1 else {k: v for k, v in rows[0].items() if k != "member"})
         else:
             result["members"] = rows
-            result["summary_method"] = ("per grid point (members of equal beta and learning rate; different "
-                                        "hyperparameters are never pooled): mean and Student-t 95% interval")
+            result["summary_method"] = (
+                "per grid point (members of equal beta and learning rate; different "
+                "hyperparameters are never pooled): mean and Student-t 95% interval"
+            )
             result["summary"] = [{**point, **summarize(group, ks)} for point, group in grid_points(rows)]
         figures(config, model, members[chosen[0]], test, np.asarray(x), likelihood, rows[0]["diagnostics"], out)
         write_json(out / "metrics.json", result)
@@ -302,8 +368,12 @@ def summarize(rows: list[dict], ks: list[int]) -> dict:
     return {
         "n": len(rows),
         "test_negative_elbo_nats": stats.summarize([r["test_negative_elbo_nats"]["mean"] for r in rows]),
-        **{f"test_negative_iwae_nats_k{k}": stats.summarize([r["test_negative_iwae_nats"][str(k)]["mean"]
-                                                              for r in rows]) for k in ks},
+        **{
+            f"test_negative_iwae_nats_k{k}": stats.summarize(
+                [r["test_negative_iwae_nats"][str(k)]["mean"] for r in rows]
+            )
+            for k in ks
+        },
         "active_units": stats.summarize([r["diagnostics"]["active_units"] for r in rows]),
         "mutual_information_nats": stats.summarize([r["diagnostics"]["mutual_information_nats"] for r in rows]),
     }
@@ -311,16 +381,20 @@ def summarize(rows: list[dict], ks: list[int]) -> dict:
 
 def summary_line(result: dict, out: Path) -> str:
     first = result if "members" not in result else result["members"][0]
-    iwae = ", ".join(f"k={k}: {v['mean']:.2f} ± {v['standard_error']:.2f}" for k, v in first["test_negative_iwae_nats"].items())
+    iwae = ", ".join(
+        f"k={k}: {v['mean']:.2f} ± {v['standard_error']:.2f}" for k, v in first["test_negative_iwae_nats"].items()
+    )
     elbo = first["test_negative_elbo_nats"]
     d = first["diagnostics"]
     floor = f"; entropy floor {result['test_entropy_floor_nats']:.2f}" if "test_entropy_floor_nats" in result else ""
     who = f"member 0 of {len(result['members'])}: " if "members" in result else ""
-    return (f"{who}test -ELBO {elbo['mean']:.2f} ± {elbo['standard_error']:.2f} nats; -IWAE {iwae} nats{floor} "
-            f"({result['likelihood']}{', binarized' if result['binarize'] else ''}); rate {d['rate_nats']:.2f}, distortion {d['distortion_nats']:.2f}, active units "
-            f"{d['active_units']}/{len(d['kl_per_dim_nats'])}, MI {d['mutual_information_nats']:.2f} nats; chapter loss "
-            f"{first['test_chapter_loss']:.4f}, rounded accuracy {first['test_rounded_accuracy']:.4f} "
-            f"({result['eval_wall_seconds']:.0f} s) -> {out}")
+    return (
+        f"{who}test -ELBO {elbo['mean']:.2f} ± {elbo['standard_error']:.2f} nats; -IWAE {iwae} nats{floor} "
+        f"({result['likelihood']}{', binarized' if result['binarize'] else ''}); rate {d['rate_nats']:.2f}, distortion {d['distortion_nats']:.2f}, active units "
+        f"{d['active_units']}/{len(d['kl_per_dim_nats'])}, MI {d['mutual_information_nats']:.2f} nats; chapter loss "
+        f"{first['test_chapter_loss']:.4f}, rounded accuracy {first['test_rounded_accuracy']:.4f} "
+        f"({result['eval_wall_seconds']:.0f} s) -> {out}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

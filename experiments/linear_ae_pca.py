@@ -52,15 +52,22 @@ class Config:
             fail("learning_rate", f"must be a finite number > 0, got {self.learning_rate}")
         if not 0 <= self.seed <= 2**32 - 1:
             fail("seed", f"must be in 0..{2**32 - 1}, got {self.seed}")
-        if self.converged_epochs * self.num_examples > 10**9 or self.spread_seeds * self.epochs * self.num_examples > 10**9:
+        if (
+            self.converged_epochs * self.num_examples > 10**9
+            or self.spread_seeds * self.epochs * self.num_examples > 10**9
+        ):
             fail("num_examples", "with these epochs and seeds asks for more than 1e9 example-steps; lower them")
 
 
 def _fit_quality(params, x, components, pca_loss) -> dict:
     angles = pca.principal_angles(linear_ae.decoder_subspace(params), components)
     loss = float(linear_ae.loss(params, x))
-    return {"final_loss": loss, "loss_over_pca_optimum": loss / pca_loss, "max_principal_angle_rad": float(angles.max()),
-            "principal_angles_decoder_rad": angles.tolist()}
+    return {
+        "final_loss": loss,
+        "loss_over_pca_optimum": loss / pca_loss,
+        "max_principal_angle_rad": float(angles.max()),
+        "principal_angles_decoder_rad": angles.tolist(),
+    }
 
 
 def _spread(values: np.ndarray) -> dict:
@@ -71,18 +78,42 @@ def run(config: Config) -> int:
     x = data.synthetic_3d(config.num_examples)
     out = Path(config.out)
     environment = runtime.describe()
-    with runs.claim(out, KIND, dataclasses.asdict(config), overwrite=config.overwrite, outputs=OUTPUTS,
-                    resumable=False, details={"environment": environment}):
+    with runs.claim(
+        out,
+        KIND,
+        dataclasses.asdict(config),
+        overwrite=config.overwrite,
+        outputs=OUTPUTS,
+        resumable=False,
+        details={"environment": environment},
+    ):
         components = pca.principal_components(x, 2)
         pca_loss = pca.pca_reconstruction_mse(x, 2)
-        chapter, history = linear_ae.train(x, 2, key=jax.random.key(config.seed), epochs=config.epochs,
-                                           learning_rate=config.learning_rate, batch_size=config.batch_size)
+        chapter, history = linear_ae.train(
+            x,
+            2,
+            key=jax.random.key(config.seed),
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+        )
         converged, converged_history = linear_ae.train(
-            x, 2, key=jax.random.key(config.seed), epochs=config.converged_epochs,
-            learning_rate=config.learning_rate, batch_size=len(x))
+            x,
+            2,
+            key=jax.random.key(config.seed),
+            epochs=config.converged_epochs,
+            learning_rate=config.learning_rate,
+            batch_size=len(x),
+        )
         seeds = np.arange(config.spread_seeds)
-        many, _ = linear_ae.train_many(x, 2, keys=jax.vmap(jax.random.key)(seeds), epochs=config.epochs,
-                                       learning_rate=config.learning_rate, batch_size=config.batch_size)
+        many, _ = linear_ae.train_many(
+            x,
+            2,
+            keys=jax.vmap(jax.random.key)(seeds),
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+        )
         spread = [_fit_quality(jax.tree.map(lambda leaf, i=i: leaf[i], many), x, components, pca_loss) for i in seeds]
 
         codings = np.asarray(linear_ae.encode(chapter, x))
@@ -93,9 +124,15 @@ def run(config: Config) -> int:
             (f"converged: {config.converged_epochs} epochs of full-batch GD", converged, converged_history["loss"]),
         ):
             quality = _fit_quality(params, x, components, pca_loss)
-            runs_to_plot.append(plotting.LinearAERun(
-                label, np.asarray(linear_ae.decode(params, linear_ae.encode(params, x))) @ components,
-                losses, quality["max_principal_angle_rad"], quality["loss_over_pca_optimum"]))
+            runs_to_plot.append(
+                plotting.LinearAERun(
+                    label,
+                    np.asarray(linear_ae.decode(params, linear_ae.encode(params, x))) @ components,
+                    losses,
+                    quality["max_principal_angle_rad"],
+                    quality["loss_over_pca_optimum"],
+                )
+            )
         plotting.save_figure(plotting.linear_ae_vs_pca(runs_to_plot, x @ components, pca_loss), out / OUTPUTS[1])
         metrics = {
             "config": dataclasses.asdict(config),
@@ -104,14 +141,18 @@ def run(config: Config) -> int:
             "loss_history": history["loss"].tolist(),
             "final_epoch_loss": float(history["loss"][-1]),
             **_fit_quality(chapter, x, components, pca_loss),
-            "principal_angles_encoder_rad": pca.principal_angles(np.asarray(chapter["encoder"]["kernel"]), components).tolist(),
+            "principal_angles_encoder_rad": pca.principal_angles(
+                np.asarray(chapter["encoder"]["kernel"]), components
+            ).tolist(),
             "converged": {"epochs": config.converged_epochs, **_fit_quality(converged, x, components, pca_loss)},
             "spread_over_seeds": {
                 "seeds": seeds.tolist(),
                 "loss_over_pca_optimum": _spread(np.asarray([s["loss_over_pca_optimum"] for s in spread])),
                 "max_principal_angle_rad": _spread(np.asarray([s["max_principal_angle_rad"] for s in spread])),
-                "per_seed": [{"seed": int(seed), **{k: s[k] for k in ("loss_over_pca_optimum", "max_principal_angle_rad")}}
-                             for seed, s in zip(seeds, spread)],
+                "per_seed": [
+                    {"seed": int(seed), **{k: s[k] for k in ("loss_over_pca_optimum", "max_principal_angle_rad")}}
+                    for seed, s in zip(seeds, spread)
+                ],
             },
         }
         write_json(out / "metrics.json", metrics)

@@ -36,31 +36,51 @@ from aejax.training import fit, population
 from experiments import common
 
 KIND = "vae_fashion_mnist"
-FIGURES = ("vae_generated_images_plot.png", "semantic_interpolation_plot.png", "vae_reconstructions_plot.png",
-           "vae_learning_curves.png", "vae_rate_distortion.png")
+FIGURES = (
+    "vae_generated_images_plot.png",
+    "semantic_interpolation_plot.png",
+    "vae_reconstructions_plot.png",
+    "vae_learning_curves.png",
+    "vae_rate_distortion.png",
+)
 OUTPUTS = ("metrics.json", "params.msgpack", "history.jsonl", "checkpoints", "tensorboard", common.TRACEBACK) + FIGURES
-FINAL_METRICS = ("final_val_loss", "final_val_rounded_accuracy", "test_loss", "test_rounded_accuracy",
-                 "test_rate_nats", "test_distortion_nats")
+FINAL_METRICS = (
+    "final_val_loss",
+    "final_val_rounded_accuracy",
+    "test_loss",
+    "test_rounded_accuracy",
+    "test_rate_nats",
+    "test_distortion_nats",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(fit.Config):
-    dataset: str = option("fashion_mnist", "the images: fashion_mnist, digits (scikit-learn's 8x8), npz:PATH, "
-                          "npy:PATH, folder:PATH (PNG/JPEG, class sub-folders) or tfds:NAME (aejax/data/sources.py)")
-    data_dir: str | None = option(None, "fashion_mnist: folder with the four IDX .gz files (default: Debian's "
-                                  "package, else TFDS)")
+    dataset: str = option(
+        "fashion_mnist",
+        "the images: fashion_mnist, digits (scikit-learn's 8x8), npz:PATH, "
+        "npy:PATH, folder:PATH (PNG/JPEG, class sub-folders) or tfds:NAME (aejax/data/sources.py)",
+    )
+    data_dir: str | None = option(
+        None, "fashion_mnist: folder with the four IDX .gz files (default: Debian's package, else TFDS)"
+    )
     images_key: str = option("images", "npz: the images' array")
     labels_key: str = option("labels", "npz: the labels' array (optional in the file)")
-    test_holdout: int | None = option(None, "digits, npz, npy, folder: images held out as the test split (default: "
-                                      "one in six)")
+    test_holdout: int | None = option(
+        None, "digits, npz, npy, folder: images held out as the test split (default: one in six)"
+    )
     out: str = option("runs/vae", "output folder (owned by this run: see --resume and --overwrite)")
     resume: bool = option(False, "continue the run in --out from its newest readable checkpoint")
-    auto_resume: bool = option(False, "continue the run in --out if it holds one, else start it: one command line "
-                               "for a job that a scheduler may stop and requeue")
+    auto_resume: bool = option(
+        False,
+        "continue the run in --out if it holds one, else start it: one command line "
+        "for a job that a scheduler may stop and requeue",
+    )
     overwrite: bool = option(False, "replace the run already in --out (deletes its checkpoints and results)")
     keep_checkpoints: int = option(3, "how many per-epoch checkpoints to keep")
-    tensorboard: bool = option(False, "also write the metrics as TensorBoard events to <out>/tensorboard "
-                               "(pip install -e '.[tensorboard]')")
+    tensorboard: bool = option(
+        False, "also write the metrics as TensorBoard events to <out>/tensorboard (pip install -e '.[tensorboard]')"
+    )
     deterministic: bool = option(False, "bitwise-reproducible GPU runs (XLA's deterministic ops; a little slower)")
     coordinator_address: str | None = option(None, "multi-host: HOST:PORT of process 0 (env AEJAX_COORDINATOR_ADDRESS)")
     num_processes: int | None = option(None, "multi-host: number of processes (env AEJAX_NUM_PROCESSES; default 1)")
@@ -71,9 +91,19 @@ class Config(fit.Config):
     # docs/likelihoods.md lists every difference).
     PRESETS: ClassVar[dict] = {
         "chapter": {},
-        "literature": {"hidden_sizes": (300, 300), "latent_dim": 40, "binarize": True, "activation": "gated",
-                       "recipe": "adam", "learning_rate": 5e-4, "batch_size": 100, "num_validation": 10000,
-                       "kl_warmup_epochs": 100, "early_stopping_patience": 50, "epochs": 2000},
+        "literature": {
+            "hidden_sizes": (300, 300),
+            "latent_dim": 40,
+            "binarize": True,
+            "activation": "gated",
+            "recipe": "adam",
+            "learning_rate": 5e-4,
+            "batch_size": 100,
+            "num_validation": 10000,
+            "kl_warmup_epochs": 100,
+            "early_stopping_patience": 50,
+            "epochs": 2000,
+        },
     }
 
     def __post_init__(self):
@@ -126,11 +156,13 @@ def figures(result: fit.FitResult, member: int, test_images: np.ndarray, out: Pa
 
     originals_x = data.unit_float_images("test images", test_images[:10])
     if result.config.binarize:
-        originals_x = np.asarray(likelihoods.binarize_for_evaluation(
-            data.unit_float_images("test images", test_images), "test")[:10])
+        originals_x = np.asarray(
+            likelihoods.binarize_for_evaluation(data.unit_float_images("test images", test_images), "test")[:10]
+        )
     mean, log_var = vae.encode(model, params, originals_x)
-    reconstructed = np.asarray(vae.decode(model, params, vae.sample_latent(reconstruction_key, mean, log_var),
-                                          likelihood))
+    reconstructed = np.asarray(
+        vae.decode(model, params, vae.sample_latent(reconstruction_key, mean, log_var), likelihood)
+    )
     plotting.save_figure(plotting.reconstructions(originals_x, reconstructed), out / FIGURES[2])
 
 
@@ -149,8 +181,10 @@ def manifest(config: Config, model: vae.Model, metrics: dict) -> dict:
         "model": {**registry.to_dict(model), "likelihood": config.likelihood},
         "binarize": config.binarize,
         "data": dataclasses.asdict(config.data_settings()),
-        "members": [{name: row[name] for name in ("seed", "beta", "learning_rate", "params_sha256", "diverged")}
-                    for row in members],
+        "members": [
+            {name: row[name] for name in ("seed", "beta", "learning_rate", "params_sha256", "diverged")}
+            for row in members
+        ],
     }
 
 
@@ -160,8 +194,10 @@ def run(config: Config) -> int:
     train_images = config.data_settings().load("train").images
     test_images = config.data_settings().load("test").images
     if test_images.shape[1:] != train_images.shape[1:]:
-        raise DataError(f"{config.dataset}: the test images' shape {test_images.shape[1:]} differs from the training "
-                        f"images' {train_images.shape[1:]}")
+        raise DataError(
+            f"{config.dataset}: the test images' shape {test_images.shape[1:]} differs from the training "
+            f"images' {train_images.shape[1:]}"
+        )
     plan = fit.prepare(config, train_images)  # every check, the memory one included, before any output
     members = plan.members
     out = Path(config.out)
@@ -170,10 +206,25 @@ def run(config: Config) -> int:
         log.append(writers.TensorBoard(out / "tensorboard", len(members)))
     writer = jax.process_index() == 0
     environment = runtime.describe(config.matmul_precision, config.deterministic)
-    with runs.claim(out, KIND, plan.definition, resume=resume, overwrite=config.overwrite, outputs=OUTPUTS,
-                    enabled=writer, details={"environment": environment}):
-        result = fit.fit(config, train_images, checkpoint_dir=out / "checkpoints", resume=resume,
-                         keep_checkpoints=config.keep_checkpoints, writers=log, plan=plan)
+    with runs.claim(
+        out,
+        KIND,
+        plan.definition,
+        resume=resume,
+        overwrite=config.overwrite,
+        outputs=OUTPUTS,
+        enabled=writer,
+        details={"environment": environment},
+    ):
+        result = fit.fit(
+            config,
+            train_images,
+            checkpoint_dir=out / "checkpoints",
+            resume=resume,
+            keep_checkpoints=config.keep_checkpoints,
+            writers=log,
+            plan=plan,
+        )
         for w in log:
             w.close()
         digests = [params_file.member_digest(result.member_params(i)) for i in range(len(members))]
@@ -185,37 +236,51 @@ def run(config: Config) -> int:
                 print("warning: no member trained without diverging: no figures of generated images", file=sys.stderr)
             else:
                 if len(members) > 1 and shown != 0:
-                    print(f"note: figures show member {shown} (seed {members[shown].seed}), the first healthy one",
-                          file=sys.stderr)
+                    print(
+                        f"note: figures show member {shown} (seed {members[shown].seed}), the first healthy one",
+                        file=sys.stderr,
+                    )
                 figures(result, shown, test_images, out)
             learning_curves(result, out)
             if any(name == "beta" for name, _ in config.sweep):
                 rows = metrics["members"]
-                plotting.save_figure(plotting.rate_distortion(
-                    [r["test_rate_nats"] for r in rows], [r["test_distortion_nats"] for r in rows],
-                    [r["beta"] for r in rows]), out / FIGURES[4])
+                plotting.save_figure(
+                    plotting.rate_distortion(
+                        [r["test_rate_nats"] for r in rows],
+                        [r["test_distortion_nats"] for r in rows],
+                        [r["beta"] for r in rows],
+                    ),
+                    out / FIGURES[4],
+                )
             params_file.write(out / "params.msgpack", result.params, manifest(config, result.model, metrics))
             write_json(out / "metrics.json", metrics)
     print(summary_line(config, metrics))
     return 0
 
 
-def results(config: Config, result: fit.FitResult, test_images: np.ndarray, digests: list[str],
-            environment: dict) -> dict:
+def results(
+    config: Config, result: fit.FitResult, test_images: np.ndarray, digests: list[str], environment: dict
+) -> dict:
     """metrics.json: the run's settings and environment, each member's results, and their summary."""
-    test = population.evaluate_members(result.model, result.params, test_images, result.members, config.likelihood,
-                                       config.binarize)
+    test = population.evaluate_members(
+        result.model, result.params, test_images, result.members, config.likelihood, config.binarize
+    )
     rows = []
     for i, member in enumerate(result.members):
         finite = result.diverged[i] is None or result.best_epoch is not None and result.best_epoch[i] > 0
-        row = {**dataclasses.asdict(member), "params_sha256": digests[i],
-               "diverged": result.diverged[i],
-               "best_epoch": None if result.best_epoch is None else int(result.best_epoch[i])}
+        row = {
+            **dataclasses.asdict(member),
+            "params_sha256": digests[i],
+            "diverged": result.diverged[i],
+            "best_epoch": None if result.best_epoch is None else int(result.best_epoch[i]),
+        }
         values = {
             "final_val_loss": result.final("val_loss")[i],
             "final_val_rounded_accuracy": result.final("val_rounded_accuracy")[i],
-            "test_loss": test["loss"][i], "test_rounded_accuracy": test["rounded_accuracy"][i],
-            "test_rate_nats": test["kl"][i], "test_distortion_nats": vae.num_pixels(result.model) * test["reconstruction"][i],
+            "test_loss": test["loss"][i],
+            "test_rounded_accuracy": test["rounded_accuracy"][i],
+            "test_rate_nats": test["kl"][i],
+            "test_distortion_nats": vae.num_pixels(result.model) * test["reconstruction"][i],
         }
         row.update({k: float(v) if finite and np.isfinite(v) else None for k, v in values.items()})
         rows.append(row)
@@ -230,12 +295,18 @@ def results(config: Config, result: fit.FitResult, test_images: np.ndarray, dige
         "train_examples_per_sec": result.examples_trained / seconds if result.examples_trained else None,
         "epochs_run": result.epochs_run,
     }
-    history = {name: [[None if not np.isfinite(v) else float(v) for v in member] for member in values]
-               for name, values in result.history.items()}
+    history = {
+        name: [[None if not np.isfinite(v) else float(v) for v in member] for member in values]
+        for name, values in result.history.items()
+    }
     if len(rows) == 1:
         single = {k: v for k, v in rows[0].items() if k not in ("seed", "beta", "learning_rate")}
-        return {**metrics, **single, "history": {name: values[0] for name, values in history.items()},
-                "test": {k: float(v[0]) for k, v in test.items()}}
+        return {
+            **metrics,
+            **single,
+            "history": {name: values[0] for name, values in history.items()},
+            "test": {k: float(v[0]) for k, v in test.items()},
+        }
     groups = {}
     for row in rows:
         groups.setdefault((row["beta"], row["learning_rate"]), []).append(row)
@@ -243,14 +314,22 @@ def results(config: Config, result: fit.FitResult, test_images: np.ndarray, dige
         **metrics,
         "population": len(rows),
         "summary_method": "mean and Student-t 95% interval over the members (NaN/diverged members left out; n says how many)",
-        "summary": {name: stats.summarize([r[name] if r[name] is not None else np.nan for r in rows])
-                    for name in FINAL_METRICS},
+        "summary": {
+            name: stats.summarize([r[name] if r[name] is not None else np.nan for r in rows]) for name in FINAL_METRICS
+        },
         "summary_by_hyperparameters": [
-            {"beta": beta, "learning_rate": rate,
-             **{name: stats.summarize([r[name] if r[name] is not None else np.nan for r in group])
-                for name in FINAL_METRICS}}
+            {
+                "beta": beta,
+                "learning_rate": rate,
+                **{
+                    name: stats.summarize([r[name] if r[name] is not None else np.nan for r in group])
+                    for name in FINAL_METRICS
+                },
+            }
             for (beta, rate), group in groups.items()
-        ] if len(groups) > 1 else None,
+        ]
+        if len(groups) > 1
+        else None,
         "members": rows,
         "history": history,
     }
@@ -259,12 +338,18 @@ def results(config: Config, result: fit.FitResult, test_images: np.ndarray, dige
 def summary_line(config: Config, metrics: dict) -> str:
     speed = f"training {metrics['train_wall_seconds']:.1f} s -> {config.out}"
     if "members" not in metrics:
-        return (f"VAE ({config.recipe}): val_loss {metrics['final_val_loss']:.4f} (chapter 0.3133), val rounded "
-                f"accuracy {metrics['final_val_rounded_accuracy']:.4f} (chapter 0.9228), {speed}; params sha256 "
-                f"{metrics['params_sha256']}")
+        return (
+            f"VAE ({config.recipe}): val_loss {metrics['final_val_loss']:.4f} (chapter 0.3133), val rounded "
+            f"accuracy {metrics['final_val_rounded_accuracy']:.4f} (chapter 0.9228), {speed}; params sha256 "
+            f"{metrics['params_sha256']}"
+        )
+
     def interval(s):
-        return "n/a" if s["mean"] is None else (f"{s['mean']:.4f}" if s["n"] < 2 else
-                                                 f"{s['mean']:.4f} [{s['ci95_low']:.4f}, {s['ci95_high']:.4f}]")
+        return (
+            "n/a"
+            if s["mean"] is None
+            else (f"{s['mean']:.4f}" if s["n"] < 2 else f"{s['mean']:.4f} [{s['ci95_low']:.4f}, {s['ci95_high']:.4f}]")
+        )
 
     def results(summary):
         loss, accuracy = summary["final_val_loss"], summary["final_val_rounded_accuracy"]
@@ -274,8 +359,10 @@ def summary_line(config: Config, metrics: dict) -> str:
     if metrics["summary_by_hyperparameters"] is None:
         return f"{head} {results(metrics['summary'])}, {speed}"
     # A sweep: one interval per grid point (pooling different hyperparameters would mean nothing).
-    points = [f"  beta {g['beta']:g}, learning rate {g['learning_rate']:g}: {results(g)}"
-              for g in metrics["summary_by_hyperparameters"]]
+    points = [
+        f"  beta {g['beta']:g}, learning rate {g['learning_rate']:g}: {results(g)}"
+        for g in metrics["summary_by_hyperparameters"]
+    ]
     return "\n".join([head, *points, speed])
 
 

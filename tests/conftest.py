@@ -30,8 +30,11 @@ _CACHE_SETTINGS = {}
 if tuple(int(part) for part in importlib.metadata.version("jax").split(".")[:2]) >= (0, 10):
     _CACHE = tempfile.mkdtemp(prefix="aejax-test-jax-cache-")
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-    _CACHE_SETTINGS = {"jax_compilation_cache_dir": _CACHE, "jax_persistent_cache_min_compile_time_secs": 0,
-                       "jax_persistent_cache_min_entry_size_bytes": 0}
+    _CACHE_SETTINGS = {
+        "jax_compilation_cache_dir": _CACHE,
+        "jax_persistent_cache_min_compile_time_secs": 0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
     os.environ.update({name.upper(): str(value) for name, value in _CACHE_SETTINGS.items()})  # for subprocesses
 
 import jax  # noqa: E402  (after the flags; importing JAX does not start its backend)
@@ -61,4 +64,3 @@ def subset_dir() -> Path:
     if not (SUBSET_DIR / "train-images-idx3-ubyte.gz").is_file():
         raise FileNotFoundError(f"the 900-image Fashion-MNIST subset is expected at {SUBSET_DIR}")
     return SUBSET_DIR
-

@@ -19,7 +19,12 @@ def _gz(path, payload: bytes):
 
 
 def _idx(*shape) -> bytes:
-    return b"\x00\x00\x08" + bytes([len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape) + bytes(int(np.prod(shape)))
+    return (
+        b"\x00\x00\x08"
+        + bytes([len(shape)])
+        + b"".join(n.to_bytes(4, "big") for n in shape)
+        + bytes(int(np.prod(shape)))
+    )
 
 
 def _missing_dir(d):
@@ -75,19 +80,22 @@ def test_bad_data_dir(subset_dir, tmp_path, capsys, corrupt, message):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
-    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
-    (["--batch-size", "601"], "--batch-size must be at most the 600 training examples, got 601"),
-    (["--learning-rate", "-1"], "--learning-rate must be a finite number > 0, got -1.0"),
-    (["--keep-checkpoints", "0"], "--keep-checkpoints must be a positive integer, got 0"),
-    (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
-    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
-    (["--recipe", "keras"], "invalid choice"),
-    (["--epochs", "-1"], "--epochs must be a positive integer"),
-    (["--batch-size", "5000"], "--batch-size must be at most the 600 training examples"),
-    (["--num-validation", "720"], "--num-validation must be smaller than the 720"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+        (["--batch-size", "601"], "--batch-size must be at most the 600 training examples, got 601"),
+        (["--learning-rate", "-1"], "--learning-rate must be a finite number > 0, got -1.0"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints must be a positive integer, got 0"),
+        (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--recipe", "keras"], "invalid choice"),
+        (["--epochs", "-1"], "--epochs must be a positive integer"),
+        (["--batch-size", "5000"], "--batch-size must be at most the 600 training examples"),
+        (["--num-validation", "720"], "--num-validation must be smaller than the 720"),
+    ],
+)
 def test_bad_flags(subset_dir, tmp_path, capsys, flags, message):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
@@ -100,18 +108,22 @@ def test_unwritable_output_directory(subset_dir, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a directory")
     with pytest.raises(SystemExit) as info:
-        vae_fashion_mnist.main(["--data-dir", str(subset_dir), "--num-validation", "120", "--epochs", "1",
-                                "--out", str(blocker / "out")])
+        vae_fashion_mnist.main(
+            ["--data-dir", str(subset_dir), "--num-validation", "120", "--epochs", "1", "--out", str(blocker / "out")]
+        )
     assert info.value.code == 2 and "is not a writable folder" in capsys.readouterr().err
     assert blocker.read_text() == "a file, not a directory"
 
 
-@pytest.mark.parametrize("images, message", [
-    (np.zeros((4, 28, 28), np.uint8), "must be floating-point pixels in [0, 1], got dtype uint8"),
-    (np.zeros((4, 784), np.float32), "must have shape (N, H, W) or (N, H, W, C), got (4, 784)"),
-    (np.full((4, 28, 28), np.nan, np.float32), "must be finite, found 3136 NaN/inf value(s) among 3136"),
-    (np.full((4, 28, 28), 255.0, np.float32), "must lie in [0, 1], found values in [255.0, 255.0]"),
-])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((4, 28, 28), np.uint8), "must be floating-point pixels in [0, 1], got dtype uint8"),
+        (np.zeros((4, 784), np.float32), "must have shape (N, H, W) or (N, H, W, C), got (4, 784)"),
+        (np.full((4, 28, 28), np.nan, np.float32), "must be finite, found 3136 NaN/inf value(s) among 3136"),
+        (np.full((4, 28, 28), 255.0, np.float32), "must lie in [0, 1], found values in [255.0, 255.0]"),
+    ],
+)
 def test_bad_image_arrays(images, message):
     with pytest.raises(ValueError) as info:
         data.check_unit_images("images", images)

@@ -16,12 +16,30 @@ PEER_PYTHON = Path(throughput.REPO_ROOT) / ".venv-peers" / "bin" / "python"
 
 def test_throughput_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["--batch-sizes", "16", "--epochs", "1", "--num-examples", "64", "--population-sizes", "1,3",
-            "--peers", "none", "--json", str(out)]
+    argv = [
+        "--batch-sizes",
+        "16",
+        "--epochs",
+        "1",
+        "--num-examples",
+        "64",
+        "--population-sizes",
+        "1,3",
+        "--peers",
+        "none",
+        "--json",
+        str(out),
+    ]
     assert throughput.main(argv) == 0
     payload = json.loads(out.read_text())
     names = {r["name"] for r in payload["results"]}
-    assert {"vae_train_scan_epoch", "vae_train_step_per_batch", "vae_generate", "matmul_only_ceiling", "gemm_peak"} <= names
+    assert {
+        "vae_train_scan_epoch",
+        "vae_train_step_per_batch",
+        "vae_generate",
+        "matmul_only_ceiling",
+        "gemm_peak",
+    } <= names
     populations = {r["population"]: r for r in payload["results"] if r["name"] == "vae_train_scan_epoch"}
     assert sorted(populations) == [1, 3]
     # Aggregate = members x per-member rate; a bigger population needs more device memory.

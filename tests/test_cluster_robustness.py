@@ -25,9 +25,19 @@ TRAIN = [sys.executable, "-m", "experiments.vae_fashion_mnist"]
 
 
 def _flags(subset_dir, out, *extra):
-    return ["--data-dir", str(subset_dir), "--num-validation", "120", "--batch-size", "24", "--epochs", "1",
-            "--out", str(out), *extra]
-
+    return [
+        "--data-dir",
+        str(subset_dir),
+        "--num-validation",
+        "120",
+        "--batch-size",
+        "24",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
@@ -39,6 +49,7 @@ def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> No
 
 
 # ----- class 10: preemption, signals and requeueing -----
+
 
 def test_sigterm_and_sighup_stop_like_ctrl_c_and_the_same_command_line_continues(subset_dir, tmp_path):
     """A scheduler preempts (SIGTERM), a terminal closes (SIGHUP), the job is requeued with the same
@@ -71,14 +82,25 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_and_the_same_command_line_continues
 def test_a_run_whose_process_is_gone_is_named_and_the_advice_names_real_flags(subset_dir, tmp_path, capsys):
     out = tmp_path / "killed"
     out.mkdir()
-    (out / runs.RECORD).write_text(json.dumps({"kind": vae_fashion_mnist.KIND, "status": "running", "pid": 999999,
-                                               "host": "node7", "started": "2026-12-01T00:00:00+00:00"}))
+    (out / runs.RECORD).write_text(
+        json.dumps(
+            {
+                "kind": vae_fashion_mnist.KIND,
+                "status": "running",
+                "pid": 999999,
+                "host": "node7",
+                "started": "2026-12-01T00:00:00+00:00",
+            }
+        )
+    )
     code, err = run_main(vae_fashion_mnist.main, _flags(subset_dir, out), capsys)
     assert code == 2
     assert "was running as pid 999999 on node7, which no longer exists" in err and "pass --resume" in err
 
-    for main, kind, extra in ((evaluate_vae.main, evaluate_vae.KIND, ["--params", "x.msgpack"]),
-                              (linear_ae_pca.main, linear_ae_pca.KIND, [])):
+    for main, kind, extra in (
+        (evaluate_vae.main, evaluate_vae.KIND, ["--params", "x.msgpack"]),
+        (linear_ae_pca.main, linear_ae_pca.KIND, []),
+    ):
         folder = tmp_path / kind
         folder.mkdir()
         (folder / runs.RECORD).write_text(json.dumps({"kind": kind, "status": "finished", "started": "then"}))
@@ -88,10 +110,12 @@ def test_a_run_whose_process_is_gone_is_named_and_the_advice_names_real_flags(su
 
 # ----- class 11: outputs that cannot kill the work -----
 
+
 def test_a_closed_reader_or_closed_streams_do_not_stop_training(subset_dir, tmp_path):
     out = tmp_path / "piped"
-    with subprocess.Popen([*TRAIN, *_flags(subset_dir, out)], cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as job:
+    with subprocess.Popen(
+        [*TRAIN, *_flags(subset_dir, out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as job:
         job.stdout.read(20)  # `| head -c 20`
         job.stdout.close()
         err = job.stderr.read().decode()
@@ -108,8 +132,23 @@ def test_a_closed_reader_or_closed_streams_do_not_stop_training(subset_dir, tmp_
 
 def test_a_benchmark_read_through_head_still_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "benchmarks.throughput", "--batch-sizes", "16", "--epochs", "1",
-               "--num-examples", "64", "--population-sizes", "1", "--peers", "none", "--json", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.throughput",
+        "--batch-sizes",
+        "16",
+        "--epochs",
+        "1",
+        "--num-examples",
+        "64",
+        "--population-sizes",
+        "1",
+        "--peers",
+        "none",
+        "--json",
+        str(out),
+    ]
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as job:
         job.stdout.read(10)  # `| head -c 10`
         job.stdout.close()
@@ -119,6 +158,7 @@ def test_a_benchmark_read_through_head_still_writes_its_json(tmp_path):
 
 
 # ----- class 12: append-only files tolerate a torn tail -----
+
 
 def test_a_torn_history_line_is_dropped_on_resume(subset_dir, tmp_path, capsys):
     out = tmp_path / "torn"
@@ -135,6 +175,7 @@ def test_a_torn_history_line_is_dropped_on_resume(subset_dir, tmp_path, capsys):
 
 # ----- class 13: populations with failed members -----
 
+
 def test_a_diverged_member_spoils_neither_figures_nor_evaluation(subset_dir, tmp_path, capsys):
     out = tmp_path / "population"
     code, err = run_main(vae_fashion_mnist.main, _flags(subset_dir, out, "--sweep", "learning_rate=1e30,1e-3"), capsys)
@@ -147,8 +188,18 @@ def test_a_diverged_member_spoils_neither_figures_nor_evaluation(subset_dir, tmp
     assert len(members) == 2 and manifest["model"]["likelihood"] == "bernoulli"
     assert not np.isfinite(members[0]["decoder"]["logits"]["bias"]).all()
 
-    evaluation = ["--params", str(out / "params.msgpack"), "--data-dir", str(subset_dir), "--iwae-k", "1,5",
-                  "--num-test-images", "40", "--elbo-samples", "2"]
+    evaluation = [
+        "--params",
+        str(out / "params.msgpack"),
+        "--data-dir",
+        str(subset_dir),
+        "--iwae-k",
+        "1,5",
+        "--num-test-images",
+        "40",
+        "--elbo-samples",
+        "2",
+    ]
     code, err = run_main(evaluate_vae.main, [*evaluation, "--out", str(tmp_path / "all")], capsys)
     assert code == 2 and "(member 0)" in err and "NaN" in err, err
     code, err = run_main(evaluate_vae.main, [*evaluation, "--member", "1", "--out", str(tmp_path / "one")], capsys)
@@ -162,8 +213,11 @@ def test_evaluation_summarises_per_grid_point(subset_dir, tmp_path, capsys):
     out = tmp_path / "sweep"
     assert vae_fashion_mnist.main(_flags(subset_dir, out, "--sweep", "beta=0.5,2")) == 0
     evaluation = ["--data-dir", str(subset_dir), "--iwae-k", "1", "--num-test-images", "30", "--elbo-samples", "1"]
-    code, err = run_main(evaluate_vae.main, ["--params", str(out / "params.msgpack"), *evaluation,
-                                         "--out", str(tmp_path / "eval")], capsys)
+    code, err = run_main(
+        evaluate_vae.main,
+        ["--params", str(out / "params.msgpack"), *evaluation, "--out", str(tmp_path / "eval")],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert [(p["beta"], p["n"]) for p in result["summary"]] == [(0.5, 1), (2.0, 1)]  # never pooled
@@ -171,6 +225,7 @@ def test_evaluation_summarises_per_grid_point(subset_dir, tmp_path, capsys):
 
 
 # ----- class 14: every script checks everything before the work -----
+
 
 def test_benchmarks_refuse_bad_paths_before_timing(tmp_path, capsys):
     cases = [
@@ -194,8 +249,10 @@ def test_benchmarks_refuse_bad_paths_before_timing(tmp_path, capsys):
 
 def test_an_impossible_out_name_and_an_oversized_model_are_refused_up_front(subset_dir, tmp_path, capsys, monkeypatch):
     long_name = tmp_path / ("x" * 300)
-    for main, extra in ((vae_fashion_mnist.main, _flags(subset_dir, long_name)),
-                        (linear_ae_pca.main, ["--out", str(long_name)])):
+    for main, extra in (
+        (vae_fashion_mnist.main, _flags(subset_dir, long_name)),
+        (linear_ae_pca.main, ["--out", str(long_name)]),
+    ):
         code, err = run_main(main, extra, capsys)
         assert code == 2 and "cannot be used as a folder" in err, err
 
@@ -215,6 +272,7 @@ def test_an_impossible_out_name_and_an_oversized_model_are_refused_up_front(subs
 
 # ----- class 15: records that say what ran -----
 
+
 def test_records_say_what_ran_and_sweeps_do_not_hide_a_flag(subset_dir, tmp_path, capsys):
     out = tmp_path / "record"
     assert vae_fashion_mnist.main(_flags(subset_dir, out)) == 0
@@ -226,26 +284,31 @@ def test_records_say_what_ran_and_sweeps_do_not_hide_a_flag(subset_dir, tmp_path
     assert metrics["invocations"] == 1
     assert runs.read_record(out)["environment"]["aejax"] == environment["aejax"]
 
-    code, err = run_main(vae_fashion_mnist.main, _flags(subset_dir, tmp_path / "b", "--beta", "3", "--sweep",
-                                                    "beta=1,2"), capsys)
+    code, err = run_main(
+        vae_fashion_mnist.main, _flags(subset_dir, tmp_path / "b", "--beta", "3", "--sweep", "beta=1,2"), capsys
+    )
     assert code == 2 and "--beta 3.0 and --sweep beta=… both set beta" in err
     assert not (tmp_path / "b").exists()
 
 
 # ----- class 16: the notebook is a first-class user -----
 
+
 def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_step(subset_dir, tmp_path):
     from aejax import checks, data
     from aejax.training import fit, population
 
     images, _ = data.load_fashion_mnist("train", subset_dir)
-    config = fit.Config(hidden_sizes=[32], latent_dim=2, epochs=1, batch_size=60, num_validation=120,
-                        sweep=[["beta", [0.5, 1.0]]])
+    config = fit.Config(
+        hidden_sizes=[32], latent_dim=2, epochs=1, batch_size=60, num_validation=120, sweep=[["beta", [0.5, 1.0]]]
+    )
     assert config.hidden_sizes == (32,) and config.sweep == (("beta", (0.5, 1.0)),)
     (tmp_path / "file").write_text("")
-    for kwargs, message in (({"keep_checkpoints": 0, "checkpoint_dir": tmp_path / "c"}, "keep_checkpoints"),
-                            ({"checkpoint_dir": tmp_path / "file"}, "is not a folder"),
-                            ({"writers": [object()]}, "writers must have")):
+    for kwargs, message in (
+        ({"keep_checkpoints": 0, "checkpoint_dir": tmp_path / "c"}, "keep_checkpoints"),
+        ({"checkpoint_dir": tmp_path / "file"}, "is not a folder"),
+        ({"writers": [object()]}, "writers must have"),
+    ):
         with pytest.raises(ValueError, match=message):
             fit.fit(config, images, **kwargs)
     assert not (tmp_path / "c").exists()
@@ -256,11 +319,17 @@ def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_ste
     state = jax.tree.map(lambda x: x[0], population.init_states(population.member_keys([0])["init"], model))
     step = checks.checked(population.train_step)  # the value checks of the compiled step, on request
     with pytest.raises(Exception, match="hyper learning_rate must be finite"):
-        step(state, data.to_unit_float(images[:8]), jax.random.key(0), {"beta": 1.0, "learning_rate": float("nan")},
-             program=population.Program(model=model))
+        step(
+            state,
+            data.to_unit_float(images[:8]),
+            jax.random.key(0),
+            {"beta": 1.0, "learning_rate": float("nan")},
+            program=population.Program(model=model),
+        )
 
 
 # ----- a bug is reported as a bug -----
+
 
 def test_a_bug_is_exit_1_with_its_traceback_kept_never_called_bad_input(subset_dir, tmp_path, capsys, monkeypatch):
     """An error that is not one of aejax.errors' bad-input types is aejax's (or a library's) bug:

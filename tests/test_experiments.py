@@ -11,7 +11,11 @@ def test_linear_ae_cli_writes_figures_and_metrics(tmp_path, capsys):
     out = tmp_path / "run"
     assert linear_ae_pca.main(["--epochs", "20", "--seed", "0", "--spread-seeds", "4", "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {
-        "linear_autoencoder_pca.png", "linear_autoencoder_vs_pca.png", "metrics.json", "run.json", ".aejax.lock",
+        "linear_autoencoder_pca.png",
+        "linear_autoencoder_vs_pca.png",
+        "metrics.json",
+        "run.json",
+        ".aejax.lock",
     }
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["loss_history"]) == 20
@@ -27,9 +31,14 @@ def test_linear_ae_cli_writes_figures_and_metrics(tmp_path, capsys):
     assert "largest principal angle" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flags, message", [(["--epochs", "0"], "--epochs must be a positive integer"),
-                                            (["--batch-size", "100"], "--batch-size must be at most"),
-                                            (["--no-such-flag"], "unrecognized arguments")])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "0"], "--epochs must be a positive integer"),
+        (["--batch-size", "100"], "--batch-size must be at most"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+)
 def test_linear_ae_cli_rejects_bad_flags(tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as info:
         linear_ae_pca.main(flags + ["--out", str(tmp_path / "out")])
@@ -46,14 +55,31 @@ def test_unwritable_out_is_named(tmp_path, capsys):
 
 def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
     train_out, eval_out = tmp_path / "vae", tmp_path / "eval"
-    code = vae_fashion_mnist.main([
-        "--data-dir", str(subset_dir), "--epochs", "2", "--batch-size", "64",
-        "--num-validation", "120", "--out", str(train_out),
-    ])
+    code = vae_fashion_mnist.main(
+        [
+            "--data-dir",
+            str(subset_dir),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--num-validation",
+            "120",
+            "--out",
+            str(train_out),
+        ]
+    )
     assert code == 0
     assert {p.name for p in train_out.iterdir()} == {
-        "metrics.json", "params.msgpack", "vae_generated_images_plot.png", "semantic_interpolation_plot.png",
-        "vae_reconstructions_plot.png", "vae_learning_curves.png", "checkpoints", "history.jsonl", "run.json",
+        "metrics.json",
+        "params.msgpack",
+        "vae_generated_images_plot.png",
+        "semantic_interpolation_plot.png",
+        "vae_reconstructions_plot.png",
+        "vae_learning_curves.png",
+        "checkpoints",
+        "history.jsonl",
+        "run.json",
         ".aejax.lock",
     }
     metrics = json.loads((train_out / "metrics.json").read_text())
@@ -61,10 +87,20 @@ def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
     assert metrics["history"]["val_loss"][1] < metrics["history"]["val_loss"][0]
     assert 0.0 < metrics["final_val_rounded_accuracy"] <= 1.0
 
-    code = evaluate_vae.main([
-        "--params", str(train_out / "params.msgpack"), "--data-dir", str(subset_dir),
-        "--iwae-k", "1,20", "--elbo-samples", "2", "--out", str(eval_out),
-    ])
+    code = evaluate_vae.main(
+        [
+            "--params",
+            str(train_out / "params.msgpack"),
+            "--data-dir",
+            str(subset_dir),
+            "--iwae-k",
+            "1,20",
+            "--elbo-samples",
+            "2",
+            "--out",
+            str(eval_out),
+        ]
+    )
     assert code == 0
     results = json.loads((eval_out / "metrics.json").read_text())
     iwae = results["test_negative_iwae_nats"]
@@ -73,8 +109,11 @@ def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
     assert 0 < iwae["20"]["standard_error"] < 10
     # The grey-level cross-entropy cannot go below the targets' entropy (a perfect model's score).
     assert results["test_entropy_floor_nats"] < iwae["20"]["mean"]
-    assert {p.name for p in eval_out.iterdir()} >= {"vae_latent_space_plot.png", "vae_latent_traversal_plot.png",
-                                                    "vae_posterior_diagnostics.png"}
+    assert {p.name for p in eval_out.iterdir()} >= {
+        "vae_latent_space_plot.png",
+        "vae_latent_traversal_plot.png",
+        "vae_posterior_diagnostics.png",
+    }
 
 
 def test_vae_cli_names_a_missing_data_dir(tmp_path, capsys):
@@ -97,14 +136,33 @@ def test_evaluation_cli_rejects_bad_params_and_k(tmp_path, capsys):
 
 def test_a_population_through_the_cli(subset_dir, tmp_path, capsys):
     out = tmp_path / "population"
-    code = vae_fashion_mnist.main([
-        "--data-dir", str(subset_dir), "--epochs", "2", "--batch-size", "64", "--num-validation", "120",
-        "--num-seeds", "2", "--sweep", "beta=1,4", "--tensorboard", "--out", str(out),
-    ])
+    code = vae_fashion_mnist.main(
+        [
+            "--data-dir",
+            str(subset_dir),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--num-validation",
+            "120",
+            "--num-seeds",
+            "2",
+            "--sweep",
+            "beta=1,4",
+            "--tensorboard",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["population"] == 4 and [(m["seed"], m["beta"]) for m in metrics["members"]] == [
-        (42, 1.0), (43, 1.0), (42, 4.0), (43, 4.0)]
+        (42, 1.0),
+        (43, 1.0),
+        (42, 4.0),
+        (43, 4.0),
+    ]
     for member in metrics["members"]:
         assert {"final_val_loss", "final_val_rounded_accuracy", "params_sha256", "learning_rate"} <= set(member)
     summary = metrics["summary"]["final_val_loss"]
@@ -121,8 +179,25 @@ def test_a_population_through_the_cli(subset_dir, tmp_path, capsys):
 
     # One member of the population, evaluated on its own, matches its recorded params digest.
     evaluation = tmp_path / "eval"
-    assert evaluate_vae.main(["--params", str(out / "params.msgpack"), "--data-dir", str(subset_dir),
-                              "--member", "3", "--iwae-k", "1,20", "--elbo-samples", "2", "--out", str(evaluation)]) == 0
+    assert (
+        evaluate_vae.main(
+            [
+                "--params",
+                str(out / "params.msgpack"),
+                "--data-dir",
+                str(subset_dir),
+                "--member",
+                "3",
+                "--iwae-k",
+                "1,20",
+                "--elbo-samples",
+                "2",
+                "--out",
+                str(evaluation),
+            ]
+        )
+        == 0
+    )
     result = json.loads((evaluation / "metrics.json").read_text())
     assert result["likelihood"] == "bernoulli" and result["member"] == 3
     diagnostics = result["diagnostics"]

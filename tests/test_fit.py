@@ -31,9 +31,12 @@ def _assert_matches_run(population: fit.FitResult, index: int, single: fit.FitRe
     """Member `index` trained what `single` trained, within float32 rounding (tests/tolerances.py):
     a population and a single run are different programs, bitwise equal only on some CPUs."""
     tolerances.assert_same_training(
-        population.member_params(index), single.member_params(0),
-        [population.history[name][index] for name in single.history], [v[0] for v in single.history.values()],
-        _initial_params(population.members[index].seed))
+        population.member_params(index),
+        single.member_params(0),
+        [population.history[name][index] for name in single.history],
+        [v[0] for v in single.history.values()],
+        _initial_params(population.members[index].seed),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +47,9 @@ def grid(images):
 
 
 def _single(images, member: fit.Member) -> fit.FitResult:
-    return fit.fit(fit.Config(**ONE_EPOCH, seed=member.seed, learning_rate=member.learning_rate), images,
-                   progress=False)
+    return fit.fit(
+        fit.Config(**ONE_EPOCH, seed=member.seed, learning_rate=member.learning_rate), images, progress=False
+    )
 
 
 @pytest.mark.across_programs
@@ -82,10 +86,11 @@ def test_the_tolerance_catches_a_wrong_seed_a_swapped_member_and_a_dropped_batch
 
     # The same epoch as the jitted step called once per batch (another program: within the
     # tolerance), and the same with one batch left out (a bug: outside it).
-    fit_images = data.unit_float_images("x", images)[:-ONE_EPOCH["num_validation"]]
+    fit_images = data.unit_float_images("x", images)[: -ONE_EPOCH["num_validation"]]
     keys = population.member_keys([member.seed])
-    order, weights, step_keys = train.epoch_schedule(train.epoch_key(keys["train"][0], 0), len(fit_images),
-                                                     ONE_EPOCH["batch_size"])
+    order, weights, step_keys = train.epoch_schedule(
+        train.epoch_key(keys["train"][0], 0), len(fit_images), ONE_EPOCH["batch_size"]
+    )
     hyper = {"beta": 1.0, "learning_rate": member.learning_rate}
     for dropped in (None, 4):
         state = jax.tree.map(lambda leaf: leaf[0], population.init_states(keys["init"]))
@@ -119,8 +124,13 @@ def test_population_resume_is_bitwise(images, tmp_path):
     with pytest.raises(ValueError, match="already holds checkpoints"):  # a fresh run must not mix with them
         fit.fit(config, images, checkpoint_dir=directory, progress=False)
     with pytest.raises(ValueError, match=r"different settings: --sweep"):
-        fit.fit(dataclasses.replace(config, sweep=(("beta", (1.0, 4.0)),)), images, checkpoint_dir=directory,
-                resume=True, progress=False)
+        fit.fit(
+            dataclasses.replace(config, sweep=(("beta", (1.0, 4.0)),)),
+            images,
+            checkpoint_dir=directory,
+            resume=True,
+            progress=False,
+        )
 
 
 @pytest.mark.across_programs
@@ -146,9 +156,11 @@ def test_early_stopping_keeps_each_members_best_epoch(images):
         best = int(np.nanargmin(losses))
         assert result.best_epoch[i] == best + 1 and result.final("val_loss")[i] == losses[best]
         if best + 2 <= len(losses):  # stopped: one epoch without improvement, then nothing recorded
-            assert np.all(np.isnan(losses[best + 2:]))
+            assert np.all(np.isnan(losses[best + 2 :]))
     params = result.member_params(0)
-    evaluated = vae.evaluate(mlp.MLP(), params, data.unit_float_images("x", images[-120:]), population.member_keys([42])["validation"][0])
+    evaluated = vae.evaluate(
+        mlp.MLP(), params, data.unit_float_images("x", images[-120:]), population.member_keys([42])["validation"][0]
+    )
     assert float(evaluated["loss"]) == pytest.approx(result.final("val_loss")[0], rel=1e-6)
 
 
@@ -160,20 +172,23 @@ def test_binarized_and_continuous_bernoulli_models_train(images):
         fit.Config(binarize=True, likelihood="continuous_bernoulli")
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"latent_dim": 2.5}, "latent_dim must be of type int, got 2.5"),
-    ({"hidden_sizes": (300, 0)}, "hidden_sizes must be one or more positive integers"),
-    ({"beta": float("inf")}, "beta must be a finite number"),
-    ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
-    ({"seed": 2**32}, "seed must be in 0..4294967295"),
-    ({"seed": -1}, "seed must be in 0..4294967295"),
-    ({"seed": 2**32 - 2, "num_seeds": 3}, "num_seeds 3 from --seed 4294967294 would pass"),
-    ({"sweep": (("latent_dim", (2.0,)),)}, "sweep names must be in ('beta', 'learning_rate')"),
-    ({"sweep": (("beta", (1.0, 1.0)),)}, "sweep beta needs one or more distinct values"),
-    ({"sweep": (("learning_rate", (0.0,)),)}, "sweep learning_rate value must be a finite number > 0"),
-    ({"likelihood": "gaussian"}, "likelihood must be one of"),
-    ({"early_stopping_patience": 0}, "early_stopping_patience must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"latent_dim": 2.5}, "latent_dim must be of type int, got 2.5"),
+        ({"hidden_sizes": (300, 0)}, "hidden_sizes must be one or more positive integers"),
+        ({"beta": float("inf")}, "beta must be a finite number"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number"),
+        ({"seed": 2**32}, "seed must be in 0..4294967295"),
+        ({"seed": -1}, "seed must be in 0..4294967295"),
+        ({"seed": 2**32 - 2, "num_seeds": 3}, "num_seeds 3 from --seed 4294967294 would pass"),
+        ({"sweep": (("latent_dim", (2.0,)),)}, "sweep names must be in ('beta', 'learning_rate')"),
+        ({"sweep": (("beta", (1.0, 1.0)),)}, "sweep beta needs one or more distinct values"),
+        ({"sweep": (("learning_rate", (0.0,)),)}, "sweep learning_rate value must be a finite number > 0"),
+        ({"likelihood": "gaussian"}, "likelihood must be one of"),
+        ({"early_stopping_patience": 0}, "early_stopping_patience must be a positive integer"),
+    ],
+)
 def test_bad_configs_name_the_field(changes, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         fit.Config(**changes)
@@ -190,7 +205,12 @@ def test_the_run_definition_is_derived_from_the_config(images):
     assert set(chapter) == {f.name for f in dataclasses.fields(fit.Config)} - {"epochs"} - set(fit.MODEL_FIELDS)
     # The model is recorded whole, as the registry describes it, with the data's fingerprint.
     definition = fit.prepare(fit.Config(num_validation=120), images).definition
-    assert definition["model"] == {"name": "mlp", "hidden_sizes": [150, 100], "latent_dim": 10, "activation": "selu",
-                                   "image_shape": [28, 28]}
+    assert definition["model"] == {
+        "name": "mlp",
+        "hidden_sizes": [150, 100],
+        "latent_dim": 10,
+        "activation": "selu",
+        "image_shape": [28, 28],
+    }
     assert definition["data_sha256"] == fit.fingerprint(images)
     assert "epochs" in fit.Config(recipe="improved").run_definition()  # its schedule depends on the epochs

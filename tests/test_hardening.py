@@ -29,10 +29,20 @@ from tests.conftest import run_main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 def _train_flags(subset_dir, out, *extra):
-    return ["--data-dir", str(subset_dir), "--num-validation", "120", "--batch-size", "64", "--epochs", "1",
-            "--out", str(out), *extra]
+    return [
+        "--data-dir",
+        str(subset_dir),
+        "--num-validation",
+        "120",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +54,24 @@ def trained(subset_dir, tmp_path_factory):
 
 
 def _snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != runs.LOCK}
+    return {
+        p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != runs.LOCK
+    }
 
 
 # ----- class 1: inputs validated by structure, not only by keys -----
+
 
 def _params_file(tmp_path, tree, name="params.msgpack"):
     """A params file of one chapter model holding `tree` (as aejax writes it: member axis, manifest)."""
     import jax
 
-    manifest = {"kind": "vae_fashion_mnist", "model": {**registry.to_dict(mlp.MLP()), "likelihood": "bernoulli"},
-                "data": {"dataset": "fashion_mnist"}, "members": [{"seed": 0, "beta": 1.0, "learning_rate": 1e-3}]}
+    manifest = {
+        "kind": "vae_fashion_mnist",
+        "model": {**registry.to_dict(mlp.MLP()), "likelihood": "bernoulli"},
+        "data": {"dataset": "fashion_mnist"},
+        "members": [{"seed": 0, "beta": 1.0, "learning_rate": 1e-3}],
+    }
     return params_file.write(tmp_path / name, jax.tree.map(lambda x: np.asarray(x)[None], tree), manifest)
 
 
@@ -67,13 +84,18 @@ def test_class_1_params_are_checked_as_whole_trees(tmp_path, capsys, subset_dir)
     mismatched["decoder"]["hidden_0"]["kernel"] = np.zeros((12, 100), np.float32)
     broken = jax.tree.map(np.array, chapter)
     broken["encoder"]["hidden_1"]["kernel"] = np.zeros((150, 7), np.float32)
-    cases = [(jax.tree.map(np.asarray, linear), "encoder/kernel is unexpected"),
-             (mismatched, r"decoder/hidden_0/kernel has shape (12, 100), expected (10, 100)"),
-             (broken, "encoder/hidden_1/kernel has shape (150, 7), expected (150, 100)")]
+    cases = [
+        (jax.tree.map(np.asarray, linear), "encoder/kernel is unexpected"),
+        (mismatched, r"decoder/hidden_0/kernel has shape (12, 100), expected (10, 100)"),
+        (broken, "encoder/hidden_1/kernel has shape (150, 7), expected (150, 100)"),
+    ]
     for tree, message in cases:
         out = tmp_path / "eval"
-        code, err = run_main(evaluate_vae.main, ["--params", str(_params_file(tmp_path, tree)), "--data-dir",
-                                             str(subset_dir), "--out", str(out)], capsys)
+        code, err = run_main(
+            evaluate_vae.main,
+            ["--params", str(_params_file(tmp_path, tree)), "--data-dir", str(subset_dir), "--out", str(out)],
+            capsys,
+        )
         assert code == 2 and message in err and "Traceback" not in err
         assert not out.exists()
     # A bare tree (no manifest, so no model, likelihood or data set): refused, saying what it lacks.
@@ -85,14 +107,18 @@ def test_class_1_params_are_checked_as_whole_trees(tmp_path, capsys, subset_dir)
 
 # ----- class 2: never a non-finite or empty result reported as if it were one -----
 
+
 def test_class_2_nan_params_empty_splits_and_negative_sizes_are_refused(tmp_path, capsys, subset_dir):
     import jax
 
     tree = jax.tree.map(np.array, mlp.MLP().init(jax.random.key(0)))
     tree["decoder"]["logits"]["bias"][5] = np.nan
     out = tmp_path / "eval"
-    code, err = run_main(evaluate_vae.main, ["--params", str(_params_file(tmp_path, tree)), "--data-dir", str(subset_dir),
-                                         "--out", str(out)], capsys)
+    code, err = run_main(
+        evaluate_vae.main,
+        ["--params", str(_params_file(tmp_path, tree)), "--data-dir", str(subset_dir), "--out", str(out)],
+        capsys,
+    )
     assert code == 2 and "decoder/logits/bias holds 1 NaN/inf value" in err and not out.exists()
 
     empty = tmp_path / "empty-data"
@@ -101,7 +127,9 @@ def test_class_2_nan_params_empty_splits_and_negative_sizes_are_refused(tmp_path
         with gzip.open(empty / name, "wb") as f:
             f.write(b"\x00\x00\x08" + bytes([len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape))
     chapter = _params_file(tmp_path, mlp.MLP().init(jax.random.key(0)), "chapter.msgpack")
-    code, err = run_main(evaluate_vae.main, ["--params", str(chapter), "--data-dir", str(empty), "--out", str(out)], capsys)
+    code, err = run_main(
+        evaluate_vae.main, ["--params", str(chapter), "--data-dir", str(empty), "--out", str(out)], capsys
+    )
     assert code == 2 and "fashion_mnist: holds no test images" in err and not out.exists()
     code, err = run_main(evaluate_vae.main, ["--params", str(chapter), "--batch-size", "-5", "--out", str(out)], capsys)
     assert code == 2 and "--batch-size must be a positive integer, got -5" in err
@@ -109,24 +137,31 @@ def test_class_2_nan_params_empty_splits_and_negative_sizes_are_refused(tmp_path
 
 # ----- class 3: every flag checked before any work or output, with the flag's name -----
 
-@pytest.mark.parametrize("flags, message", [
-    (["--beta", "inf"], "--beta must be a finite number, got inf"),
-    (["--beta", "-2"], "--beta must be a finite number >= 0"),
-    (["--learning-rate", "nan"], "--learning-rate must be a finite number, got nan"),
-    (["--recipe", "improved"], "--epochs must be at least 2 with --recipe improved"),
-    (["--seed", str(2**64)], "--seed must be in 0..4294967295"),
-    (["--seed", "-1"], "--seed must be in 0..4294967295"),
-    (["--seed", "4294967295", "--num-seeds", "2"], "--num-seeds 2 from --seed 4294967295 would pass the largest seed"),
-    (["--num-seeds", "0"], "--num-seeds must be a positive integer, got 0"),
-    (["--num-seeds", "1000000"], "--num-seeds and --sweep ask for 1000000 models"),
-    (["--sweep", "beta=1,x"], "argument --sweep: expected NAME=v1,v2,… (e.g. beta=0.5,1,2), got 'beta=1,x'"),
-    (["--sweep", "depth=1,2"], "--sweep names must be in ('beta', 'learning_rate'), got 'depth'"),
-    (["--latent-dim", "2.5"], "argument --latent-dim: invalid int value: '2.5'"),
-    (["--hidden-sizes", "300,-1"], "--hidden-sizes must be one or more positive integers, got (300, -1)"),
-    (["--keep-checkpoints", "0"], "--keep-checkpoints must be a positive integer, got 0"),
-    (["--resume", "--overwrite"], "--overwrite and --resume contradict each other"),
-    (["--cluster-timeout", "0"], "--cluster-timeout must be a positive number of seconds"),
-])
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--beta", "inf"], "--beta must be a finite number, got inf"),
+        (["--beta", "-2"], "--beta must be a finite number >= 0"),
+        (["--learning-rate", "nan"], "--learning-rate must be a finite number, got nan"),
+        (["--recipe", "improved"], "--epochs must be at least 2 with --recipe improved"),
+        (["--seed", str(2**64)], "--seed must be in 0..4294967295"),
+        (["--seed", "-1"], "--seed must be in 0..4294967295"),
+        (
+            ["--seed", "4294967295", "--num-seeds", "2"],
+            "--num-seeds 2 from --seed 4294967295 would pass the largest seed",
+        ),
+        (["--num-seeds", "0"], "--num-seeds must be a positive integer, got 0"),
+        (["--num-seeds", "1000000"], "--num-seeds and --sweep ask for 1000000 models"),
+        (["--sweep", "beta=1,x"], "argument --sweep: expected NAME=v1,v2,… (e.g. beta=0.5,1,2), got 'beta=1,x'"),
+        (["--sweep", "depth=1,2"], "--sweep names must be in ('beta', 'learning_rate'), got 'depth'"),
+        (["--latent-dim", "2.5"], "argument --latent-dim: invalid int value: '2.5'"),
+        (["--hidden-sizes", "300,-1"], "--hidden-sizes must be one or more positive integers, got (300, -1)"),
+        (["--keep-checkpoints", "0"], "--keep-checkpoints must be a positive integer, got 0"),
+        (["--resume", "--overwrite"], "--overwrite and --resume contradict each other"),
+        (["--cluster-timeout", "0"], "--cluster-timeout must be a positive number of seconds"),
+    ],
+)
 def test_class_3_training_flags_are_refused_up_front(subset_dir, tmp_path, capsys, flags, message):
     out = tmp_path / "out"
     code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, out) + flags, capsys)
@@ -134,26 +169,31 @@ def test_class_3_training_flags_are_refused_up_front(subset_dir, tmp_path, capsy
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--iwae-k", "3000000000"], "--iwae-k values must be at most 1073741824, got 3000000000"),
-    (["--iwae-k", "100000000"], "asks for 1.80e+10 decoder evaluations"),  # 180 images x 1e8 > the 1e10 cap
-    (["--iwae-k", "5,5"], "--iwae-k must be distinct positive integers"),
-    (["--elbo-samples", "0"], "--elbo-samples must be a positive integer, got 0"),
-    (["--num-test-images", "181"], "--num-test-images must be at most the 180 test images, got 181"),
-    (["--member", "1"], "--member must be below the population's 1 members, got 1"),
-    (["--dataset", "digits"], "digits: the test images have shape (8, 8), the model in --params takes (28, 28)"),
-    (["--dataset", "npz:missing.npz"], "--dataset npz:missing.npz: no such file"),
-    (["--images-key", "x"], "--images-key applies to --dataset npz only"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--iwae-k", "3000000000"], "--iwae-k values must be at most 1073741824, got 3000000000"),
+        (["--iwae-k", "100000000"], "asks for 1.80e+10 decoder evaluations"),  # 180 images x 1e8 > the 1e10 cap
+        (["--iwae-k", "5,5"], "--iwae-k must be distinct positive integers"),
+        (["--elbo-samples", "0"], "--elbo-samples must be a positive integer, got 0"),
+        (["--num-test-images", "181"], "--num-test-images must be at most the 180 test images, got 181"),
+        (["--member", "1"], "--member must be below the population's 1 members, got 1"),
+        (["--dataset", "digits"], "digits: the test images have shape (8, 8), the model in --params takes (28, 28)"),
+        (["--dataset", "npz:missing.npz"], "--dataset npz:missing.npz: no such file"),
+        (["--images-key", "x"], "--images-key applies to --dataset npz only"),
+    ],
+)
 def test_class_3_evaluation_flags_are_refused_up_front(trained, subset_dir, tmp_path, capsys, flags, message):
     out = tmp_path / "eval"
     # No --data-dir: the params file names the training run's data (the subset), and it is used.
-    code, err = run_main(evaluate_vae.main, ["--params", str(trained / "params.msgpack"), "--out", str(out), *flags],
-                         capsys)
+    code, err = run_main(
+        evaluate_vae.main, ["--params", str(trained / "params.msgpack"), "--out", str(out), *flags], capsys
+    )
     assert code == 2 and message in err and not out.exists()
 
 
 # ----- class 4: one run owns its --out -----
+
 
 def test_class_4_a_running_run_owns_its_folder(trained, subset_dir, capsys):
     before = _snapshot(trained)
@@ -180,11 +220,14 @@ class _held_lock:
         os.close(self.fd)
 
 
-@pytest.mark.parametrize("flags, message", [
-    ([], "already holds a vae_fashion_mnist run (status 'finished'"),
-    (["--resume", "--recipe", "adam"], "different settings: recipe 'chapter' (now 'adam')"),
-    (["--resume", "--num-seeds", "2"], "num_seeds 1 (now 2)"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ([], "already holds a vae_fashion_mnist run (status 'finished'"),
+        (["--resume", "--recipe", "adam"], "different settings: recipe 'chapter' (now 'adam')"),
+        (["--resume", "--num-seeds", "2"], "num_seeds 1 (now 2)"),
+    ],
+)
 def test_class_4_another_run_in_the_folder_is_never_continued_or_clobbered(trained, subset_dir, capsys, flags, message):
     before = _snapshot(trained)
     code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, trained, *flags), capsys)
@@ -205,14 +248,18 @@ def test_class_4_other_data_or_a_schedule_changing_epoch_count_is_refused_on_res
     before = _snapshot(out)
     code, err = run_main(vae_fashion_mnist.main, _train_flags(other, out, *improved, "--resume"), capsys)
     assert code == 2 and "data_sha256" in err
-    code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, out, "--recipe", "improved", "--epochs", "3",
-                                                          "--resume"), capsys)
+    code, err = run_main(
+        vae_fashion_mnist.main,
+        _train_flags(subset_dir, out, "--recipe", "improved", "--epochs", "3", "--resume"),
+        capsys,
+    )
     assert code == 2 and "epochs 2 (now 3)" in err  # the cosine schedule depends on the epoch count
     assert _snapshot(out) == before
 
 
-def test_class_4_a_folder_that_must_not_be_touched_is_refused_whatever_else_is_wrong(trained, tmp_path, capsys,
-                                                                                     monkeypatch):
+def test_class_4_a_folder_that_must_not_be_touched_is_refused_whatever_else_is_wrong(
+    trained, tmp_path, capsys, monkeypatch
+):
     # No Fashion-MNIST anywhere and a missing --params: the folder's refusal still comes first.
     from aejax import data
 
@@ -221,14 +268,19 @@ def test_class_4_a_folder_that_must_not_be_touched_is_refused_whatever_else_is_w
     before = _snapshot(trained)
     for params in (trained / "params.msgpack", tmp_path / "missing.msgpack"):
         code, err = run_main(evaluate_vae.main, ["--params", str(params), "--out", str(trained)], capsys)
-        assert code == 2 and "holds the outputs of a vae_fashion_mnist run, which this evaluate_vae run must not " \
-            "touch" in err
-    code, err = run_main(vae_fashion_mnist.main, ["--data-dir", str(tmp_path / "missing"), "--out", str(trained)], capsys)
+        assert (
+            code == 2
+            and "holds the outputs of a vae_fashion_mnist run, which this evaluate_vae run must not touch" in err
+        )
+    code, err = run_main(
+        vae_fashion_mnist.main, ["--data-dir", str(tmp_path / "missing"), "--out", str(trained)], capsys
+    )
     assert code == 2 and "already holds a vae_fashion_mnist run" in err
     assert _snapshot(trained) == before
 
 
 # ----- class 5: interrupts and faults end cleanly -----
+
 
 def test_class_5_ctrl_c_names_the_checkpoint_and_exits_130(subset_dir, tmp_path):
     out = tmp_path / "run"
@@ -239,8 +291,13 @@ def test_class_5_ctrl_c_names_the_checkpoint_and_exits_130(subset_dir, tmp_path)
     # set here is reset to the default in the child by exec (no preexec_fn: JAX forbids fork hooks).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        run = subprocess.Popen([sys.executable, "-m", "experiments.vae_fashion_mnist", *flags], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "experiments.vae_fashion_mnist", *flags],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 120
@@ -262,14 +319,16 @@ def test_class_5_a_full_disk_is_one_line_and_exit_1(subset_dir, tmp_path, capsys
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(aejax.io.files.os, "fsync", no_space)
-    code, err = run_main(linear_ae_pca.main, ["--spread-seeds", "1", "--converged-epochs", "1", "--out", str(tmp_path / "o")],
-                     capsys)
+    code, err = run_main(
+        linear_ae_pca.main, ["--spread-seeds", "1", "--converged-epochs", "1", "--out", str(tmp_path / "o")], capsys
+    )
     assert code == 1 and "No space left on device" in err and "Traceback" not in err
     assert not [p for p in (tmp_path / "o").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_class_5_leftovers_of_a_killed_run_are_cleaned_and_a_corrupt_newer_checkpoint_set_aside(
-        trained, subset_dir, tmp_path, capsys):
+    trained, subset_dir, tmp_path, capsys
+):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
     stale = out / ".params.msgpack.0123456789abcdef.tmp"
@@ -290,20 +349,27 @@ def test_class_5_outputs_are_readable_by_the_group_and_others_under_the_usual_um
     # `trained` ran under the test process's umask; with 022 its files are 0644, not 0600.
     umask = os.umask(0)
     os.umask(umask)
-    for path in (trained / "metrics.json", trained / "params.msgpack", trained / "run.json",
-                 checkpoint.list_checkpoints(trained / "checkpoints")[-1]):
+    for path in (
+        trained / "metrics.json",
+        trained / "params.msgpack",
+        trained / "run.json",
+        checkpoint.list_checkpoints(trained / "checkpoints")[-1],
+    ):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
 # ----- class 6: exit codes mean one thing -----
 
+
 def test_class_6_a_diverging_linear_ae_is_exit_1_with_one_line(tmp_path, capsys):
-    code, err = run_main(linear_ae_pca.main, ["--learning-rate", "1e6", "--spread-seeds", "1", "--out", str(tmp_path / "o")],
-                     capsys)
+    code, err = run_main(
+        linear_ae_pca.main, ["--learning-rate", "1e6", "--spread-seeds", "1", "--out", str(tmp_path / "o")], capsys
+    )
     assert code == 1 and err.startswith("error: training diverged") and "Traceback" not in err
 
 
 # ----- class 7: multi-host set-up fails fast and says why -----
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -312,19 +378,39 @@ def _free_port() -> int:
 
 
 def _cluster_command(subset_dir, out, address, process_id):
-    return [sys.executable, "-m", "experiments.vae_fashion_mnist", *_train_flags(subset_dir, out),
-            "--coordinator-address", address, "--num-processes", "2", "--process-id", str(process_id),
-            "--cluster-timeout", "3"]
+    return [
+        sys.executable,
+        "-m",
+        "experiments.vae_fashion_mnist",
+        *_train_flags(subset_dir, out),
+        "--coordinator-address",
+        address,
+        "--num-processes",
+        "2",
+        "--process-id",
+        str(process_id),
+        "--cluster-timeout",
+        "3",
+    ]
 
 
 def test_class_7_a_missing_coordinator_or_a_duplicate_id_times_out_with_a_reason(subset_dir, tmp_path):
     address = f"127.0.0.1:{_free_port()}"
-    alone = subprocess.run(_cluster_command(subset_dir, tmp_path / "a", address, 1), cwd=ROOT, capture_output=True,
-                           text=True, timeout=60)
+    alone = subprocess.run(
+        _cluster_command(subset_dir, tmp_path / "a", address, 1), cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert alone.returncode == 1 and f"no coordinator answered at {address} within 3 s" in alone.stderr
     # Two processes that both say --process-id 0: one cannot listen, the other waits for process 1.
-    both = [subprocess.Popen(_cluster_command(subset_dir, tmp_path / "b", address, 0), cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    both = [
+        subprocess.Popen(
+            _cluster_command(subset_dir, tmp_path / "b", address, 0),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     errors = sorted(p.communicate(timeout=60)[1] for p in both)
     assert [p.returncode for p in both] == [1, 1]
     assert any("process 0 cannot listen" in e for e in errors)
@@ -334,9 +420,11 @@ def test_class_7_a_missing_coordinator_or_a_duplicate_id_times_out_with_a_reason
 
 def test_class_7_bad_cluster_settings_and_the_environment(subset_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "o"
-    for flags, message in ((["--coordinator-address", "localhost", "--num-processes", "2"], "must be HOST:PORT"),
-                           (["--coordinator-address", "host:99999", "--num-processes", "2"], "a port in 1..65535"),
-                           (["--coordinator-address", "localhost:1234"], "was given but --num-processes is 1")):
+    for flags, message in (
+        (["--coordinator-address", "localhost", "--num-processes", "2"], "must be HOST:PORT"),
+        (["--coordinator-address", "host:99999", "--num-processes", "2"], "a port in 1..65535"),
+        (["--coordinator-address", "localhost:1234"], "was given but --num-processes is 1"),
+    ):
         code, err = run_main(vae_fashion_mnist.main, _train_flags(subset_dir, out, *flags), capsys)
         assert code == 2 and message in err and not out.exists()
     monkeypatch.setenv("AEJAX_NUM_PROCESSES", "garbage")

@@ -55,5 +55,9 @@ def test_cross_entropy_matches_optax():
     logits = jax.random.normal(jax.random.key(7), (4096,)) * 20.0
     targets = jax.random.uniform(jax.random.key(8), (4096,))
     # Same function, other float32 rounding (log(1 + e) vs log1p): within a few 1e-7 nats.
-    chex.assert_trees_all_close(kernels.sigmoid_cross_entropy(logits, targets),
-                                optax.sigmoid_binary_cross_entropy(logits, targets), atol=2e-6, rtol=1e-6)
+    chex.assert_trees_all_close(
+        kernels.sigmoid_cross_entropy(logits, targets),
+        optax.sigmoid_binary_cross_entropy(logits, targets),
+        atol=2e-6,
+        rtol=1e-6,
+    )

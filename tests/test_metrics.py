@@ -57,13 +57,17 @@ def test_chunked_equals_unchunked(images):
     whole = metrics.iwae_bound(MODEL, PARAMS, images, key, 30, chunk_size=30)
     for chunk_size in (7, 1):  # 7 does not divide 30: the last chunk is masked
         # Same draws; only the log-sum-exp order differs (float32, relative 1e-6).
-        np.testing.assert_allclose(metrics.iwae_bound(MODEL, PARAMS, images, key, 30, chunk_size=chunk_size), whole, rtol=1e-6)
+        np.testing.assert_allclose(
+            metrics.iwae_bound(MODEL, PARAMS, images, key, 30, chunk_size=chunk_size), whole, rtol=1e-6
+        )
 
 
 def test_extreme_images_are_finite():
     extremes = jnp.stack([jnp.zeros((28, 28)), jnp.ones((28, 28))])
     key = jax.random.key(6)
-    chex.assert_tree_all_finite([metrics.elbo(MODEL, PARAMS, extremes, key), metrics.iwae_bound(MODEL, PARAMS, extremes, key, 50)])
+    chex.assert_tree_all_finite(
+        [metrics.elbo(MODEL, PARAMS, extremes, key), metrics.iwae_bound(MODEL, PARAMS, extremes, key, 50)]
+    )
 
 
 def test_bad_sample_counts():
@@ -83,12 +87,20 @@ def test_iwae_converges_to_exact_likelihood_on_a_1d_latent_model(likelihood):
     uniform = jax.random.uniform(jax.random.key(8), (3, 28, 28))
     x = uniform if likelihood == "continuous_bernoulli" else (uniform > 0.7).astype(jnp.float32)
     grid = jnp.linspace(-10.0, 10.0, 4001)
-    log_px_given_z = jax.jit(jax.vmap(lambda z: metrics.log_likelihood(model, params, x, jnp.broadcast_to(z, (3, 1)),
-                                                                       likelihood)))(grid)
+    log_px_given_z = jax.jit(
+        jax.vmap(lambda z: metrics.log_likelihood(model, params, x, jnp.broadcast_to(z, (3, 1)), likelihood))
+    )(grid)
     log_joint = log_px_given_z - 0.5 * grid[:, None] ** 2 - 0.5 * jnp.log(2 * jnp.pi)
     exact = jax.scipy.special.logsumexp(log_joint, axis=0, b=grid[1] - grid[0])
-    gaps = [float(jnp.max(exact - metrics.iwae_bound(model, params, x, jax.random.key(9), k, chunk_size=500,
-                                                     likelihood=likelihood))) for k in (1, 100, 5000)]
+    gaps = [
+        float(
+            jnp.max(
+                exact
+                - metrics.iwae_bound(model, params, x, jax.random.key(9), k, chunk_size=500, likelihood=likelihood)
+            )
+        )
+        for k in (1, 100, 5000)
+    ]
     # Measured gaps (nats): bernoulli 8.0, 0.58, -0.002; continuous Bernoulli 1.9, 0.17, -0.007. At
     # k = 5000 the bound is within its Monte Carlo noise (~0.01) of the exact value; a negative gap
     # larger than 0.02 would mean it overshoots.
@@ -114,8 +126,11 @@ def test_iwae_is_finite_and_exact_for_extreme_log_variances(log_var):
     bound = metrics.iwae_bound(model, params, x, key, 1)
     eps = jax.random.normal(jax.random.fold_in(key, 0), (2, 3))
     z = 0.3 + jnp.exp(log_var / 2) * eps
-    expected = (metrics.log_likelihood(model, params, x, z) - 0.5 * jnp.sum(z**2 + np.log(2 * np.pi), axis=-1)
-                + 0.5 * jnp.sum(log_var + eps**2 + np.log(2 * np.pi), axis=-1))
+    expected = (
+        metrics.log_likelihood(model, params, x, z)
+        - 0.5 * jnp.sum(z**2 + np.log(2 * np.pi), axis=-1)
+        + 0.5 * jnp.sum(log_var + eps**2 + np.log(2 * np.pi), axis=-1)
+    )
     chex.assert_tree_all_finite(bound)
     np.testing.assert_allclose(bound, expected, rtol=1e-5)  # the same terms; float32 on values of ~1e2
 
@@ -141,7 +156,10 @@ def test_kl_per_dim_and_active_units_of_a_constructed_encoder():
     expected_activity = np.asarray(a) ** 2 * scale**4 * float(jnp.var(x0))
     np.testing.assert_allclose(metrics.latent_activity(model, params, x), expected_activity, rtol=1e-5)
     # Activities 0, 0.0041, 0.026, 0.41 (scale⁴ Var(x_0) = 0.104): two units above 0.01, three above 0.003.
-    assert int(metrics.active_units(model, params, x)) == 2 and int(metrics.active_units(model, params, x, threshold=0.003)) == 3
+    assert (
+        int(metrics.active_units(model, params, x)) == 2
+        and int(metrics.active_units(model, params, x, threshold=0.003)) == 3
+    )
     means = np.asarray(a)[None] * scale**2 * np.asarray(x0)[:, None]
     log_var = np.asarray([0.0, -1.0, 0.5, 0.0])
     expected_kl = 0.5 * np.mean(means**2 + np.exp(log_var) - 1 - log_var, axis=0)
@@ -156,8 +174,10 @@ def test_mutual_information_of_a_linear_gaussian_encoder(a, s):
     n = 4000
     x = jax.random.normal(jax.random.key(14), (n, 1))
     exact = 0.5 * np.log1p(a**2 / s**2)
-    estimates = [float(metrics.mutual_information_from_posterior(jax.random.key(k), a * x, jnp.full((n, 1), np.log(s**2))))
-                 for k in range(3)]
+    estimates = [
+        float(metrics.mutual_information_from_posterior(jax.random.key(k), a * x, jnp.full((n, 1), np.log(s**2))))
+        for k in range(3)
+    ]
     # Measured (float64 reference and this code): within 0.01 of the exact value at n = 4,000;
     # 0.03 leaves room for the seed and fails for a wrong formula (e.g. a missing entropy term).
     assert abs(np.mean(estimates) - exact) < 0.03

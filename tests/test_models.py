@@ -34,9 +34,12 @@ def _reference_conv(x, kernel, stride, transpose):
     # The same kernel as lax.conv's OIHW filter: patches are ordered (channel, row, column).
     weights = kernel.reshape(x.shape[-1], 3, 3, -1).transpose(3, 0, 1, 2)
     if transpose:
-        return jax.lax.conv_general_dilated(x, weights, (1, 1), ((1, 2), (1, 2)), lhs_dilation=(2, 2),
-                                            dimension_numbers=("NHWC", "OIHW", "NHWC"))
-    return jax.lax.conv_general_dilated(x, weights, (stride, stride), "SAME", dimension_numbers=("NHWC", "OIHW", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x, weights, (1, 1), ((1, 2), (1, 2)), lhs_dilation=(2, 2), dimension_numbers=("NHWC", "OIHW", "NHWC")
+        )
+    return jax.lax.conv_general_dilated(
+        x, weights, (stride, stride), "SAME", dimension_numbers=("NHWC", "OIHW", "NHWC")
+    )
 
 
 @pytest.mark.parametrize("stride, transpose", [(1, False), (2, False), (1, True)])
@@ -63,8 +66,9 @@ def test_the_conv_vae_has_the_chapters_channels_and_mirrors_the_encoder():
 
 def test_the_conv_vae_learns_on_real_digits():
     images = data.load("digits", "train").images
-    config = fit.Config(model="conv", latent_dim=4, epochs=6, batch_size=64, num_validation=200, recipe="adam",
-                        num_seeds=2)
+    config = fit.Config(
+        model="conv", latent_dim=4, epochs=6, batch_size=64, num_validation=200, recipe="adam", num_seeds=2
+    )
     result = fit.fit(config, images, progress=False)
     losses = result.history["val_loss"]
     # Measured 0.60 -> 0.38 for both seeds; a model that learns nothing stays near its first epoch.
@@ -90,18 +94,25 @@ def test_a_users_flax_model_trains_as_a_population_and_matches_its_single_runs()
     model = vae.FlaxVAE(_Encoder(), _Decoder(), latent_dim=3, image_shape=(8, 8))
     config = fit.Config(epochs=2, batch_size=50, num_validation=200, num_seeds=2)
     population = fit.fit(config, images, model=model, progress=False)
-    single = fit.fit(fit.Config(epochs=2, batch_size=50, num_validation=200, seed=43), images, model=model,
-                     progress=False)
+    single = fit.fit(
+        fit.Config(epochs=2, batch_size=50, num_validation=200, seed=43), images, model=model, progress=False
+    )
     # The same member trained alone: a different program, so float32 rounding only (tests/tolerances.py
     # derives the MLP's; these small Dense layers are within the same 1e-4 relative on 2 epochs).
     chex.assert_trees_all_close(population.member_params(1), single.member_params(0), rtol=1e-4, atol=1e-5)
     assert registry.to_dict(model)["name"] == "custom"
 
 
-@pytest.mark.parametrize("model, message", [
-    (object(), "model must have init, encode, decode_logits, latent_dim and image_shape"),
-    (mlp.MLP(image_shape=(28, 28)), r"model takes images of shape \(28, 28\), but the training images have shape \(8, 8\)"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (object(), "model must have init, encode, decode_logits, latent_dim and image_shape"),
+        (
+            mlp.MLP(image_shape=(28, 28)),
+            r"model takes images of shape \(28, 28\), but the training images have shape \(8, 8\)",
+        ),
+    ],
+)
 def test_models_that_cannot_train_on_the_data_are_refused(model, message):
     images = data.load("digits", "train").images
     with pytest.raises(UsageError, match=message):
@@ -109,8 +120,10 @@ def test_models_that_cannot_train_on_the_data_are_refused(model, message):
 
 
 def test_the_registry_round_trips_the_named_models():
-    for model in (mlp.MLP(hidden_sizes=(300, 300), latent_dim=40, activation="gated"),
-                  conv.Conv(channels=(8, 16), image_shape=(32, 32, 3))):
+    for model in (
+        mlp.MLP(hidden_sizes=(300, 300), latent_dim=40, activation="gated"),
+        conv.Conv(channels=(8, 16), image_shape=(32, 32, 3)),
+    ):
         assert registry.from_dict(registry.to_dict(model)) == model
     with pytest.raises(ValueError, match="user-defined model"):
         registry.from_dict({"name": "custom", "repr": "Mine()"})

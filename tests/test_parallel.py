@@ -23,8 +23,13 @@ def _env(**extra):
 
 @pytest.mark.across_programs
 def test_eight_devices_match_one_device_for_the_same_global_batch_and_population():
-    done = subprocess.run([*PYTHON, str(ROOT / "tests/helpers/data_parallel_check.py")], env=_env(),
-                          capture_output=True, text=True, timeout=3600 if len(PYTHON) > 1 else 300)
+    done = subprocess.run(
+        [*PYTHON, str(ROOT / "tests/helpers/data_parallel_check.py")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=3600 if len(PYTHON) > 1 else 300,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["devices"] == 8
@@ -53,11 +58,30 @@ def _free_port() -> int:
 def test_two_processes_finish_with_identical_parameters(subset_dir, tmp_path):
     address = f"127.0.0.1:{_free_port()}"
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "experiments.vae_fashion_mnist", "--data-dir", str(subset_dir),
-               "--num-validation", "120", "--batch-size", "32", "--epochs", "2", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.vae_fashion_mnist",
+        "--data-dir",
+        str(subset_dir),
+        "--num-validation",
+        "120",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    ]
     processes = [
-        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=_env(AEJAX_COORDINATOR_ADDRESS=address, AEJAX_NUM_PROCESSES="2", AEJAX_PROCESS_ID=str(i)))
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(AEJAX_COORDINATOR_ADDRESS=address, AEJAX_NUM_PROCESSES="2", AEJAX_PROCESS_ID=str(i)),
+        )
         for i in range(2)
     ]
     outputs = [p.communicate(timeout=300) for p in processes]
@@ -70,15 +94,29 @@ def test_two_processes_finish_with_identical_parameters(subset_dir, tmp_path):
     assert metrics["params_sha256"] == digests[0]
 
 
-@pytest.mark.parametrize("flags, environ, message", [
-    ({}, {"AEJAX_NUM_PROCESSES": "2"}, "--coordinator-address HOST:PORT is required for --num-processes 2"),
-    ({}, {"AEJAX_COORDINATOR_ADDRESS": "h:1", "AEJAX_NUM_PROCESSES": "2", "AEJAX_PROCESS_ID": "2"},
-     "--process-id must be in 0..1, got 2"),
-    ({}, {"AEJAX_NUM_PROCESSES": "two"}, "AEJAX_NUM_PROCESSES must be an integer, got 'two' (or pass --num-processes)"),
-    ({"coordinator_address": "localhost"}, {"AEJAX_NUM_PROCESSES": "2"}, "must be HOST:PORT with a port in 1..65535"),
-    ({"coordinator_address": "localhost:70000", "num_processes": 2}, {}, "got 'localhost:70000'"),
-    ({"coordinator_address": "localhost:1234"}, {}, "was given but --num-processes is 1"),
-])
+@pytest.mark.parametrize(
+    "flags, environ, message",
+    [
+        ({}, {"AEJAX_NUM_PROCESSES": "2"}, "--coordinator-address HOST:PORT is required for --num-processes 2"),
+        (
+            {},
+            {"AEJAX_COORDINATOR_ADDRESS": "h:1", "AEJAX_NUM_PROCESSES": "2", "AEJAX_PROCESS_ID": "2"},
+            "--process-id must be in 0..1, got 2",
+        ),
+        (
+            {},
+            {"AEJAX_NUM_PROCESSES": "two"},
+            "AEJAX_NUM_PROCESSES must be an integer, got 'two' (or pass --num-processes)",
+        ),
+        (
+            {"coordinator_address": "localhost"},
+            {"AEJAX_NUM_PROCESSES": "2"},
+            "must be HOST:PORT with a port in 1..65535",
+        ),
+        ({"coordinator_address": "localhost:70000", "num_processes": 2}, {}, "got 'localhost:70000'"),
+        ({"coordinator_address": "localhost:1234"}, {}, "was given but --num-processes is 1"),
+    ],
+)
 def test_bad_cluster_settings_are_named(flags, environ, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         parallel.Cluster.resolve(flags, environ)
@@ -88,6 +126,7 @@ def test_flags_win_over_the_environment():
     environ = {"AEJAX_NUM_PROCESSES": "garbage", "AEJAX_PROCESS_ID": "also garbage"}
     cluster = parallel.Cluster.resolve({"num_processes": 1, "process_id": 0}, environ)
     assert cluster == parallel.Cluster()
-    cluster = parallel.Cluster.resolve({}, {"AEJAX_COORDINATOR_ADDRESS": "[::1]:8476", "AEJAX_NUM_PROCESSES": "4",
-                                            "AEJAX_PROCESS_ID": "3"})
+    cluster = parallel.Cluster.resolve(
+        {}, {"AEJAX_COORDINATOR_ADDRESS": "[::1]:8476", "AEJAX_NUM_PROCESSES": "4", "AEJAX_PROCESS_ID": "3"}
+    )
     assert (cluster.coordinator_address, cluster.num_processes, cluster.process_id) == ("[::1]:8476", 4, 3)

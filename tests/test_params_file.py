@@ -29,15 +29,32 @@ def test_members_and_manifest_round_trip_and_the_bytes_are_the_runs(tmp_path):
 
 def test_the_first_format_is_read_as_the_chapter_model_with_binarization_a_setting(tmp_path):
     _, stacked = _stacked(1)
-    old = {"kind": "vae_fashion_mnist", "members": [{"seed": 0}],
-           "model": {"architecture": "mlp_vae", "hidden_sizes": [4], "latent_dim": 2, "likelihood": "binarized",
-                     "activation": "selu"}}
+    old = {
+        "kind": "vae_fashion_mnist",
+        "members": [{"seed": 0}],
+        "model": {
+            "architecture": "mlp_vae",
+            "hidden_sizes": [4],
+            "latent_dim": 2,
+            "likelihood": "binarized",
+            "activation": "selu",
+        },
+    }
     path = tmp_path / "old.msgpack"
-    path.write_bytes(flax.serialization.msgpack_serialize(
-        {"format": "aejax.params/1", "manifest": json.dumps(old), "params": stacked}))
+    path.write_bytes(
+        flax.serialization.msgpack_serialize(
+            {"format": "aejax.params/1", "manifest": json.dumps(old), "params": stacked}
+        )
+    )
     _, manifest, _ = params_file.read(path)
-    assert manifest["model"] == {"name": "mlp", "hidden_sizes": [4], "latent_dim": 2, "activation": "selu",
-                                 "image_shape": [28, 28], "likelihood": "bernoulli"}
+    assert manifest["model"] == {
+        "name": "mlp",
+        "hidden_sizes": [4],
+        "latent_dim": 2,
+        "activation": "selu",
+        "image_shape": [28, 28],
+        "likelihood": "bernoulli",
+    }
     assert manifest["binarize"] is True and manifest["data"] == {"dataset": "fashion_mnist"}
 
 

@@ -24,8 +24,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _flags(subset_dir, out, epochs):
-    return ["--data-dir", str(subset_dir), "--num-validation", "120", "--batch-size", "32",
-            "--epochs", str(epochs), "--keep-checkpoints", "2", "--out", str(out)]
+    return [
+        "--data-dir",
+        str(subset_dir),
+        "--num-validation",
+        "120",
+        "--batch-size",
+        "32",
+        "--epochs",
+        str(epochs),
+        "--keep-checkpoints",
+        "2",
+        "--out",
+        str(out),
+    ]
 
 
 def _command(subset_dir, out, epochs, *extra):
@@ -34,13 +46,15 @@ def _command(subset_dir, out, epochs, *extra):
 
 def test_sigkill_then_resume_is_bitwise_identical(subset_dir, tmp_path):
     epochs = 40
-    reference = subprocess.run(_command(subset_dir, tmp_path / "reference", epochs), cwd=ROOT,
-                               capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(
+        _command(subset_dir, tmp_path / "reference", epochs), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "killed"
-    victim = subprocess.Popen(_command(subset_dir, out, epochs), cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        _command(subset_dir, out, epochs), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
     while not (out / "checkpoints" / "epoch_0003.msgpack").exists():
         assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint appeared before the kill"
@@ -53,8 +67,9 @@ def test_sigkill_then_resume_is_bitwise_identical(subset_dir, tmp_path):
     # keep=2, plus one if the kill fell between a checkpoint's rename and the pruning after it.
     assert len(names) - len(temporary) <= 3 and len(temporary) <= 1
 
-    resumed = subprocess.run(_command(subset_dir, out, epochs, "--resume"), cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _command(subset_dir, out, epochs, "--resume"), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "params.msgpack").read_bytes() == (tmp_path / "reference" / "params.msgpack").read_bytes()
     history = json.loads((out / "metrics.json").read_text())["history"]
@@ -70,8 +85,9 @@ def test_a_compiled_program_from_the_cache_gives_the_same_bits(subset_dir, tmp_p
     plain = {name: value for name, value in os.environ.items() if name not in cache}
     digests = []
     for name, env in (("compiled", plain), ("cache_first", os.environ), ("cache_second", os.environ)):
-        done = subprocess.run(_command(subset_dir, tmp_path / name, 2), cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            _command(subset_dir, tmp_path / name, 2), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr
         digests.append((tmp_path / name / "params.msgpack").read_bytes())
     assert digests[0] == digests[1] == digests[2]
@@ -91,7 +107,10 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(subset_dir, tmp_pat
     assert (out / "params.msgpack").read_bytes() == (tmp_path / "reference" / "params.msgpack").read_bytes()
     # The damaged file is kept aside for inspection, outside the epochs that pruning counts.
     assert (out / "checkpoints" / "epoch_0002.msgpack.corrupt").exists()
-    assert [p.name for p in checkpoint.list_checkpoints(out / "checkpoints")] == ["epoch_0002.msgpack", "epoch_0003.msgpack"]
+    assert [p.name for p in checkpoint.list_checkpoints(out / "checkpoints")] == [
+        "epoch_0002.msgpack",
+        "epoch_0003.msgpack",
+    ]
 
 
 def test_resume_refuses_different_run_settings(subset_dir, tmp_path, capsys):

@@ -49,7 +49,9 @@ def test_another_kind_of_run_is_always_refused(tmp_path):
     with _claim(out):
         (out / "metrics.json").write_text('{"mine": 1}')
     for flags in ({}, {"overwrite": True}):
-        with pytest.raises(runs.RunDirError, match="holds the outputs of a train run, which this evaluate run must not touch"):
+        with pytest.raises(
+            runs.RunDirError, match="holds the outputs of a train run, which this evaluate run must not touch"
+        ):
             with runs.claim(out, "evaluate", {}, outputs=("metrics.json",), **flags):
                 pass
     assert json.loads((out / "metrics.json").read_text()) == {"mine": 1}

@@ -19,7 +19,9 @@ def test_cpu_flags_are_appended_on_the_cpu_backend():
     # Those this jaxlib knows: all three on jaxlib 0.10; jaxlib 0.4.35 lacks the YNNPACK flag.
     known = runtime.known_flags(runtime.CPU_XLA_FLAGS)
     assert "--xla_cpu_prefer_vector_width=512" in known
-    assert flags[1:] == known == report["applied"] and report["skipped"] == [f for f in runtime.CPU_XLA_FLAGS if f not in known]
+    assert flags[1:] == known == report["applied"] and report["skipped"] == [
+        f for f in runtime.CPU_XLA_FLAGS if f not in known
+    ]
 
 
 def test_a_flag_the_user_set_wins_and_configure_is_idempotent():
@@ -57,17 +59,22 @@ def test_an_unknown_flag_never_reaches_xla():
     # XLA aborts the process on an XLA_FLAGS entry it does not know (the check below shows it does):
     # a flag this jaxlib lacks must be skipped, and the process must run.
     unknown = "--xla_cpu_flag_that_no_jaxlib_has=1"
-    code = ("from aejax import runtime\n"
-            f"runtime.CPU_XLA_FLAGS += ({unknown!r},)\n"
-            "report = runtime.configure()\n"
-            "import jax.numpy as jnp\n"
-            "print(float(jnp.ones(3).sum()), report['skipped'])\n")
+    code = (
+        "from aejax import runtime\n"
+        f"runtime.CPU_XLA_FLAGS += ({unknown!r},)\n"
+        "report = runtime.configure()\n"
+        "import jax.numpy as jnp\n"
+        "print(float(jnp.ones(3).sum()), report['skipped'])\n"
+    )
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.split()[0] == "3.0" and repr(unknown) in done.stdout
-    aborted = subprocess.run([sys.executable, "-c", "import jax.numpy as jnp; jnp.ones(1)"],
-                             env=dict(env, XLA_FLAGS=unknown), capture_output=True)
+    aborted = subprocess.run(
+        [sys.executable, "-c", "import jax.numpy as jnp; jnp.ones(1)"],
+        env=dict(env, XLA_FLAGS=unknown),
+        capture_output=True,
+    )
     assert aborted.returncode != 0
 
 
@@ -81,10 +88,10 @@ def test_importing_any_module_leaves_the_backend_unstarted():
         for path in (REPO_ROOT / package).glob("*.py")
         if path.stem != "__init__"
     )
-    code = "import importlib\nfor name in %r:\n    print(name, flush=True)\n    importlib.import_module(name)\n" % modules
+    code = (
+        "import importlib\nfor name in %r:\n    print(name, flush=True)\n    importlib.import_module(name)\n" % modules
+    )
     env = dict(os.environ, XLA_FLAGS="--xla_flag_that_does_not_exist=1")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"importing {done.stdout.split()[-1:]} started the backend: {done.stderr[-500:]}"
     assert done.stdout.split() == modules
-
-

@@ -30,15 +30,14 @@ def test_npz_npy_and_folders_of_images(tmp_path):
     rng = np.random.default_rng(1)
     colour = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
     np.savez(tmp_path / "mine.npz", pictures=colour, classes=np.arange(60) % 3)
-    train = data.load(f"npz:{tmp_path}/mine.npz", "train", images_key="pictures", labels_key="classes",
-                      test_holdout=12)
-    test = data.load(f"npz:{tmp_path}/mine.npz", "test", images_key="pictures", labels_key="classes",
-                     test_holdout=12)
+    train = data.load(f"npz:{tmp_path}/mine.npz", "train", images_key="pictures", labels_key="classes", test_holdout=12)
+    test = data.load(f"npz:{tmp_path}/mine.npz", "test", images_key="pictures", labels_key="classes", test_holdout=12)
     assert train.images.shape == (48, 32, 32, 3) and test.images.shape == (12, 32, 32, 3)
     together = np.concatenate([train.images, test.images])
     assert sorted(map(bytes, together)) == sorted(map(bytes, colour))  # a permutation of the user's images
-    np.testing.assert_array_equal(train.labels, [np.flatnonzero((colour == im).all(axis=(1, 2, 3)))[0] % 3
-                                                 for im in train.images])
+    np.testing.assert_array_equal(
+        train.labels, [np.flatnonzero((colour == im).all(axis=(1, 2, 3)))[0] % 3 for im in train.images]
+    )
 
     np.save(tmp_path / "grey.npy", rng.random((30, 5, 7, 1), dtype=np.float32))
     grey = data.load(f"npy:{tmp_path}/grey.npy", "train")
@@ -47,20 +46,27 @@ def test_npz_npy_and_folders_of_images(tmp_path):
     for label in ("cat", "dog"):
         (tmp_path / "pets" / label).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / "pets" / label / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(
+                tmp_path / "pets" / label / f"{i}.png"
+            )
     pets = data.load(f"folder:{tmp_path}/pets", "train", test_holdout=2)
     assert pets.images.shape == (6, 6, 6, 3) and pets.class_names == ("cat", "dog")
-    assert sorted(pets.labels.tolist() + data.load(f"folder:{tmp_path}/pets", "test", test_holdout=2).labels.tolist()) \
+    assert (
+        sorted(pets.labels.tolist() + data.load(f"folder:{tmp_path}/pets", "test", test_holdout=2).labels.tolist())
         == [0] * 4 + [1] * 4
+    )
 
 
-@pytest.mark.parametrize("images, message", [
-    (np.zeros((10, 4, 4), np.int16), "must be uint8 in [0, 255] or floats in [0, 1], got dtype int16"),
-    (np.full((10, 4, 4), 1.5, np.float32), "must lie in [0, 1] (floats) or be uint8, found values in [1.5, 1.5]"),
-    (np.full((10, 4, 4), np.nan, np.float32), "hold 160 NaN/inf value(s)"),
-    (np.zeros((10, 16), np.uint8), "must have shape (N, H, W) or (N, H, W, C), got (10, 16)"),
-    (np.zeros((1, 4, 4), np.uint8), "--test-holdout must be in 1..0 for its 1 images, got 0"),
-])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((10, 4, 4), np.int16), "must be uint8 in [0, 255] or floats in [0, 1], got dtype int16"),
+        (np.full((10, 4, 4), 1.5, np.float32), "must lie in [0, 1] (floats) or be uint8, found values in [1.5, 1.5]"),
+        (np.full((10, 4, 4), np.nan, np.float32), "hold 160 NaN/inf value(s)"),
+        (np.zeros((10, 16), np.uint8), "must have shape (N, H, W) or (N, H, W, C), got (10, 16)"),
+        (np.zeros((1, 4, 4), np.uint8), "--test-holdout must be in 1..0 for its 1 images, got 0"),
+    ],
+)
 def test_bad_arrays_are_refused_naming_the_source(tmp_path, images, message):
     np.save(tmp_path / "bad.npy", images)
     with pytest.raises(DataError) as raised:
@@ -99,18 +105,47 @@ def test_colour_images_of_ones_own_train_evaluate_and_resume_end_to_end(tmp_path
     blobs = np.clip(rng.normal(0.5, 0.2, (150, 1, 1, 3)) + rng.normal(0, 0.05, (150, 32, 32, 3)), 0, 1)
     np.savez(tmp_path / "colour.npz", images=blobs.astype(np.float32), labels=np.arange(150) % 2)
     out = tmp_path / "run"
-    flags = ["--dataset", f"npz:{tmp_path}/colour.npz", "--model", "conv", "--channels", "8,16", "--num-seeds", "2",
-             "--epochs", "1",
-             "--batch-size", "25", "--num-validation", "25", "--out", str(out)]
+    flags = [
+        "--dataset",
+        f"npz:{tmp_path}/colour.npz",
+        "--model",
+        "conv",
+        "--channels",
+        "8,16",
+        "--num-seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "25",
+        "--num-validation",
+        "25",
+        "--out",
+        str(out),
+    ]
     code, err = run_main(vae_fashion_mnist.main, flags, capsys)
     assert code == 0, err
-    code, err = run_main(vae_fashion_mnist.main, [*flags, "--epochs", "2", "--resume"], capsys)  # the last --epochs wins
+    code, err = run_main(
+        vae_fashion_mnist.main, [*flags, "--epochs", "2", "--resume"], capsys
+    )  # the last --epochs wins
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["invocations"] == 2
     assert all(len(values) == 2 for values in metrics["history"]["val_loss"])
-    code, err = run_main(evaluate_vae.main, ["--params", str(out / "params.msgpack"), "--iwae-k", "1,10",
-                                             "--elbo-samples", "2", "--out", str(tmp_path / "eval")], capsys)
+    code, err = run_main(
+        evaluate_vae.main,
+        [
+            "--params",
+            str(out / "params.msgpack"),
+            "--iwae-k",
+            "1,10",
+            "--elbo-samples",
+            "2",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert result["model"]["name"] == "conv" and result["model"]["image_shape"] == [32, 32, 3]

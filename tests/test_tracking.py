@@ -32,7 +32,10 @@ def test_a_diverged_member_stops_alone_and_the_state_survives_a_checkpoint():
     assert records[1]["loss"] is None and records[0]["loss"] == 0.6  # the diverged member's values are dropped
     assert not tracker.all_diverged() and tracker.active(0) and not tracker.active(1)
     restored = tracking.Tracker.from_json(json.loads(json.dumps(tracker.to_json(12.5))), patience=3, warmup=0)
-    assert (restored.history, restored.diverged, restored.best_epoch) == (tracker.history, tracker.diverged,
-                                                                           tracker.best_epoch)
+    assert (restored.history, restored.diverged, restored.best_epoch) == (
+        tracker.history,
+        tracker.diverged,
+        tracker.best_epoch,
+    )
     assert restored.seconds_total == 12.5 and restored.invocations == 2
     np.testing.assert_array_equal(restored.history_arrays()["val_loss"], [[0.8, 0.6], [0.7, np.nan]])

@@ -44,10 +44,13 @@ class ShapesTest(chex.TestCase):
         x = jax.random.uniform(jax.random.key(2), (4, 28, 28))
         eager = vae.loss(MODEL, PARAMS, x, jax.random.key(3))
         # Fusion changes float32 rounding only (a few ulps on a ~0.7 loss).
-        chex.assert_trees_all_close(self.variant(functools.partial(vae.loss, MODEL))(PARAMS, x, jax.random.key(3)), eager, rtol=1e-5)
+        chex.assert_trees_all_close(
+            self.variant(functools.partial(vae.loss, MODEL))(PARAMS, x, jax.random.key(3)), eager, rtol=1e-5
+        )
 
 
 # ----- KL divergence -----
+
 
 def test_kl_zero_at_the_prior():
     np.testing.assert_allclose(vae.kl_divergence(jnp.zeros((3, 10)), jnp.zeros((3, 10))), 0.0, atol=0)
@@ -82,11 +85,14 @@ def test_kl_is_finite_for_extreme_log_var():
 
 # ----- sampler -----
 
+
 def test_sampler_moments():
     n = 200_000
     mean = jnp.array([1.0, -2.0, 0.0])
     log_var = jnp.array([0.0, np.log(4.0), np.log(0.25)])
-    z = np.asarray(vae.sample_latent(jax.random.key(5), jnp.broadcast_to(mean, (n, 3)), jnp.broadcast_to(log_var, (n, 3))))
+    z = np.asarray(
+        vae.sample_latent(jax.random.key(5), jnp.broadcast_to(mean, (n, 3)), jnp.broadcast_to(log_var, (n, 3)))
+    )
     sd = np.exp(np.asarray(log_var) / 2)
     # Means within 4 standard errors; variances within 4 standard errors of a Gaussian variance (sqrt(2/n)).
     np.testing.assert_array_less(np.abs(z.mean(axis=0) - mean), 4 * sd / np.sqrt(n))
@@ -98,13 +104,16 @@ def test_sampler_is_deterministic_per_key_and_reparameterised():
     a = vae.sample_latent(jax.random.key(6), mean, log_var)
     chex.assert_trees_all_equal(a, vae.sample_latent(jax.random.key(6), mean, log_var))
     assert not np.allclose(a, vae.sample_latent(jax.random.key(7), mean, log_var))
-    d_mean, d_log_var = jax.grad(lambda m, lv: jnp.sum(vae.sample_latent(jax.random.key(6), m, lv)), argnums=(0, 1))(mean, log_var)
+    d_mean, d_log_var = jax.grad(lambda m, lv: jnp.sum(vae.sample_latent(jax.random.key(6), m, lv)), argnums=(0, 1))(
+        mean, log_var
+    )
     np.testing.assert_allclose(d_mean, 1.0)  # dz/dmean = 1
     eps = np.asarray(a - mean)  # log_var = 0, so z - mean = eps
     np.testing.assert_allclose(d_log_var, eps / 2, rtol=1e-6)  # dz/dlog_var = eps * exp(lv/2) / 2
 
 
 # ----- loss -----
+
 
 def _selu(x):
     alpha, scale = 1.6732632423543772, 1.0507009873554805
@@ -156,6 +165,7 @@ def test_configs_are_validated():
 
 # ----- interpolation, generation -----
 
+
 def test_interpolate_codings_is_half_pixel_bilinear():
     # Grid value 4*row + col is linear, so bilinear interpolation returns 4*r + c at the clamped
     # source coordinates r = (i + 0.5) * 3/5 - 0.5, c = (j + 0.5) * 4/7 - 0.5 (TF2's half-pixel rule).
@@ -186,10 +196,13 @@ def test_generate_is_deterministic_per_key():
 
 # ----- training -----
 
+
 def test_short_training_on_real_subset_lowers_validation_loss(subset_dir):
     images, _ = data.load_fashion_mnist("train", subset_dir)
     val = jnp.asarray(data.train_validation_split(data.to_unit_float(images), 120)[1])
-    before = float(vae.evaluate(MODEL, MODEL.init(population.member_keys([11])["init"][0]), val, jax.random.key(12))["loss"])
+    before = float(
+        vae.evaluate(MODEL, MODEL.init(population.member_keys([11])["init"][0]), val, jax.random.key(12))["loss"]
+    )
     result = fit.fit(fit.Config(epochs=8, batch_size=64, num_validation=120, seed=11), images, progress=False)
     after = vae.evaluate(MODEL, result.member_params(0), val, jax.random.key(12))
     # Measured 0.70 -> ~0.42 on this subset; 0.55 leaves margin yet fails if nothing is learned.
@@ -215,13 +228,16 @@ def test_a_training_step_is_deterministic_per_key():
 
 # ----- beta-VAE -----
 
+
 def test_beta_zero_is_reconstruction_only_and_gradients_flow():
     x = jax.random.uniform(jax.random.key(15), (6, 28, 28))
     key = jax.random.key(16)
     terms = vae.batch_metrics(MODEL, PARAMS, x, key)
     np.testing.assert_allclose(vae.loss(MODEL, PARAMS, x, key, beta=0.0), jnp.mean(terms["reconstruction"]), rtol=1e-6)
     np.testing.assert_allclose(
-        vae.loss(MODEL, PARAMS, x, key, beta=4.0), jnp.mean(terms["reconstruction"] + 4.0 * terms["kl"] / 784), rtol=1e-6
+        vae.loss(MODEL, PARAMS, x, key, beta=4.0),
+        jnp.mean(terms["reconstruction"] + 4.0 * terms["kl"] / 784),
+        rtol=1e-6,
     )
     for beta in (0.0, 0.5, 1.0, 4.0):
         grads = jax.grad(vae.loss, argnums=1)(MODEL, PARAMS, x, key, beta)
@@ -234,17 +250,28 @@ def test_beta_zero_is_reconstruction_only_and_gradients_flow():
 
 # ----- the domain is guarded where it costs nothing after compilation -----
 
-@pytest.mark.parametrize("call", [
-    lambda x: vae.encode(MODEL, PARAMS, x),
-    lambda x: vae.loss(MODEL, PARAMS, x, jax.random.key(0)),
-    lambda x: metrics.elbo(MODEL, PARAMS, x, jax.random.key(0)),
-    lambda x: population.train_step(TrainState.create(PARAMS, recipes.chapter_optimizer()), x, jax.random.key(0),
-                             {"beta": 1.0, "learning_rate": 1e-3}),
-], ids=["encode", "loss", "elbo", "train_step"])
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: vae.encode(MODEL, PARAMS, x),
+        lambda x: vae.loss(MODEL, PARAMS, x, jax.random.key(0)),
+        lambda x: metrics.elbo(MODEL, PARAMS, x, jax.random.key(0)),
+        lambda x: population.train_step(
+            TrainState.create(PARAMS, recipes.chapter_optimizer()),
+            x,
+            jax.random.key(0),
+            {"beta": 1.0, "learning_rate": 1e-3},
+        ),
+    ],
+    ids=["encode", "loss", "elbo", "train_step"],
+)
 def test_uint8_images_and_wrong_shapes_are_refused_at_trace_time(call):
     with pytest.raises(TypeError, match="images must be floating-point pixels in \\[0, 1\\], got dtype uint8"):
         call(jnp.zeros((2, 28, 28), jnp.uint8))
-    with pytest.raises(ValueError, match=r"images must have shape \(\.\.\., 28, 28\) for this model, got \(2, 56, 14\)"):
+    with pytest.raises(
+        ValueError, match=r"images must have shape \(\.\.\., 28, 28\) for this model, got \(2, 56, 14\)"
+    ):
         call(jnp.zeros((2, 56, 14)))
 
 
@@ -259,17 +286,28 @@ def _edited(edit):
     return params
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"encoder": {"kernel": np.zeros((3, 2)), "bias": np.zeros(2)}, "decoder": {}},
-     "encoder/bias is unexpected; encoder/kernel is unexpected; decoder/hidden_0/bias is missing"),
-    (_edited(lambda p: p["decoder"].update(hidden_0={"kernel": np.zeros((12, 100)), "bias": np.zeros(100)})),
-     r"decoder/hidden_0/kernel has shape \(12, 100\), expected \(10, 100\)"),
-    (_edited(lambda p: p["encoder"]["log_var"].update(kernel=np.zeros((100, 8)))),
-     r"encoder/log_var/kernel has shape \(100, 8\), expected \(100, 10\)"),
-    (_edited(lambda p: p["decoder"].pop("logits")), "decoder/logits/kernel is missing"),
-    (_edited(lambda p: p["encoder"]["mean"].update(bias=np.zeros(10, np.int32))),
-     "encoder/mean/bias has dtype int32, expected floating point"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (
+            {"encoder": {"kernel": np.zeros((3, 2)), "bias": np.zeros(2)}, "decoder": {}},
+            "encoder/bias is unexpected; encoder/kernel is unexpected; decoder/hidden_0/bias is missing",
+        ),
+        (
+            _edited(lambda p: p["decoder"].update(hidden_0={"kernel": np.zeros((12, 100)), "bias": np.zeros(100)})),
+            r"decoder/hidden_0/kernel has shape \(12, 100\), expected \(10, 100\)",
+        ),
+        (
+            _edited(lambda p: p["encoder"]["log_var"].update(kernel=np.zeros((100, 8)))),
+            r"encoder/log_var/kernel has shape \(100, 8\), expected \(100, 10\)",
+        ),
+        (_edited(lambda p: p["decoder"].pop("logits")), "decoder/logits/kernel is missing"),
+        (
+            _edited(lambda p: p["encoder"]["mean"].update(bias=np.zeros(10, np.int32))),
+            "encoder/mean/bias has dtype int32, expected floating point",
+        ),
+    ],
+)
 def test_params_are_checked_as_a_whole_tree(params, message):
     with pytest.raises(ValueError, match=message):
         vae.check_params(MODEL, params)
@@ -299,7 +337,8 @@ def test_gated_hidden_units():
     flat = x.reshape(2, 784)
     expected = (flat @ layer["kernel"] + layer["bias"]) * jax.nn.sigmoid(flat @ gate["kernel"] + gate["bias"])
     h = (expected @ params["encoder"]["hidden_1"]["kernel"] + params["encoder"]["hidden_1"]["bias"]) * jax.nn.sigmoid(
-        expected @ params["encoder"]["gate_1"]["kernel"] + params["encoder"]["gate_1"]["bias"])
+        expected @ params["encoder"]["gate_1"]["kernel"] + params["encoder"]["gate_1"]["bias"]
+    )
     mean = h @ params["encoder"]["mean"]["kernel"] + params["encoder"]["mean"]["bias"]
     chex.assert_trees_all_close(vae.encode(model, params, x)[0], mean, rtol=1e-5, atol=1e-6)
     del params["decoder"]["gate_1"]

@@ -9,9 +9,18 @@ from aejax.io import files, writers
 
 
 def _records(epoch, members=2, stopped=()):
-    return [{"epoch": epoch, "member": m, "seed": 42 + m, "beta": 1.0, "learning_rate": 1e-3,
-             "loss": None if m in stopped else 0.5 / epoch, "val_loss": None if m in stopped else 0.6 / epoch}
-            for m in range(members)]
+    return [
+        {
+            "epoch": epoch,
+            "member": m,
+            "seed": 42 + m,
+            "beta": 1.0,
+            "learning_rate": 1e-3,
+            "loss": None if m in stopped else 0.5 / epoch,
+            "val_loss": None if m in stopped else 0.6 / epoch,
+        }
+        for m in range(members)
+    ]
 
 
 def test_json_lines_skip_stopped_members_and_restart_cleanly_on_resume(tmp_path):
@@ -38,8 +47,8 @@ def _event_scalars(folder):
         raw = path.read_bytes()
         offset = 0
         while offset < len(raw):
-            (length,) = struct.unpack("<Q", raw[offset:offset + 8])
-            event = event_pb2.Event.FromString(raw[offset + 12:offset + 12 + length])
+            (length,) = struct.unpack("<Q", raw[offset : offset + 8])
+            event = event_pb2.Event.FromString(raw[offset + 12 : offset + 12 + length])
             offset += 12 + length + 4  # length, its CRC, the record, its CRC
             found += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
     return found
@@ -51,8 +60,9 @@ def test_tensorboard_writes_the_same_scalars_per_member(tmp_path):
         board.write(epoch, _records(epoch))
     board.close()
     scalars = _event_scalars(tmp_path / "tb" / "member_001")
-    assert sorted(scalars) == sorted([("loss", 1, 0.5), ("val_loss", 1, pytest.approx(0.6)),
-                                      ("loss", 2, 0.25), ("val_loss", 2, pytest.approx(0.3))])
+    assert sorted(scalars) == sorted(
+        [("loss", 1, 0.5), ("val_loss", 1, pytest.approx(0.6)), ("loss", 2, 0.25), ("val_loss", 2, pytest.approx(0.3))]
+    )
     single = writers.TensorBoard(tmp_path / "one", num_members=1)
     single.write(1, _records(1, members=1))
     single.close()

@@ -43,8 +43,9 @@ def params_difference(params, other_params, initial_params) -> float:
 def same_training(params, other_params, losses, other_losses, initial_params) -> bool:
     """Whether two programs trained the same model from `initial_params`: parameters within
     PARAMS_RTOL of the distance moved, and every loss within LOSS_RTOL."""
-    return (params_difference(params, other_params, initial_params) <= PARAMS_RTOL
-            and np.allclose(losses, other_losses, rtol=LOSS_RTOL, atol=0))
+    return params_difference(params, other_params, initial_params) <= PARAMS_RTOL and np.allclose(
+        losses, other_losses, rtol=LOSS_RTOL, atol=0
+    )
 
 
 def assert_same_training(params, other_params, losses, other_losses, initial_params) -> None:

@@ -8,5 +8,16 @@ from aejax.data.images import check_unit_images, to_unit_float, train_validation
 from aejax.data.sources import Dataset, load
 from aejax.data.synthetic import synthetic_3d
 
-__all__ = ["DEBIAN_FASHION_MNIST_DIR", "FASHION_MNIST_CLASSES", "load_fashion_mnist", "read_idx", "check_unit_images",
-           "to_unit_float", "train_validation_split", "unit_float_images", "synthetic_3d", "Dataset", "load"]
+__all__ = [
+    "DEBIAN_FASHION_MNIST_DIR",
+    "FASHION_MNIST_CLASSES",
+    "load_fashion_mnist",
+    "read_idx",
+    "check_unit_images",
+    "to_unit_float",
+    "train_validation_split",
+    "unit_float_images",
+    "synthetic_3d",
+    "Dataset",
+    "load",
+]

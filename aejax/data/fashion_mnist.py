@@ -13,8 +13,16 @@ from aejax.errors import DataError, DataNotFoundError
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -83,9 +91,7 @@ def _load_tfds_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load_fashion_mnist(
-    split: str, data_dir: str | os.PathLike | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def load_fashion_mnist(split: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Loads a Fashion-MNIST split.
 
     Source order: `data_dir` (IDX .gz files) if given; else Debian's
@@ -101,7 +107,9 @@ def load_fashion_mnist(
     if data_dir is not None:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
-            raise DataNotFoundError(f"data_dir {str(data_dir)!r} does not exist or is not a directory.\n" + _sources_help())
+            raise DataNotFoundError(
+                f"data_dir {str(data_dir)!r} does not exist or is not a directory.\n" + _sources_help()
+            )
         return _load_idx_split(split, data_dir)
     if (DEBIAN_FASHION_MNIST_DIR / _IDX_FILES[split][0]).is_file():
         return _load_idx_split(split, DEBIAN_FASHION_MNIST_DIR)

@@ -42,9 +42,7 @@ def unit_float_images(name: str, images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32, copy=False)
 
 
-def train_validation_split(
-    images: np.ndarray, num_validation: int = 5000
-) -> tuple[np.ndarray, np.ndarray]:
+def train_validation_split(images: np.ndarray, num_validation: int = 5000) -> tuple[np.ndarray, np.ndarray]:
     """The chapter's split: all but the last `num_validation` rows train, the rest validate."""
     if not 0 < num_validation < len(images):
         raise ValueError(

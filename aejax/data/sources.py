@@ -69,8 +69,14 @@ class Settings:
                 fail("test_holdout", f"must be a positive integer, got {self.test_holdout}")
 
     def load(self, split: str) -> Dataset:
-        return load(self.dataset, split, data_dir=self.data_dir, images_key=self.images_key,
-                    labels_key=self.labels_key, test_holdout=self.test_holdout)
+        return load(
+            self.dataset,
+            split,
+            data_dir=self.data_dir,
+            images_key=self.images_key,
+            labels_key=self.labels_key,
+            test_holdout=self.test_holdout,
+        )
 
 
 def check_name(dataset: str) -> None:
@@ -79,12 +85,20 @@ def check_name(dataset: str) -> None:
         return
     kind, _, rest = dataset.partition(":")
     if f"{kind}:" not in KINDS or not rest:
-        raise DataError(f"--dataset must be fashion_mnist, digits, npz:PATH, npy:PATH, folder:PATH or tfds:NAME, "
-                        f"got {dataset!r}")
+        raise DataError(
+            f"--dataset must be fashion_mnist, digits, npz:PATH, npy:PATH, folder:PATH or tfds:NAME, got {dataset!r}"
+        )
 
 
-def load(dataset: str, split: str, *, data_dir: str | None = None, images_key: str = "images",
-         labels_key: str = "labels", test_holdout: int | None = None) -> Dataset:
+def load(
+    dataset: str,
+    split: str,
+    *,
+    data_dir: str | None = None,
+    images_key: str = "images",
+    labels_key: str = "labels",
+    test_holdout: int | None = None,
+) -> Dataset:
     """The `split` ("train" or "test") of `dataset`, checked (see the module docstring)."""
     check_name(dataset)
     if split not in SPLITS:
@@ -111,8 +125,10 @@ def load(dataset: str, split: str, *, data_dir: str | None = None, images_key: s
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(f"{dataset}: the {split} labels must be integers of shape ({len(images)},), got "
-                            f"{labels.dtype} {labels.shape}")
+            raise DataError(
+                f"{dataset}: the {split} labels must be integers of shape ({len(images)},), got "
+                f"{labels.dtype} {labels.shape}"
+            )
     return Dataset(images, labels, names, dataset)
 
 
@@ -129,25 +145,26 @@ def check_images(source: str, what: str, images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images
     if not np.issubdtype(images.dtype, np.floating):
-        raise DataError(f"{source}: the {what} must be uint8 in [0, 255] or floats in [0, 1], got dtype "
-                        f"{images.dtype}")
+        raise DataError(f"{source}: the {what} must be uint8 in [0, 255] or floats in [0, 1], got dtype {images.dtype}")
     if not np.all(np.isfinite(images)):
         raise DataError(f"{source}: the {what} hold {int(np.sum(~np.isfinite(images)))} NaN/inf value(s)")
     low, high = float(images.min()), float(images.max())
     if low < 0 or high > 1:
-        raise DataError(f"{source}: the {what} must lie in [0, 1] (floats) or be uint8, found values in "
-                        f"[{low:g}, {high:g}]")
+        raise DataError(
+            f"{source}: the {what} must lie in [0, 1] (floats) or be uint8, found values in [{low:g}, {high:g}]"
+        )
     return images.astype(np.float32, copy=False)
 
 
-def _holdout(source: str, images: np.ndarray, labels: np.ndarray | None, split: str,
-             test_holdout: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _holdout(
+    source: str, images: np.ndarray, labels: np.ndarray | None, split: str, test_holdout: int | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     count = len(images)
     held = count // 6 if test_holdout is None else test_holdout
     if not 0 < held < count:
         raise DataError(f"{source}: --test-holdout must be in 1..{count - 1} for its {count} images, got {held}")
     order = np.random.default_rng(_HOLDOUT_SEED).permutation(count)
-    chosen = order[count - held:] if split == "test" else order[:count - held]
+    chosen = order[count - held :] if split == "test" else order[: count - held]
     return images[chosen], None if labels is None else labels[chosen]
 
 
@@ -168,8 +185,9 @@ def _npz(path: Path, images_key: str, labels_key: str) -> tuple[np.ndarray, np.n
     try:
         with np.load(path, allow_pickle=False) as archive:
             if images_key not in archive:
-                raise DataError(f"--dataset npz:{path} has no array {images_key!r} (--images-key); it holds "
-                                f"{sorted(archive.files)}")
+                raise DataError(
+                    f"--dataset npz:{path} has no array {images_key!r} (--images-key); it holds {sorted(archive.files)}"
+                )
             return archive[images_key], archive[labels_key] if labels_key in archive else None
     except (OSError, ValueError) as err:
         raise DataError(f"--dataset npz:{path} is not a readable .npz archive ({err})") from None
@@ -190,11 +208,16 @@ def _folder(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] 
         raise DataNotFoundError(f"--dataset folder:{path}: no such folder")
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     folders = [path / name for name in classes] or [path]
-    files = [(label, f) for label, folder in enumerate(folders)
-             for f in sorted(folder.iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES]
+    files = [
+        (label, f)
+        for label, folder in enumerate(folders)
+        for f in sorted(folder.iterdir())
+        if f.suffix.lower() in _IMAGE_SUFFIXES
+    ]
     if not files:
-        raise DataError(f"--dataset folder:{path} holds no .png/.jpg images"
-                        + (" in its class sub-folders" if classes else ""))
+        raise DataError(
+            f"--dataset folder:{path} holds no .png/.jpg images" + (" in its class sub-folders" if classes else "")
+        )
     arrays = []
     for _, file in files:
         try:
@@ -215,8 +238,10 @@ def _tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         source = tfds.data_source(name, split=split, download=False)
     except Exception as err:  # noqa: BLE001 - TFDS raises many types for a data set that is not prepared
-        raise DataNotFoundError(f"--dataset tfds:{name}: no prepared TFDS copy of split {split!r} ({err}); prepare "
-                                "it once with TensorFlow installed (tfds build), or export it to an .npz") from None
+        raise DataNotFoundError(
+            f"--dataset tfds:{name}: no prepared TFDS copy of split {split!r} ({err}); prepare "
+            "it once with TensorFlow installed (tfds build), or export it to an .npz"
+        ) from None
     examples = [source[i] for i in range(len(source))]
     if not examples or "image" not in examples[0]:
         raise DataError(f"--dataset tfds:{name}: split {split!r} holds no 'image' feature")

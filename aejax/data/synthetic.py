@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def synthetic_3d(
-    m: int = 60, *, seed: int = 4, w1: float = 0.1, w2: float = 0.3, noise: float = 0.1
-) -> np.ndarray:
+def synthetic_3d(m: int = 60, *, seed: int = 4, w1: float = 0.1, w2: float = 0.3, noise: float = 0.1) -> np.ndarray:
     """The chapter's `generate_3d_data(m)` after `np.random.seed(seed)`, centred.
 
     Uses the legacy NumPy RNG (`RandomState`) so values equal the chapter's exactly.

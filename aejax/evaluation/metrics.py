@@ -34,16 +34,23 @@ def _noise(key: jax.Array, index: jax.Array, mean: jax.Array) -> jax.Array:
     return jax.random.normal(jax.random.fold_in(key, index), mean.shape, mean.dtype)
 
 
-def log_likelihood(model: vae.Model, params: vae.Params, x: jax.Array, z: jax.Array,
-                   likelihood: str = "bernoulli") -> jax.Array:
+def log_likelihood(
+    model: vae.Model, params: vae.Params, x: jax.Array, z: jax.Array, likelihood: str = "bernoulli"
+) -> jax.Array:
     """log p(x | z) in nats, summed over each image's pixels; shape (B,)."""
     logits = vae.decode_logits(model, params, z)
     return jnp.sum(likelihoods.log_prob(likelihood, logits, x), axis=vae.image_axes(model))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_samples", "likelihood"))
-def elbo(model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array, num_samples: int = 1,
-         likelihood: str = "bernoulli") -> jax.Array:
+def elbo(
+    model: vae.Model,
+    params: vae.Params,
+    x: ArrayLike,
+    key: jax.Array,
+    num_samples: int = 1,
+    likelihood: str = "bernoulli",
+) -> jax.Array:
     """Per-example ELBO in nats: E_q[log p(x|z)] (Monte Carlo, `num_samples` draws) - KL (analytic).
 
     The draws are taken one at a time (memory O(B * pixels) whatever `num_samples` is).
@@ -62,8 +69,15 @@ def elbo(model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array, num
 
 
 @functools.partial(jax.jit, static_argnames=("model", "k", "chunk_size", "likelihood"))
-def iwae_bound(model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array, k: int, chunk_size: int = 100,
-               likelihood: str = "bernoulli") -> jax.Array:
+def iwae_bound(
+    model: vae.Model,
+    params: vae.Params,
+    x: ArrayLike,
+    key: jax.Array,
+    k: int,
+    chunk_size: int = 100,
+    likelihood: str = "bernoulli",
+) -> jax.Array:
     """Per-example importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i | x) (Burda et al. 2015).
 
     The k draws are processed `chunk_size` at a time with a running log-sum-exp, so memory is
@@ -122,8 +136,9 @@ def active_units(model: vae.Model, params: vae.Params, x: ArrayLike, threshold: 
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
-def mutual_information_from_posterior(key: jax.Array, mean: ArrayLike, log_var: ArrayLike,
-                                      chunk_size: int = 64) -> jax.Array:
+def mutual_information_from_posterior(
+    key: jax.Array, mean: ArrayLike, log_var: ArrayLike, chunk_size: int = 64
+) -> jax.Array:
     """I(x; z) under q(x, z) = p_data(x) q(z | x), from posteriors N(mean_n, exp(log_var_n)) of N images.
 
     The estimator of He et al. (2019, "Lagging inference networks"): -H[q(z|x)] averaged over x
@@ -155,8 +170,9 @@ def mutual_information(model: vae.Model, params: vae.Params, x: ArrayLike, key: 
     return mutual_information_from_posterior(key, *vae.encode(model, params, x))
 
 
-def rate_and_distortion(model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array,
-                        likelihood: str = "bernoulli") -> dict[str, jax.Array]:
+def rate_and_distortion(
+    model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array, likelihood: str = "bernoulli"
+) -> dict[str, jax.Array]:
     """{"rate": mean KL(q(z|x) || p(z)), "distortion": mean -log p(x | z), z ~ q(z|x)}, nats per image.
 
     rate + distortion = -ELBO (one draw); the images are scored as given.

@@ -45,10 +45,13 @@ def save(directory: str | os.PathLike, epoch: int, tree: Any, extra: dict, keep:
         raise ValueError(f"keep must be >= 1, got {keep}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    payload = flax.serialization.msgpack_serialize({
-        "tree": flax.serialization.to_state_dict(to_host(tree)),
-        "epoch": epoch, "extra": json.dumps(extra, allow_nan=False),
-    })
+    payload = flax.serialization.msgpack_serialize(
+        {
+            "tree": flax.serialization.to_state_dict(to_host(tree)),
+            "epoch": epoch,
+            "extra": json.dumps(extra, allow_nan=False),
+        }
+    )
     path = write_bytes(directory / f"epoch_{epoch:04d}.msgpack", payload + hashlib.sha256(payload).digest())
     for old in list_checkpoints(directory)[:-keep]:
         if old != path:
@@ -66,8 +69,9 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load(path: str | os.PathLike, template: Any, check: Callable[[dict, Path], None] | None = None
-         ) -> tuple[Any, int, dict]:
+def load(
+    path: str | os.PathLike, template: Any, check: Callable[[dict, Path], None] | None = None
+) -> tuple[Any, int, dict]:
     """Reads one checkpoint into the structure of `template`; returns (tree, epoch, extra).
 
     `check(extra, path)` runs before the arrays are restored, e.g. to refuse another run's
@@ -98,8 +102,9 @@ def load(path: str | os.PathLike, template: Any, check: Callable[[dict, Path], N
     return restored, epoch, extra
 
 
-def restore_latest(directory: str | os.PathLike, template: Any, check: Callable[[dict, Path], None] | None = None
-                   ) -> tuple[Any, int, dict, Path] | None:
+def restore_latest(
+    directory: str | os.PathLike, template: Any, check: Callable[[dict, Path], None] | None = None
+) -> tuple[Any, int, dict, Path] | None:
     """The newest readable checkpoint as (tree, epoch, extra, path), or None if there is none.
 
     Each corrupt newer checkpoint is renamed `*.corrupt` (kept for inspection, out of the way of
@@ -113,6 +118,9 @@ def restore_latest(directory: str | os.PathLike, template: Any, check: Callable[
             aside = path.with_name(path.name + CORRUPT_SUFFIX)
             with contextlib.suppress(FileNotFoundError):  # another process of the run set it aside first
                 os.replace(path, aside)
-            warnings.warn(f"{err}; set it aside as {aside.name} and fell back to the previous checkpoint",
-                          CheckpointWarning, stacklevel=2)
+            warnings.warn(
+                f"{err}; set it aside as {aside.name} and fell back to the previous checkpoint",
+                CheckpointWarning,
+                stacklevel=2,
+            )
     return None

@@ -91,7 +91,9 @@ def _strict_dumps(payload: Any, **kwargs) -> str:
         return json.dumps(payload, allow_nan=False, **kwargs)
     except ValueError as err:
         found = _nonfinite_paths(payload)
-        raise NonFiniteJSONError(f"refusing to write a non-finite number as JSON: {', '.join(found[:5]) or err}") from err
+        raise NonFiniteJSONError(
+            f"refusing to write a non-finite number as JSON: {', '.join(found[:5]) or err}"
+        ) from err
 
 
 def to_json(payload: Any) -> str:
@@ -140,8 +142,11 @@ def read_json_lines(path: str | os.PathLike) -> list[dict]:
             record = json.loads(line)
         except ValueError as err:
             if number == len(lines):  # the last line, without its newline: torn
-                warnings.warn(f"{path}: dropped a partial last line ({len(line)} characters; an interrupted "
-                              "write)", TornLineWarning, stacklevel=2)
+                warnings.warn(
+                    f"{path}: dropped a partial last line ({len(line)} characters; an interrupted write)",
+                    TornLineWarning,
+                    stacklevel=2,
+                )
                 break
             raise RunDirError(f"{path} line {number} is not valid JSON ({err}); repair or remove that line") from None
         if not isinstance(record, dict):

@@ -51,10 +51,14 @@ def read(path: str | os.PathLike, flag: str = "--params") -> tuple[list[Any], di
     try:
         tree = flax.serialization.msgpack_restore(raw)
     except Exception as err:  # noqa: BLE001 - msgpack raises several unrelated types for damaged bytes
-        raise ParamsFileError(f"{flag} {str(path)!r} is not a flax msgpack file ({type(err).__name__}: {err})") from None
+        raise ParamsFileError(
+            f"{flag} {str(path)!r} is not a flax msgpack file ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(tree, dict) or tree.get("format") not in (FORMAT, _FIRST_FORMAT):
-        raise ParamsFileError(f"{flag} {str(path)!r} is not an {FORMAT} file (no manifest: written by an older aejax "
-                              "or by hand); train the model again with experiments.vae_fashion_mnist")
+        raise ParamsFileError(
+            f"{flag} {str(path)!r} is not an {FORMAT} file (no manifest: written by an older aejax "
+            "or by hand); train the model again with experiments.vae_fashion_mnist"
+        )
     try:
         manifest = json.loads(tree["manifest"])
         stacked = tree["params"]
@@ -62,15 +66,22 @@ def read(path: str | os.PathLike, flag: str = "--params") -> tuple[list[Any], di
         if tree["format"] == _FIRST_FORMAT:
             old = manifest["model"]
             binarized = old["likelihood"] == "binarized"  # format 1 named the binarization as a likelihood
-            manifest["model"] = {"name": "mlp", "hidden_sizes": old["hidden_sizes"], "latent_dim": old["latent_dim"],
-                                 "activation": old["activation"], "image_shape": [28, 28],
-                                 "likelihood": "bernoulli" if binarized else old["likelihood"]}
+            manifest["model"] = {
+                "name": "mlp",
+                "hidden_sizes": old["hidden_sizes"],
+                "latent_dim": old["latent_dim"],
+                "activation": old["activation"],
+                "image_shape": [28, 28],
+                "likelihood": "bernoulli" if binarized else old["likelihood"],
+            }
             manifest["binarize"] = binarized
             manifest["data"] = {"dataset": "fashion_mnist"}
     except (KeyError, TypeError, ValueError) as err:
         raise ParamsFileError(f"{flag} {str(path)!r} has a damaged manifest ({err})") from None
     leaves = jax.tree.leaves(stacked)
     if not leaves or any(np.ndim(x) < 1 or np.shape(x)[0] != count for x in leaves):
-        raise ParamsFileError(f"{flag} {str(path)!r}: the manifest lists {count} members, but the params do not "
-                              "all have a member axis of that length")
+        raise ParamsFileError(
+            f"{flag} {str(path)!r}: the manifest lists {count} members, but the params do not "
+            "all have a member axis of that length"
+        )
     return [jax.tree.map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(count)], manifest, raw

@@ -48,17 +48,22 @@ def read_record(out: str | os.PathLike) -> dict | None:
         if not isinstance(record, dict) or "kind" not in record:
             raise ValueError("not a run record")
     except (OSError, ValueError) as err:
-        raise RunDirError(f"{path} is not a readable run record ({err}); move the folder aside or choose "
-                          "another --out") from err
+        raise RunDirError(
+            f"{path} is not a readable run record ({err}); move the folder aside or choose another --out"
+        ) from err
     return record
 
 
 def _differences(old: dict, new: dict) -> str:
     def shown(record, name):
         return repr(record[name]) if name in record else "(not set)"
+
     names = sorted(set(old) | set(new))
-    return ", ".join(f"{name} {shown(old, name)} (now {shown(new, name)})" for name in names
-                     if old.get(name, ...) != new.get(name, ...))
+    return ", ".join(
+        f"{name} {shown(old, name)} (now {shown(new, name)})"
+        for name in names
+        if old.get(name, ...) != new.get(name, ...)
+    )
 
 
 def _held_by(out: Path) -> str | None:
@@ -77,16 +82,19 @@ def _held_by(out: Path) -> str | None:
 
 
 def _in_use(out: Path, holder: str) -> RunDirError:
-    return RunDirError(f"--out {str(out)!r} is in use by another run ({holder}); wait for it to finish or choose "
-                       "another --out")
+    return RunDirError(
+        f"--out {str(out)!r} is in use by another run ({holder}); wait for it to finish or choose another --out"
+    )
 
 
 def describe_status(record: dict) -> str:
     """How the run recorded in `record` ended, in words, for a folder nobody holds now."""
     status = record.get("status")
     if status == "running":  # the lock is free: its process is gone without a word
-        return (f"was running as pid {record.get('pid')} on {record.get('host')}, which no longer exists "
-                f"(killed?); started {record.get('started')}")
+        return (
+            f"was running as pid {record.get('pid')} on {record.get('host')}, which no longer exists "
+            f"(killed?); started {record.get('started')}"
+        )
     if status == "stopped":
         return f"stopped by {record.get('stopped_by', 'a signal')} at {record.get('ended')}"
     return f"status {status!r}, started {record.get('started')}"
@@ -107,8 +115,15 @@ def _lock(out: Path):
 
 @contextlib.contextmanager
 def claim(
-    out: str | os.PathLike, kind: str, definition: dict[str, Any], *, resume: bool = False,
-    overwrite: bool = False, outputs: Sequence[str] = (), enabled: bool = True, resumable: bool = True,
+    out: str | os.PathLike,
+    kind: str,
+    definition: dict[str, Any],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    outputs: Sequence[str] = (),
+    enabled: bool = True,
+    resumable: bool = True,
     details: dict[str, Any] | None = None,
 ) -> Iterator[dict]:
     """Owns `out` for one run of `kind` (a script's name); yields its record (a dict to add results to).
@@ -149,9 +164,18 @@ def claim(
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         remove_temporaries(out)
         started = dict(record or {}) if resume and record else {}
-        current = {**started, "kind": kind, "definition": definition, "status": "running",
-                   "started": started.get("started", _now()), "last_started": _now(),
-                   "host": socket.gethostname(), "pid": os.getpid(), "argv": sys.argv, **(details or {})}
+        current = {
+            **started,
+            "kind": kind,
+            "definition": definition,
+            "status": "running",
+            "started": started.get("started", _now()),
+            "last_started": _now(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "argv": sys.argv,
+            **(details or {}),
+        }
         write_json(out / RECORD, current)
         ours = True
         yield current
@@ -171,8 +195,15 @@ def claim(
             os.close(fd)
 
 
-def check_folder(out: str | os.PathLike, kind: str, *, resume: bool = False, overwrite: bool = False,
-                 outputs: Sequence[str] = (), resumable: bool = True) -> None:
+def check_folder(
+    out: str | os.PathLike,
+    kind: str,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    outputs: Sequence[str] = (),
+    resumable: bool = True,
+) -> None:
     """The refusals of `claim` that need only the folder, read-only: a script calls it before any
     other work, so that a folder it must not touch is refused whatever else is wrong. (The settings
     a resumed run must share are compared by `claim`.)"""
@@ -190,24 +221,42 @@ def check_folder(out: str | os.PathLike, kind: str, *, resume: bool = False, ove
         _check_reuse(out, read_record(out), kind, None, resume, overwrite, outputs, resumable)
 
 
-def _check_reuse(out: Path, record: dict | None, kind: str, definition: dict | None, resume: bool, overwrite: bool,
-                 outputs: Sequence[str], resumable: bool = True) -> None:
+def _check_reuse(
+    out: Path,
+    record: dict | None,
+    kind: str,
+    definition: dict | None,
+    resume: bool,
+    overwrite: bool,
+    outputs: Sequence[str],
+    resumable: bool = True,
+) -> None:
     if record is None:
         leftovers = [name for name in outputs if (out / name).exists()]
         if leftovers and not overwrite:
-            raise RunDirError(f"--out {str(out)!r} already holds {', '.join(leftovers)} of an unrecorded run; pass "
-                              "--overwrite to replace them or choose another --out")
+            raise RunDirError(
+                f"--out {str(out)!r} already holds {', '.join(leftovers)} of an unrecorded run; pass "
+                "--overwrite to replace them or choose another --out"
+            )
         return
     if record["kind"] != kind:
-        raise RunDirError(f"--out {str(out)!r} holds the outputs of a {record['kind']} run, which this {kind} run "
-                          "must not touch; choose another --out")
+        raise RunDirError(
+            f"--out {str(out)!r} holds the outputs of a {record['kind']} run, which this {kind} run "
+            "must not touch; choose another --out"
+        )
     if resume:
         if definition is not None and record.get("definition") != definition:
-            raise RunDirError(f"--resume: {out / RECORD} records a run with different settings: "
-                              f"{_differences(record.get('definition') or {}, definition)}; pass the same settings "
-                              "to continue it, or choose another --out")
+            raise RunDirError(
+                f"--resume: {out / RECORD} records a run with different settings: "
+                f"{_differences(record.get('definition') or {}, definition)}; pass the same settings "
+                "to continue it, or choose another --out"
+            )
         return
     if not overwrite:
-        advice = "pass --resume to continue it, --overwrite to replace it" if resumable else "pass --overwrite to replace it"
-        raise RunDirError(f"--out {str(out)!r} already holds a {kind} run ({describe_status(record)}); {advice}, or "
-                          "choose another --out")
+        advice = (
+            "pass --resume to continue it, --overwrite to replace it" if resumable else "pass --overwrite to replace it"
+        )
+        raise RunDirError(
+            f"--out {str(out)!r} already holds a {kind} run ({describe_status(record)}); {advice}, or "
+            "choose another --out"
+        )

@@ -42,11 +42,13 @@ class PatchConv(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (9 * x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         if self.transpose:  # the input dilated by 2, padded so that the output is exactly twice as large
-            patches = jax.lax.conv_general_dilated_patches(x, (3, 3), (1, 1), ((1, 2), (1, 2)), lhs_dilation=(2, 2),
-                                                           dimension_numbers=_LAYOUT)
+            patches = jax.lax.conv_general_dilated_patches(
+                x, (3, 3), (1, 1), ((1, 2), (1, 2)), lhs_dilation=(2, 2), dimension_numbers=_LAYOUT
+            )
         else:
-            patches = jax.lax.conv_general_dilated_patches(x, (3, 3), (self.stride,) * 2, "SAME",
-                                                           dimension_numbers=_LAYOUT)
+            patches = jax.lax.conv_general_dilated_patches(
+                x, (3, 3), (self.stride,) * 2, "SAME", dimension_numbers=_LAYOUT
+            )
         return patches @ kernel + bias
 
 
@@ -59,7 +61,7 @@ def feature_sizes(image_shape: Sequence[int], levels: int) -> list[tuple[int, in
 
 
 def _as_nhwc(x: jax.Array, image_shape: Sequence[int]) -> tuple[jax.Array, tuple[int, ...]]:
-    batch = x.shape[:x.ndim - len(image_shape)]
+    batch = x.shape[: x.ndim - len(image_shape)]
     return x.reshape((math.prod(batch),) + tuple(image_shape[:2]) + (math.prod(image_shape[2:]),)), batch
 
 
@@ -92,7 +94,7 @@ class Decoder(nn.Module):
         out_channels = (*reversed(self.channels[:-1]), math.prod(self.image_shape[2:]))
         for i, features in enumerate(out_channels):
             target = sizes[len(self.channels) - 1 - i]
-            h = PatchConv(features, transpose=True, name=f"deconv_{i}")(h)[:, :target[0], :target[1]]
+            h = PatchConv(features, transpose=True, name=f"deconv_{i}")(h)[:, : target[0], : target[1]]
             if i < len(out_channels) - 1:
                 h = selu(h)
         return h.reshape(batch + tuple(self.image_shape))
@@ -118,5 +120,9 @@ class Conv(FlaxModel):
             fail("image_shape", f"must be (H, W) or (H, W, C) of positive sizes, got {self.image_shape!r}")
 
     def modules(self) -> FlaxVAE:
-        return FlaxVAE(Encoder(self.channels, self.latent_dim, self.image_shape),
-                       Decoder(self.channels, self.image_shape), self.latent_dim, self.image_shape)
+        return FlaxVAE(
+            Encoder(self.channels, self.latent_dim, self.image_shape),
+            Decoder(self.channels, self.image_shape),
+            self.latent_dim,
+            self.image_shape,
+        )

@@ -33,8 +33,9 @@ _TAYLOR_BELOW = 0.1
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise ValueError(f"likelihood must be one of {KINDS} (binarized images are scored as 'bernoulli'), got "
-                         f"{kind!r}")
+        raise ValueError(
+            f"likelihood must be one of {KINDS} (binarized images are scored as 'bernoulli'), got {kind!r}"
+        )
 
 
 def continuous_bernoulli_log_normalizer(logits: ArrayLike) -> jax.Array:

@@ -72,7 +72,9 @@ def decoder_subspace(params: Params) -> np.ndarray:
 def _fit(params, x, key, *, epochs, batch_size, learning_rate):
     tx = optax.sgd(learning_rate)
 
-    def train_step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array) -> tuple[TrainState, Metrics]:
+    def train_step(
+        state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array
+    ) -> tuple[TrainState, Metrics]:
         del key  # The linear autoencoder draws nothing per step.
         value, grads = jax.value_and_grad(loss)(state.params, batch, weights)
         return state.apply_gradients(grads, tx), {"loss": value}
@@ -102,8 +104,9 @@ def train(
       key: PRNG key for initialisation and shuffling.
     Returns: (params, {"loss": (epochs,) mean training MSE of each epoch, as Keras reports it}).
     """
-    params, history = train_many(x, code_dim, keys=jnp.stack([key]), epochs=epochs,
-                                 learning_rate=learning_rate, batch_size=batch_size)
+    params, history = train_many(
+        x, code_dim, keys=jnp.stack([key]), epochs=epochs, learning_rate=learning_rate, batch_size=batch_size
+    )
     return jax.tree.map(lambda leaf: leaf[0], params), {"loss": history["loss"][0]}
 
 

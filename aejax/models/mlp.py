@@ -44,7 +44,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = x.reshape(x.shape[:x.ndim - len(self.image_shape)] + (math.prod(self.image_shape),))
+        h = x.reshape(x.shape[: x.ndim - len(self.image_shape)] + (math.prod(self.image_shape),))
         for i, features in enumerate(self.hidden_sizes):
             h = _hidden(h, features, i, self.activation)
         return dense(self.latent_dim, "mean")(h), dense(self.latent_dim, "log_var")(h)
@@ -88,6 +88,9 @@ class MLP(FlaxModel):
             fail("image_shape", f"must be (H, W) or (H, W, C) of positive sizes, got {self.image_shape!r}")
 
     def modules(self) -> FlaxVAE:
-        return FlaxVAE(Encoder(self.hidden_sizes, self.latent_dim, self.image_shape, self.activation),
-                       Decoder(tuple(reversed(self.hidden_sizes)), self.image_shape, self.activation),
-                       self.latent_dim, self.image_shape)
+        return FlaxVAE(
+            Encoder(self.hidden_sizes, self.latent_dim, self.image_shape, self.activation),
+            Decoder(tuple(reversed(self.hidden_sizes)), self.image_shape, self.activation),
+            self.latent_dim,
+            self.image_shape,
+        )

@@ -19,16 +19,22 @@ def to_dict(model: Model) -> dict[str, Any]:
     if MODELS.get(name) is type(model):
         settings = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
         return {"name": name, **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
-    return {"name": "custom", "repr": repr(model), "latent_dim": model.latent_dim,
-            "image_shape": list(model.image_shape)}
+    return {
+        "name": "custom",
+        "repr": repr(model),
+        "latent_dim": model.latent_dim,
+        "image_shape": list(model.image_shape),
+    }
 
 
 def from_dict(description: dict[str, Any]) -> Model:
     """The model `to_dict` described; ValueError for a custom model or unknown settings."""
     name = description.get("name")
     if name == "custom":
-        raise ValueError(f"it holds a user-defined model ({description.get('repr', '?')[:80]}); build that model in "
-                         "Python and evaluate it with aejax.evaluation.metrics")
+        raise ValueError(
+            f"it holds a user-defined model ({description.get('repr', '?')[:80]}); build that model in "
+            "Python and evaluate it with aejax.evaluation.metrics"
+        )
     if name not in MODELS:
         raise ValueError(f"its model {name!r} is not one of {NAMES}")
     fields = {f.name for f in dataclasses.fields(MODELS[name])}

@@ -109,7 +109,7 @@ def check_images(model: Model, x: ArrayLike) -> jax.Array:
             "(uint8 images: use aejax.data.to_unit_float or divide by 255)"
         )
     shape = tuple(model.image_shape)
-    if x.ndim < len(shape) or x.shape[x.ndim - len(shape):] != shape:
+    if x.ndim < len(shape) or x.shape[x.ndim - len(shape) :] != shape:
         raise ValueError(f"images must have shape (..., {', '.join(map(str, shape))}) for this model, got {x.shape}")
     x = x.astype(jnp.float32)
     checkify.debug_check(jnp.all((x >= 0) & (x <= 1)), "images must lie in [0, 1] (and be finite)")
@@ -118,8 +118,10 @@ def check_images(model: Model, x: ArrayLike) -> jax.Array:
 
 def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
     """{"encoder/hidden_0/kernel": leaf, …}"""
-    return {prefix + "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        prefix + "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def _check_finite(params: Params, part: str) -> None:
@@ -143,12 +145,17 @@ def check_params(model: Model, params: Params) -> None:
         elif not np.issubdtype(value.dtype, np.floating):
             problems.append(f"{name} has dtype {value.dtype}, expected floating point")
         elif not np.all(np.isfinite(value)):
-            problems.append(f"{name} holds {value.size - np.count_nonzero(np.isfinite(value))} NaN/inf value(s) "
-                            "(the model diverged or the file is damaged)")
+            problems.append(
+                f"{name} holds {value.size - np.count_nonzero(np.isfinite(value))} NaN/inf value(s) "
+                "(the model diverged or the file is damaged)"
+            )
     problems += [f"{name} is missing" for name in expected if name not in found]
     if problems:
-        raise ValueError(f"params do not fit the model ({describe(model)}): " + "; ".join(problems[:6])
-                         + (f"; and {len(problems) - 6} more" if len(problems) > 6 else ""))
+        raise ValueError(
+            f"params do not fit the model ({describe(model)}): "
+            + "; ".join(problems[:6])
+            + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        )
 
 
 def describe(model: Model) -> str:
@@ -208,8 +215,13 @@ def _rounded_accuracy(targets: jax.Array, logits: jax.Array, axes: tuple[int, ..
 
 
 def batch_metrics(
-    model: Model, params: Params, x: ArrayLike, key: jax.Array, beta: float | jax.Array = 1.0,
-    likelihood: str = "bernoulli", binarize: bool = False,
+    model: Model,
+    params: Params,
+    x: ArrayLike,
+    key: jax.Array,
+    beta: float | jax.Array = 1.0,
+    likelihood: str = "bernoulli",
+    binarize: bool = False,
 ) -> Metrics:
     """Per-example metrics for one latent draw each; every value has shape (B,).
 
@@ -235,8 +247,14 @@ def batch_metrics(
 
 
 def loss(
-    model: Model, params: Params, x: ArrayLike, key: jax.Array, beta: float | jax.Array = 1.0,
-    weights: jax.Array | None = None, likelihood: str = "bernoulli", binarize: bool = False,
+    model: Model,
+    params: Params,
+    x: ArrayLike,
+    key: jax.Array,
+    beta: float | jax.Array = 1.0,
+    weights: jax.Array | None = None,
+    likelihood: str = "bernoulli",
+    binarize: bool = False,
 ) -> jax.Array:
     """The chapter's loss, a scalar: batch mean of reconstruction + beta * KL / num_pixels
     (loss * num_pixels ≈ -ELBO). `weights` (B,) of 0/1 restrict the mean to the rows marked 1."""
@@ -278,12 +296,20 @@ def interpolate_codings(
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size", "likelihood"))
 def evaluate(
-    model: Model, params: Params, images: jax.Array, key: jax.Array, batch_size: int = 1000,
-    beta: float | jax.Array = 1.0, likelihood: str = "bernoulli",
+    model: Model,
+    params: Params,
+    images: jax.Array,
+    key: jax.Array,
+    batch_size: int = 1000,
+    beta: float | jax.Array = 1.0,
+    likelihood: str = "bernoulli",
 ) -> Metrics:
     """Mean loss, reconstruction, kl and rounded_accuracy over images (N, *image_shape), one latent
     draw each, scored as given (a model trained with binarization: pass images binarized once,
     `likelihoods.binarize_for_evaluation`)."""
     return mean_over_batches(
-        lambda batch, batch_key: batch_metrics(model, params, batch, batch_key, beta, likelihood), images, key,
-        batch_size)
+        lambda batch, batch_key: batch_metrics(model, params, batch, batch_key, beta, likelihood),
+        images,
+        key,
+        batch_size,
+    )

@@ -52,44 +52,71 @@ class Config:
     """Everything that defines a training run; the defaults are the chapter's VAE recipe."""
 
     # Model.
-    model: str = option("mlp", "the VAE: 'mlp' (the chapter's, aejax/models/mlp.py) or 'conv' (convolutional, "
-                        "aejax/models/conv.py)", choices=registry.NAMES)
-    hidden_sizes: tuple[int, ...] = option((150, 100), "mlp: encoder hidden layer sizes, e.g. 300,300; the decoder "
-                                           "mirrors them")
-    channels: tuple[int, ...] = option((16, 32, 64), "conv: channels of the stride-2 3x3 convolutions; the decoder "
-                                       "mirrors them")
+    model: str = option(
+        "mlp",
+        "the VAE: 'mlp' (the chapter's, aejax/models/mlp.py) or 'conv' (convolutional, aejax/models/conv.py)",
+        choices=registry.NAMES,
+    )
+    hidden_sizes: tuple[int, ...] = option(
+        (150, 100), "mlp: encoder hidden layer sizes, e.g. 300,300; the decoder mirrors them"
+    )
+    channels: tuple[int, ...] = option(
+        (16, 32, 64), "conv: channels of the stride-2 3x3 convolutions; the decoder mirrors them"
+    )
     latent_dim: int = option(10, "size of the latent codings z")
-    likelihood: str = option("bernoulli", "observation model: 'bernoulli' (the chapter's; on grey levels a "
-                             "cross-entropy, not a density) or 'continuous_bernoulli' (a density on [0, 1])",
-                             choices=likelihoods.KINDS)
-    binarize: bool = option(False, "dynamic binarization: train on Bernoulli draws of the grey levels, new each "
-                            "time a batch is used, and validate and test on images binarized once (the "
-                            "literature's protocol; with --likelihood bernoulli)")
-    activation: str = option("selu", "mlp: hidden units, 'selu' (the chapter's) or 'gated' ((W x + b) * "
-                             "sigmoid(V x + c), as the literature's MLP VAEs)", choices=mlp.ACTIVATIONS)
+    likelihood: str = option(
+        "bernoulli",
+        "observation model: 'bernoulli' (the chapter's; on grey levels a "
+        "cross-entropy, not a density) or 'continuous_bernoulli' (a density on [0, 1])",
+        choices=likelihoods.KINDS,
+    )
+    binarize: bool = option(
+        False,
+        "dynamic binarization: train on Bernoulli draws of the grey levels, new each "
+        "time a batch is used, and validate and test on images binarized once (the "
+        "literature's protocol; with --likelihood bernoulli)",
+    )
+    activation: str = option(
+        "selu",
+        "mlp: hidden units, 'selu' (the chapter's) or 'gated' ((W x + b) * "
+        "sigmoid(V x + c), as the literature's MLP VAEs)",
+        choices=mlp.ACTIVATIONS,
+    )
     # Loss.
     beta: float = option(1.0, "weight of the KL term (beta-VAE); 1 is the chapter's VAE")
     kl_warmup_epochs: int = option(0, "KL warm-up: the KL weight grows linearly to beta over this many epochs (0: off)")
     # Optimiser.
-    recipe: str = option("chapter", "optimiser recipe: 'chapter' (Keras RMSprop, as the book), 'improved' (Adam, "
-                         "warm-up + cosine decay), 'adam' (Adam, constant rate)", choices=tuple(recipes.RECIPES))
-    learning_rate: float | None = option(None, "peak learning rate (default: the recipe's, 1e-3 chapter / 4e-3 "
-                                         "improved / 1e-3 adam)")
-    matmul_precision: str = option("default", "matmul precision (jax_default_matmul_precision): 'highest' is full "
-                                   "float32 on every backend; 'default' lets GPUs/TPUs use TF32/bf16 passes",
-                                   choices=MATMUL_PRECISIONS)
+    recipe: str = option(
+        "chapter",
+        "optimiser recipe: 'chapter' (Keras RMSprop, as the book), 'improved' (Adam, "
+        "warm-up + cosine decay), 'adam' (Adam, constant rate)",
+        choices=tuple(recipes.RECIPES),
+    )
+    learning_rate: float | None = option(
+        None, "peak learning rate (default: the recipe's, 1e-3 chapter / 4e-3 improved / 1e-3 adam)"
+    )
+    matmul_precision: str = option(
+        "default",
+        "matmul precision (jax_default_matmul_precision): 'highest' is full "
+        "float32 on every backend; 'default' lets GPUs/TPUs use TF32/bf16 passes",
+        choices=MATMUL_PRECISIONS,
+    )
     # Schedule.
     epochs: int = option(25, "training epochs (the most, with --early-stopping-patience)", resume_may_change=True)
     batch_size: int = option(128, "minibatch size")
     num_validation: int = option(5000, "the last N training images are held out for validation")
-    early_stopping_patience: int | None = option(None, "stop a model after this many epochs without a lower "
-                                                 "validation loss (counted after KL warm-up) and keep its best "
-                                                 "epoch's parameters (default: train all epochs, keep the last)")
+    early_stopping_patience: int | None = option(
+        None,
+        "stop a model after this many epochs without a lower "
+        "validation loss (counted after KL warm-up) and keep its best "
+        "epoch's parameters (default: train all epochs, keep the last)",
+    )
     # Randomness and populations.
     seed: int = option(42, f"seed of the root key (0..{MAX_SEED}): initialisation, shuffling, noise, figures")
     num_seeds: int = option(1, "population: train seeds seed, seed+1, …, seed+N-1 together")
     sweep: tuple[tuple[str, tuple[float, ...]], ...] = option(
-        (), f"population: NAME=v1,v2,… (repeatable; NAME in {SWEEPABLE}); the grid is crossed with the seeds")
+        (), f"population: NAME=v1,v2,… (repeatable; NAME in {SWEEPABLE}); the grid is crossed with the seeds"
+    )
 
     def __post_init__(self):
         check_types(self)
@@ -111,8 +138,11 @@ class Config:
             if getattr(self, name) < 1:
                 fail(name, f"must be a positive integer, got {getattr(self, name)}")
         if recipes.get(self.recipe).schedule_uses_epochs and self.epochs < 2:
-            fail("epochs", f"must be at least 2 with --recipe {self.recipe} (one epoch of warm-up, then the decay), "
-                 f"got {self.epochs}")
+            fail(
+                "epochs",
+                f"must be at least 2 with --recipe {self.recipe} (one epoch of warm-up, then the decay), "
+                f"got {self.epochs}",
+            )
         if self.kl_warmup_epochs < 0:
             fail("kl_warmup_epochs", f"must be >= 0, got {self.kl_warmup_epochs}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
@@ -125,8 +155,10 @@ class Config:
         if "beta" in names and self.beta != 1.0:
             fail("beta", f"{self.beta} and --sweep beta=… both set beta; pass one")
         if "learning_rate" in names and self.learning_rate is not None:
-            fail("learning_rate", f"{self.learning_rate} and --sweep learning_rate=… both set the learning rate; "
-                 "pass one")
+            fail(
+                "learning_rate",
+                f"{self.learning_rate} and --sweep learning_rate=… both set the learning rate; pass one",
+            )
         for name, values in self.sweep:
             if name not in SWEEPABLE:
                 fail("sweep", f"names must be in {SWEEPABLE}, got {name!r}")
@@ -152,14 +184,19 @@ class Config:
         """Every (grid point, seed), grid points outer, seeds inner (member i: seed + i % num_seeds)."""
         grid = dict(self.sweep)
         axes = [grid.get("beta", (self.beta,)), grid.get("learning_rate", (self.peak_learning_rate,))]
-        return [Member(self.seed + offset, float(beta), float(rate))
-                for beta, rate in itertools.product(*axes) for offset in range(self.num_seeds)]
+        return [
+            Member(self.seed + offset, float(beta), float(rate))
+            for beta, rate in itertools.product(*axes)
+            for offset in range(self.num_seeds)
+        ]
 
     def run_definition(self) -> dict[str, Any]:
         """The settings a resumed run must share with its checkpoints: every field, except those that
         may change on resume (epochs, unless the recipe's schedule depends on it) and the model's
         (`prepare` records the model itself: `aejax.models.registry.to_dict`)."""
-        flexible = {f.name for f in dataclasses.fields(Config) if f.metadata.get("resume_may_change")} | set(MODEL_FIELDS)
+        flexible = {f.name for f in dataclasses.fields(Config) if f.metadata.get("resume_may_change")} | set(
+            MODEL_FIELDS
+        )
         if recipes.get(self.recipe).schedule_uses_epochs:
             flexible.discard("epochs")
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(Config) if f.name not in flexible}
@@ -242,16 +279,21 @@ def check_model(model: Any, image_shape: tuple[int, ...]) -> None:
     missing = [name for name in ("init", "encode", "decode_logits") if not callable(getattr(model, name, None))]
     missing += [name for name in ("latent_dim", "image_shape") if not hasattr(model, name)]
     if missing:
-        raise UsageError(f"model must have init, encode, decode_logits, latent_dim and image_shape "
-                         f"(aejax.models.vae.Model); {type(model).__name__} lacks {missing}")
+        raise UsageError(
+            f"model must have init, encode, decode_logits, latent_dim and image_shape "
+            f"(aejax.models.vae.Model); {type(model).__name__} lacks {missing}"
+        )
     try:
         hash(model)
     except TypeError:
-        raise UsageError(f"model must be hashable (a frozen dataclass, e.g. aejax.models.vae.FlaxVAE), got a "
-                         f"{type(model).__name__}") from None
+        raise UsageError(
+            f"model must be hashable (a frozen dataclass, e.g. aejax.models.vae.FlaxVAE), got a {type(model).__name__}"
+        ) from None
     if tuple(model.image_shape) != tuple(image_shape):
-        raise UsageError(f"model takes images of shape {tuple(model.image_shape)}, but the training images have "
-                         f"shape {tuple(image_shape)}")
+        raise UsageError(
+            f"model takes images of shape {tuple(model.image_shape)}, but the training images have "
+            f"shape {tuple(image_shape)}"
+        )
 
 
 def check(config: Config, num_images: int, model: vae.Model) -> None:
@@ -259,13 +301,18 @@ def check(config: Config, num_images: int, model: vae.Model) -> None:
     members = len(config.members())
     member_bytes = 3 * population.tree_bytes(jax.eval_shape(model.init, jax.random.key(0)))
     if members * member_bytes > _MEMBER_BYTES_LIMIT:
-        fail("num_seeds", f"and --sweep ask for {members} models, {members * member_bytes / 2**30:.0f} GiB of "
-             f"parameters and optimiser state; the limit is {_MEMBER_BYTES_LIMIT / 2**30:.0f} GiB")
+        fail(
+            "num_seeds",
+            f"and --sweep ask for {members} models, {members * member_bytes / 2**30:.0f} GiB of "
+            f"parameters and optimiser state; the limit is {_MEMBER_BYTES_LIMIT / 2**30:.0f} GiB",
+        )
     if config.num_validation >= num_images:
         fail("num_validation", f"must be smaller than the {num_images} training images, got {config.num_validation}")
     if config.batch_size > num_images - config.num_validation:
-        fail("batch_size", f"must be at most the {num_images - config.num_validation} training examples, "
-             f"got {config.batch_size}")
+        fail(
+            "batch_size",
+            f"must be at most the {num_images - config.num_validation} training examples, got {config.batch_size}",
+        )
     parallel.check_batch_size(config.batch_size, parallel.training_mesh(len(config.members())))
 
 
@@ -298,9 +345,17 @@ def prepare(config: Config, train_images: np.ndarray, model: vae.Model | None = 
     members = config.members()
     mesh = parallel.training_mesh(len(members))
     steps_per_epoch = ceil_div(len(fit_images), config.batch_size)
-    program = population.Program(model=model, likelihood=config.likelihood, binarize=config.binarize,
-                                 recipe=config.recipe, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
-                                 epochs=config.epochs, num_examples=len(fit_images), mesh=mesh)
+    program = population.Program(
+        model=model,
+        likelihood=config.likelihood,
+        binarize=config.binarize,
+        recipe=config.recipe,
+        batch_size=config.batch_size,
+        steps_per_epoch=steps_per_epoch,
+        epochs=config.epochs,
+        num_examples=len(fit_images),
+        mesh=mesh,
+    )
     if config.binarize:
         val_images = np.asarray(likelihoods.binarize_for_evaluation(val_images, "validation"))
     with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
@@ -341,8 +396,13 @@ def fit(
         plan = prepare(config, train_images, model)
     elif plan.config != config or (model is not None and plan.model != model):
         raise UsageError("plan was prepared for another config or model: pass prepare(config, train_images, model)")
-    program, members, fit_images, val_images, definition = (plan.program, plan.members, plan.fit_images,
-                                                            plan.val_images, plan.definition)
+    program, members, fit_images, val_images, definition = (
+        plan.program,
+        plan.members,
+        plan.fit_images,
+        plan.val_images,
+        plan.definition,
+    )
     size, mesh, steps_per_epoch = len(members), program.mesh, program.steps_per_epoch
     keys = population.member_keys([m.seed for m in members])
     beta = np.asarray([m.beta for m in members], np.float32)
@@ -353,25 +413,35 @@ def fit(
     with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
         states = population.init_states(keys["init"], plan.model, config.recipe)
         # A copy: the state's buffers are donated to the next epoch.
-        tree = {"state": states, "best_params": jax.tree.map(jnp.copy, states.params)} if patience else {"state": states}
+        tree = (
+            {"state": states, "best_params": jax.tree.map(jnp.copy, states.params)} if patience else {"state": states}
+        )
         tracker = tracking.Tracker(size, patience, config.kl_warmup_epochs)
         start_epoch = 0
         if checkpoint_dir is not None:
             existing = checkpoint.list_checkpoints(checkpoint_dir)
             if resume:
-                restored = checkpoint.restore_latest(checkpoint_dir, parallel.to_host(tree),
-                                                     lambda extra, path: _check_same_run(extra["run"], definition, path))
+                restored = checkpoint.restore_latest(
+                    checkpoint_dir,
+                    parallel.to_host(tree),
+                    lambda extra, path: _check_same_run(extra["run"], definition, path),
+                )
                 if restored is None:
-                    warnings.warn(f"no readable checkpoint in {checkpoint_dir}; starting from epoch 1",
-                                  checkpoint.CheckpointWarning, stacklevel=2)
+                    warnings.warn(
+                        f"no readable checkpoint in {checkpoint_dir}; starting from epoch 1",
+                        checkpoint.CheckpointWarning,
+                        stacklevel=2,
+                    )
                 else:
                     tree, start_epoch, extra, path = restored
                     if start_epoch > config.epochs:
                         fail("epochs", f"{config.epochs} is less than the {start_epoch} epochs already in {path}")
                     tracker = tracking.Tracker.from_json(extra["tracker"], patience, config.kl_warmup_epochs)
             elif existing:
-                raise RunDirError(f"{checkpoint_dir} already holds checkpoints ({existing[-1].name}); resume them or "
-                                 "choose an empty directory")
+                raise RunDirError(
+                    f"{checkpoint_dir} already holds checkpoints ({existing[-1].name}); resume them or "
+                    "choose an empty directory"
+                )
 
         if mesh is None:
             fit_data, val_data = jnp.asarray(fit_images), jnp.asarray(val_images)
@@ -383,17 +453,28 @@ def fit(
         del fit_images
 
         name = getattr(plan.model, "NAME", "custom")
-        bar = tqdm(range(start_epoch, config.epochs), desc=f"VAE {name} ({config.recipe}, {size} model{'s' * (size > 1)})",
-                   unit="epoch", file=sys.stdout, dynamic_ncols=True, initial=start_epoch, total=config.epochs,
-                   disable=not (progress and writer_process))
+        bar = tqdm(
+            range(start_epoch, config.epochs),
+            desc=f"VAE {name} ({config.recipe}, {size} model{'s' * (size > 1)})",
+            unit="epoch",
+            file=sys.stdout,
+            dynamic_ncols=True,
+            initial=start_epoch,
+            total=config.epochs,
+            disable=not (progress and writer_process),
+        )
         start = time.perf_counter()
         epochs_run = start_epoch
         for epoch in bar:
             if tracker.all_stopped():
                 break
             epoch_hyper = {**hyper, "beta": beta * tracker.kl_weight(epoch)}
-            states, train_metrics = plan.epoch(tree["state"], jax.tree.map(jnp.asarray, epoch_hyper), fit_data,
-                                                  jax.vmap(epoch_key, (0, None))(keys["train"], epoch))
+            states, train_metrics = plan.epoch(
+                tree["state"],
+                jax.tree.map(jnp.asarray, epoch_hyper),
+                fit_data,
+                jax.vmap(epoch_key, (0, None))(keys["train"], epoch),
+            )
             val = plan.validate(states.params, val_data, keys["validation"], jnp.asarray(beta))
             train_metrics, val = parallel.to_host(train_metrics), parallel.to_host(val)
             tree = {**tree, "state": states}
@@ -403,7 +484,9 @@ def fit(
             if tracker.all_diverged():
                 _raise_diverged(tracker.diverged[0], steps_per_epoch, checkpoint_dir, population=size)
             if patience:
-                tree["best_params"] = population.keep_improved(tree["best_params"], states.params, jnp.asarray(tracker.improved))
+                tree["best_params"] = population.keep_improved(
+                    tree["best_params"], states.params, jnp.asarray(tracker.improved)
+                )
             epochs_run = epoch + 1
             # The writers first: a run stopped between the two resumes from the previous checkpoint
             # and writes this epoch again (the writers drop its first lines); the other order would
@@ -412,10 +495,17 @@ def fit(
                 for writer in writers:
                     writer.write(epoch + 1, [{**dataclasses.asdict(m), **r} for m, r in zip(members, records)])
             if checkpoint_dir is not None and writer_process:
-                checkpoint.save(checkpoint_dir, epoch + 1, tree,
-                                {"run": definition, "members": _member_dicts(members),
-                                 "tracker": tracker.to_json(time.perf_counter() - start)},
-                                keep=keep_checkpoints)
+                checkpoint.save(
+                    checkpoint_dir,
+                    epoch + 1,
+                    tree,
+                    {
+                        "run": definition,
+                        "members": _member_dicts(members),
+                        "tracker": tracker.to_json(time.perf_counter() - start),
+                    },
+                    keep=keep_checkpoints,
+                )
             bar.set_postfix(tracker.postfix())
         bar.close()
         seconds = time.perf_counter() - start
@@ -423,10 +513,18 @@ def fit(
 
     params = parallel.to_host(tree["best_params"] if patience else tree["state"].params)
     return FitResult(
-        config=config, model=plan.model, members=members, params=params, history=tracker.history_arrays(), epochs_run=epochs_run,
-        best_epoch=np.asarray(tracker.best_epoch) if patience else None, diverged=tracker.diverged,
-        seconds=seconds, examples_trained=program.num_examples * sum(tracker.epochs_trained(start_epoch, epochs_run)),
-        total_seconds=tracker.seconds_total, invocations=tracker.invocations,
+        config=config,
+        model=plan.model,
+        members=members,
+        params=params,
+        history=tracker.history_arrays(),
+        epochs_run=epochs_run,
+        best_epoch=np.asarray(tracker.best_epoch) if patience else None,
+        diverged=tracker.diverged,
+        seconds=seconds,
+        examples_trained=program.num_examples * sum(tracker.epochs_trained(start_epoch, epochs_run)),
+        total_seconds=tracker.seconds_total,
+        invocations=tracker.invocations,
     )
 
 
@@ -447,11 +545,15 @@ def _check_same_run(recorded: dict, definition: dict, path: Path) -> None:
     changed = {k: (recorded.get(k), v) for k, v in definition.items() if recorded.get(k) != v}
     if changed:
         differences = ", ".join(
-            f"the training data (SHA-256 {old[:12] if old else None}… now {new[:12]}…)" if k == "data_sha256"
-            else f"--{k.replace('_', '-')} {old!r} (now {new!r})" for k, (old, new) in changed.items()
+            f"the training data (SHA-256 {old[:12] if old else None}… now {new[:12]}…)"
+            if k == "data_sha256"
+            else f"--{k.replace('_', '-')} {old!r} (now {new!r})"
+            for k, (old, new) in changed.items()
         )
-        raise RunDirError(f"--resume: {path} comes from a run with different settings: {differences}; pass the "
-                         "same settings to continue it, or use another --out for a new run")
+        raise RunDirError(
+            f"--resume: {path} comes from a run with different settings: {differences}; pass the "
+            "same settings to continue it, or use another --out for a new run"
+        )
 
 
 def _raise_diverged(where: dict, steps_per_epoch: int, checkpoint_dir, population: int = 1) -> None:

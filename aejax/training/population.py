@@ -29,10 +29,12 @@ from aejax.training.train import Metrics, TrainState, epoch_key, run_epoch
 
 def member_keys(seeds: Sequence[int]) -> dict[str, jax.Array]:
     """Per-member keys (M,) named init / train / validation / test / figures (see the module docstring)."""
+
     def derive(seed):
         train, test, figures = jax.random.split(jax.random.key(seed), 3)
         init, shuffle, validation = jax.random.split(train, 3)
         return {"init": init, "train": shuffle, "validation": validation, "test": test, "figures": figures}
+
     return jax.vmap(derive)(jnp.asarray(seeds, jnp.uint32))
 
 
@@ -62,22 +64,33 @@ def init_states(keys: jax.Array, model: vae.Model = mlp.MLP(), recipe: str = "ch
     return jax.vmap(lambda key: TrainState.create(model.init(key), recipes.optimizer(recipe, 1.0)))(keys)
 
 
-def _step(state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array | None, hyper: dict,
-          program: Program) -> tuple[TrainState, Metrics]:
+def _step(
+    state: TrainState, batch: jax.Array, key: jax.Array, weights: jax.Array | None, hyper: dict, program: Program
+) -> tuple[TrainState, Metrics]:
     # Value checks for `checks.checked` (a notebook's own hyperparameters); they compile away otherwise.
     checkify.debug_check(jnp.isfinite(hyper["beta"]) & (hyper["beta"] >= 0), "hyper beta must be finite and >= 0")
-    checkify.debug_check(jnp.isfinite(hyper["learning_rate"]) & (hyper["learning_rate"] > 0),
-                         "hyper learning_rate must be finite and > 0")
-    rate = recipes.learning_rate(program.recipe, hyper["learning_rate"], state.step, program.steps_per_epoch,
-                                 program.epochs)
-    value, grads = jax.value_and_grad(vae.loss, argnums=1)(program.model, state.params, batch, key, hyper["beta"],
-                                                           weights, program.likelihood, program.binarize)
+    checkify.debug_check(
+        jnp.isfinite(hyper["learning_rate"]) & (hyper["learning_rate"] > 0),
+        "hyper learning_rate must be finite and > 0",
+    )
+    rate = recipes.learning_rate(
+        program.recipe, hyper["learning_rate"], state.step, program.steps_per_epoch, program.epochs
+    )
+    value, grads = jax.value_and_grad(vae.loss, argnums=1)(
+        program.model, state.params, batch, key, hyper["beta"], weights, program.likelihood, program.binarize
+    )
     return state.apply_gradients(grads, recipes.optimizer(program.recipe, rate)), {"loss": value}
 
 
 @functools.partial(jax.jit, static_argnames=("program",), donate_argnums=(0,))
-def train_step(state: TrainState, batch: jax.Array, key: jax.Array, hyper: dict, weights: jax.Array | None = None,
-               program: Program = Program()) -> tuple[TrainState, Metrics]:
+def train_step(
+    state: TrainState,
+    batch: jax.Array,
+    key: jax.Array,
+    hyper: dict,
+    weights: jax.Array | None = None,
+    program: Program = Program(),
+) -> tuple[TrainState, Metrics]:
     """One optimiser step of one model on a batch (B, *image_shape) in [0, 1]; metrics {"loss": batch mean}.
 
     hyper: {"beta": scalar, "learning_rate": the recipe's peak rate}. `weights` (B,) of 0/1 mark
@@ -87,21 +100,25 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array, hyper: dict,
 
 
 @functools.partial(jax.jit, static_argnames=("program",), donate_argnums=(0,))
-def train_epoch(states: TrainState, hyper: dict, images: jax.Array, keys: jax.Array, program: Program
-                ) -> tuple[TrainState, Metrics]:
+def train_epoch(
+    states: TrainState, hyper: dict, images: jax.Array, keys: jax.Array, program: Program
+) -> tuple[TrainState, Metrics]:
     """One shuffled epoch of every member, in one compiled program: `vmap` over the stacked states,
     hyperparameters {"beta", "learning_rate"} (M,) and epoch keys (M,); `images` (N, *image_shape) shared.
 
     Returns the new states and each member's epoch metrics (M,): the example-weighted mean loss and
     "first_nonfinite_step" (`aejax.training.train.run_epoch`).
     """
+
     def member_epoch(state, hyper, key):
         def step(state, batch, step_key, weights):
             return _step(state, batch, step_key, weights, hyper, program)
+
         if program.mesh is not None:
             step = parallel.data_parallel(step, program.mesh)
-        rows = images if program.num_examples is None else images[:program.num_examples]
+        rows = images if program.num_examples is None else images[: program.num_examples]
         return run_epoch(step, state, rows, key, program.batch_size)
+
     return _vmap(member_epoch, program.mesh)(states, hyper, keys)
 
 
@@ -110,11 +127,19 @@ def evaluate(params, images, keys, beta, model: vae.Model, likelihood: str, mesh
     """Mean loss, reconstruction, kl and rounded_accuracy (each (M,)) of stacked params on `images`
     (scored as given), member i with keys[i] and beta[i]."""
     return _vmap(lambda p, k, b: vae.evaluate(model, p, images, k, beta=b, likelihood=likelihood), mesh)(
-        params, keys, beta)
+        params, keys, beta
+    )
 
 
-def evaluate_members(model: vae.Model, params: Any, images: np.ndarray, members: Sequence[Any], likelihood: str,
-                     binarize: bool = False, key_name: str = "test") -> dict[str, np.ndarray]:
+def evaluate_members(
+    model: vae.Model,
+    params: Any,
+    images: np.ndarray,
+    members: Sequence[Any],
+    likelihood: str,
+    binarize: bool = False,
+    key_name: str = "test",
+) -> dict[str, np.ndarray]:
     """Mean loss, reconstruction, kl, rounded_accuracy (each (M,)) of stacked params on `images`.
 
     Each member uses its own `key_name` key and beta; with `binarize` the images are binarized once
@@ -143,12 +168,17 @@ def _needed_bytes(compiled) -> int | None:
     memory = compiled.memory_analysis()
     if memory is None:
         return None
-    return (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
-            - memory.alias_size_in_bytes)
+    return (
+        memory.argument_size_in_bytes
+        + memory.output_size_in_bytes
+        + memory.temp_size_in_bytes
+        - memory.alias_size_in_bytes
+    )
 
 
-def compile_programs(program: Program, seeds: Sequence[int], fit_images: np.ndarray, val_images: np.ndarray
-                     ) -> tuple[Any, Any]:
+def compile_programs(
+    program: Program, seeds: Sequence[int], fit_images: np.ndarray, val_images: np.ndarray
+) -> tuple[Any, Any]:
     """The compiled epoch and validation programs, refused (ConfigError) before any work when XLA's
     memory analysis of either asks for more than the device has available (the validation program
     also holds the optimiser state while it runs; the test evaluation runs it at the same batch size).
@@ -160,23 +190,32 @@ def compile_programs(program: Program, seeds: Sequence[int], fit_images: np.ndar
     shaped = functools.partial(jax.tree.map, lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype))
     vector = jax.ShapeDtypeStruct((size,), np.float32)
     epoch_keys = jax.eval_shape(jax.vmap(epoch_key, (0, None)), keys["train"], 0)
-    epoch = train_epoch.lower(states, {"beta": vector, "learning_rate": vector}, shaped(fit_images), epoch_keys,
-                              program).compile()
-    validate = evaluate.lower(states.params, shaped(val_images), shaped(keys["validation"]), vector,
-                               model=program.model, likelihood=program.likelihood).compile()
+    epoch = train_epoch.lower(
+        states, {"beta": vector, "learning_rate": vector}, shaped(fit_images), epoch_keys, program
+    ).compile()
+    validate = evaluate.lower(
+        states.params,
+        shaped(val_images),
+        shaped(keys["validation"]),
+        vector,
+        model=program.model,
+        likelihood=program.likelihood,
+    ).compile()
     available = parallel.available_memory()
     needed = [_needed_bytes(epoch), _needed_bytes(validate)]
     if available is not None and None not in needed:
         needed[1] += tree_bytes(states) - tree_bytes(states.params)
         if max(needed) > available:
             which = "one epoch's" if needed[0] >= needed[1] else "the validation's"
-            fail("latent_dim", f"with the model ({vae.describe(program.model)}), {size} model(s) and "
-                 f"--batch-size {program.batch_size}: {which} compiled program needs {max(needed) / 2**30:.1f} GiB, "
-                 f"and this machine has {available / 2**30:.1f} GiB available; choose a smaller model or population")
+            fail(
+                "latent_dim",
+                f"with the model ({vae.describe(program.model)}), {size} model(s) and "
+                f"--batch-size {program.batch_size}: {which} compiled program needs {max(needed) / 2**30:.1f} GiB, "
+                f"and this machine has {available / 2**30:.1f} GiB available; choose a smaller model or population",
+            )
     if program.mesh is None:
         return epoch, validate
-    return (functools.partial(train_epoch, program=program),
-            functools.partial(evaluate, model=program.model, likelihood=program.likelihood,
-                              mesh=program.mesh))
-
-
+    return (
+        functools.partial(train_epoch, program=program),
+        functools.partial(evaluate, model=program.model, likelihood=program.likelihood, mesh=program.mesh),
+    )

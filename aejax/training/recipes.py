@@ -35,7 +35,9 @@ class Recipe:
 RECIPES = {
     recipe.name: recipe
     for recipe in (
-        Recipe("chapter", 1e-3, False, "Keras RMSprop (rho 0.9, eps 1e-7 outside the sqrt), constant rate, as the book"),
+        Recipe(
+            "chapter", 1e-3, False, "Keras RMSprop (rho 0.9, eps 1e-7 outside the sqrt), constant rate, as the book"
+        ),
         Recipe("improved", 4e-3, True, "Adam, 1 epoch of linear warm-up to the peak rate, cosine decay to peak/100"),
         Recipe("adam", 1e-3, False, "Adam (b1 0.9, b2 0.999, eps 1e-8), constant rate"),
     )
@@ -62,15 +64,16 @@ def optimizer(name: str, learning_rate: float | ArrayLike) -> optax.GradientTran
     return optax.adam(learning_rate)
 
 
-def learning_rate(
-    name: str, peak: ArrayLike, step: ArrayLike, steps_per_epoch: int, epochs: int
-) -> jax.Array:
+def learning_rate(name: str, peak: ArrayLike, step: ArrayLike, steps_per_epoch: int, epochs: int) -> jax.Array:
     """The recipe's learning rate at optimiser step `step` (0-based) for peak rate `peak`."""
     get(name)
     if name != "improved":
         return jnp.asarray(peak)  # constant: the peak itself, so results match a fixed-rate optimiser bit for bit
     unit = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=1.0, warmup_steps=steps_per_epoch,
-        decay_steps=steps_per_epoch * epochs, end_value=0.01,
+        init_value=0.0,
+        peak_value=1.0,
+        warmup_steps=steps_per_epoch,
+        decay_steps=steps_per_epoch * epochs,
+        end_value=0.01,
     )
     return peak * unit(step)

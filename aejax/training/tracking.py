@@ -40,8 +40,11 @@ class Tracker:
         records = []
         for i in range(self.size):
             active = self.active(i)
-            if active and (train["first_nonfinite_step"][i] >= 0 or not np.isfinite(values["loss"][i])
-                           or not np.isfinite(values["val_loss"][i])):
+            if active and (
+                train["first_nonfinite_step"][i] >= 0
+                or not np.isfinite(values["loss"][i])
+                or not np.isfinite(values["val_loss"][i])
+            ):
                 self.diverged[i] = {"epoch": epoch + 1, "step": int(train["first_nonfinite_step"][i])}
                 self.stopped_after[i], active, self.newly_diverged = epoch + 1, False, True
             row = {name: float(values[name][i]) if active else None for name in names}
@@ -69,14 +72,23 @@ class Tracker:
         return shown
 
     def history_arrays(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray([[np.nan if v is None else v for v in row] for row in rows], np.float64).T
-                for k, rows in self.history.items()}
+        return {
+            k: np.asarray([[np.nan if v is None else v for v in row] for row in rows], np.float64).T
+            for k, rows in self.history.items()
+        }
 
     def to_json(self, seconds_now: float = 0.0) -> dict:
         """The state a checkpoint keeps; `seconds_now`: this call's training time so far."""
-        return {"history": self.history, "diverged": self.diverged, "best_val": _nan_to_none(self.best_val),
-                "best_epoch": self.best_epoch, "since_best": self.since_best, "stopped_after": self.stopped_after,
-                "seconds_total": self.seconds_total + seconds_now, "invocations": self.invocations}
+        return {
+            "history": self.history,
+            "diverged": self.diverged,
+            "best_val": _nan_to_none(self.best_val),
+            "best_epoch": self.best_epoch,
+            "since_best": self.since_best,
+            "stopped_after": self.stopped_after,
+            "seconds_total": self.seconds_total + seconds_now,
+            "invocations": self.invocations,
+        }
 
     @classmethod
     def from_json(cls, state: dict, patience: int | None, warmup: int) -> "Tracker":
@@ -89,7 +101,6 @@ class Tracker:
         tracker.seconds_total = state.get("seconds_total", 0.0)
         tracker.invocations = state.get("invocations", 1) + 1
         return tracker
-
 
 
 def _nan_to_none(values) -> list:

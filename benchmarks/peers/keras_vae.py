@@ -49,8 +49,10 @@ def build_model(keras):
         h = layers.Dense(size, activation="selu")(h)
     outputs = layers.Dense(protocol.PIXELS, activation="sigmoid")(h)
     model = keras.Model(inputs, outputs)
-    model.compile(loss="binary_crossentropy",
-                  optimizer=keras.optimizers.RMSprop(protocol.LEARNING_RATE, rho=protocol.RHO, epsilon=protocol.EPSILON))
+    model.compile(
+        loss="binary_crossentropy",
+        optimizer=keras.optimizers.RMSprop(protocol.LEARNING_RATE, rho=protocol.RHO, epsilon=protocol.EPSILON),
+    )
     return model
 
 

@@ -47,8 +47,12 @@ def images(num_examples: int) -> np.ndarray:
 
 def record(batch_size: int, num_examples: int, compile_s: float, timings: list[float]) -> dict:
     """One measurement: examples/s from the median of the timed epochs."""
-    return {"batch_size": batch_size, "compile_s": compile_s, "timings_s": timings,
-            "examples_per_sec": num_examples / statistics.median(timings)}
+    return {
+        "batch_size": batch_size,
+        "compile_s": compile_s,
+        "timings_s": timings,
+        "examples_per_sec": num_examples / statistics.median(timings),
+    }
 
 
 def time_epochs(run_epoch: Callable[[], None], epochs: int, num_examples: int, batch_size: int) -> dict:
@@ -65,5 +69,7 @@ def time_epochs(run_epoch: Callable[[], None], epochs: int, num_examples: int, b
 
 
 def emit(name: str, framework_version: str, threads: int, records: list[dict]) -> None:
-    sys.stdout.write(json.dumps({"name": name, "framework_version": framework_version,
-                                 "threads": threads, "records": records}) + "\n")
+    sys.stdout.write(
+        json.dumps({"name": name, "framework_version": framework_version, "threads": threads, "records": records})
+        + "\n"
+    )

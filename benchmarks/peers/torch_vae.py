@@ -62,15 +62,16 @@ def main() -> None:
     for batch_size in args.batch_sizes:
         torch.manual_seed(0)
         model = VAE().to(device)
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=protocol.LEARNING_RATE, alpha=protocol.RHO,
-                                        eps=protocol.EPSILON)
+        optimizer = torch.optim.RMSprop(
+            model.parameters(), lr=protocol.LEARNING_RATE, alpha=protocol.RHO, eps=protocol.EPSILON
+        )
         loss_fn = torch.compile(model) if mode == "compile" else model
         step = torch.compile(optimizer.step) if mode == "compile" else optimizer.step
 
         def run_epoch():
             order = torch.randperm(args.num_examples, device=device)
             for start in range(0, args.num_examples, batch_size):
-                loss = loss_fn(x[order[start:start + batch_size]])
+                loss = loss_fn(x[order[start : start + batch_size]])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 step()

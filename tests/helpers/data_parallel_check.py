@@ -43,8 +43,10 @@ def compare(params_1, params_8, seeds):
     """max |difference| and the L2 difference as a share of the distance training moved (tests/tolerances.py)."""
     initial = flat(population.init_states(population.member_keys(seeds)["init"]).params)
     one, eight = flat(params_1), flat(params_8)
-    return {"params_max_abs": float(np.max(np.abs(one - eight))),
-            "params_relative": float(np.linalg.norm(eight - one) / np.linalg.norm(one - initial))}
+    return {
+        "params_max_abs": float(np.max(np.abs(one - eight))),
+        "params_relative": float(np.linalg.norm(eight - one) / np.linalg.norm(one - initial)),
+    }
 
 
 images = np.random.default_rng(0).random((300, 28, 28), dtype=np.float32)  # 300 rows: not a multiple of 8
@@ -54,16 +56,24 @@ for name, rows, epochs, batch_size in [("one_step", 296, 1, 296), ("one_epoch", 
     mesh = parallel.training_mesh(1)
     params_1, losses_1, _, _ = train(images[:rows], None, epochs, batch_size, [0])
     params_8, losses_8, sharding, _ = train(images[:rows], mesh, epochs, batch_size, [0])
-    report[name] = {**compare(params_1, params_8, [0]), "loss_relative": float(np.max(np.abs(losses_8 / losses_1 - 1))),
-                    "data_devices": len(sharding.device_set), "mesh": dict(mesh.shape)}
+    report[name] = {
+        **compare(params_1, params_8, [0]),
+        "loss_relative": float(np.max(np.abs(losses_8 / losses_1 - 1))),
+        "data_devices": len(sharding.device_set),
+        "mesh": dict(mesh.shape),
+    }
 # A population of 8 spread over the members axis (each device trains one member), and of 4 (2 x 2).
 for name, size in [("population_8", 8), ("population_4", 4)]:
     mesh = parallel.training_mesh(size)
     params_1, losses_1, _, _ = train(images, None, 1, 32, list(range(size)))
     params_8, losses_8, _, states = train(images, mesh, 1, 32, list(range(size)))
     kernel = states.params["decoder"]["logits"]["kernel"]
-    report[name] = {**compare(params_1, params_8, list(range(size))), "loss_relative": float(np.max(np.abs(losses_8 / losses_1 - 1))),
-                    "mesh": dict(mesh.shape), "member_shards": len({(s.index[0].start, s.index[0].stop) for s in kernel.addressable_shards})}
+    report[name] = {
+        **compare(params_1, params_8, list(range(size))),
+        "loss_relative": float(np.max(np.abs(losses_8 / losses_1 - 1))),
+        "mesh": dict(mesh.shape),
+        "member_shards": len({(s.index[0].start, s.index[0].stop) for s in kernel.addressable_shards}),
+    }
 try:
     parallel.check_batch_size(30, parallel.training_mesh(1))
 except ConfigError as err:  # as the CLI shows it
