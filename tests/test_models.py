@@ -13,8 +13,11 @@ from aejax.models import conv, mlp, registry, vae
 from aejax.training import fit
 
 
-@pytest.mark.parametrize("image_shape", [(28, 28), (32, 32, 3), (8, 8), (7, 9, 2)])
-@pytest.mark.parametrize("make", [conv.Conv, mlp.MLP], ids=["conv", "mlp"])
+@pytest.mark.parametrize(
+    "make, image_shape",
+    [(conv.Conv, (28, 28)), (conv.Conv, (32, 32, 3)), (conv.Conv, (7, 9, 2)), (mlp.MLP, (8, 8)), (mlp.MLP, (32, 32, 3))],
+    ids=["conv-28x28", "conv-32x32x3", "conv-7x9x2", "mlp-8x8", "mlp-32x32x3"],
+)
 def test_models_size_themselves_from_the_image_shape(make, image_shape):
     model = make(latent_dim=5, image_shape=image_shape)
     params = model.init(jax.random.key(0))
