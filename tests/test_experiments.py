@@ -174,7 +174,7 @@ def test_a_population_through_the_cli(subset_dir, tmp_path, capsys):
     assert len(lines) == 4 * 2 and json.loads(lines[-1])["member"] == 3
     assert sorted(p.name for p in (out / "tensorboard").iterdir()) == [f"member_{i:03d}" for i in range(4)]
     printed = capsys.readouterr().out
-    assert "VAE population of 4" in printed  # one interval per grid point, not one pooled over betas
+    assert "VAE mlp population of 4" in printed  # one interval per grid point, not one pooled over betas
     assert "beta 1, learning rate 0.001: val_loss" in printed and "beta 4, learning rate 0.001: val_loss" in printed
 
     # One member of the population, evaluated on its own, matches its recorded params digest.
