@@ -24,6 +24,8 @@ FASHION_MNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
+# What TFDS raises for a data set that is unknown, not prepared or cannot be prepared here.
+TFDS_ERRORS = (RuntimeError, OSError, ValueError, KeyError, AssertionError)
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -73,7 +75,7 @@ def _load_tfds_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 
     try:  # Serving prepared data needs no TensorFlow.
         source = tfds.data_source("fashion_mnist", split=split, download=False)
-    except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as err:
+    except TFDS_ERRORS as err:
         if importlib.util.find_spec("tensorflow") is None:
             raise DataNotFoundError(
                 "No local Fashion-MNIST found and TFDS has no prepared copy; preparing it needs "
@@ -81,7 +83,7 @@ def _load_tfds_split(split: str) -> tuple[np.ndarray, np.ndarray]:
             ) from err
         try:
             source = tfds.data_source("fashion_mnist", split=split, download=True)
-        except (RuntimeError, OSError, ValueError, KeyError, AssertionError) as download_err:
+        except TFDS_ERRORS as download_err:
             raise DataNotFoundError(
                 f"TFDS could not download/prepare fashion_mnist ({download_err}).\n" + _sources_help()
             ) from download_err

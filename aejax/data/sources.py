@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from aejax.config import check_types, fail
-from aejax.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from aejax.data.fashion_mnist import FASHION_MNIST_CLASSES, TFDS_ERRORS, load_fashion_mnist
 from aejax.errors import DataError, DataNotFoundError
 
 KINDS = ("fashion_mnist", "digits", "npz:", "npy:", "folder:", "tfds:")
@@ -237,9 +237,9 @@ def _tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray | None]:
 
     try:
         source = tfds.data_source(name, split=split, download=False)
-    except Exception as err:  # noqa: BLE001 - TFDS raises many types for a data set that is not prepared
+    except TFDS_ERRORS as err:
         raise DataNotFoundError(
-            f"--dataset tfds:{name}: no prepared TFDS copy of split {split!r} ({err}); prepare "
+            f"--dataset tfds:{name}: no prepared TFDS copy of split {split!r} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); prepare "
             "it once with TensorFlow installed (tfds build), or export it to an .npz"
         ) from None
     examples = [source[i] for i in range(len(source))]
