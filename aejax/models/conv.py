@@ -21,7 +21,6 @@ from typing import Sequence
 import jax
 from flax import linen as nn
 
-from aejax.config import check_types, fail
 from aejax.models.kernels import selu
 from aejax.models.mlp import dense
 from aejax.models.vae import FlaxModel, FlaxVAE
@@ -111,13 +110,7 @@ class Conv(FlaxModel):
     image_shape: tuple[int, ...] = (28, 28)  # (H, W) or (H, W, C)
 
     def __post_init__(self):
-        check_types(self)
-        if not self.channels or min(self.channels) <= 0:
-            fail("channels", f"must be one or more positive integers, got {self.channels!r}")
-        if self.latent_dim <= 0:
-            fail("latent_dim", f"must be a positive integer, got {self.latent_dim!r}")
-        if len(self.image_shape) not in (2, 3) or min(self.image_shape) < 1:
-            fail("image_shape", f"must be (H, W) or (H, W, C) of positive sizes, got {self.image_shape!r}")
+        self.check_settings("channels")
 
     def modules(self) -> FlaxVAE:
         return FlaxVAE(

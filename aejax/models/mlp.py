@@ -16,7 +16,7 @@ from typing import Sequence
 import jax
 from flax import linen as nn
 
-from aejax.config import check_types, fail
+from aejax.config import fail
 from aejax.models.kernels import selu
 from aejax.models.vae import FlaxModel, FlaxVAE
 
@@ -77,15 +77,9 @@ class MLP(FlaxModel):
     image_shape: tuple[int, ...] = (28, 28)  # (H, W) or (H, W, C)
 
     def __post_init__(self):
-        check_types(self)
+        self.check_settings("hidden_sizes")
         if self.activation not in ACTIVATIONS:
             fail("activation", f"must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
-            fail("hidden_sizes", f"must be one or more positive integers, got {self.hidden_sizes!r}")
-        if self.latent_dim <= 0:
-            fail("latent_dim", f"must be a positive integer, got {self.latent_dim!r}")
-        if len(self.image_shape) not in (2, 3) or min(self.image_shape) < 1:
-            fail("image_shape", f"must be (H, W) or (H, W, C) of positive sizes, got {self.image_shape!r}")
 
     def modules(self) -> FlaxVAE:
         return FlaxVAE(

@@ -29,6 +29,7 @@ from flax import linen as nn
 from jax.experimental import checkify
 from jax.typing import ArrayLike
 
+from aejax.config import check_types, fail
 from aejax.models import likelihoods
 from aejax.training.train import Metrics, mean_over_batches, weighted_mean
 
@@ -79,6 +80,18 @@ class FlaxModel:
 
     def modules(self) -> FlaxVAE:
         raise NotImplementedError
+
+    def check_settings(self, layers: str) -> None:
+        """ConfigError naming the first bad field: the field types, the layer sizes in field `layers`,
+        latent_dim and image_shape (what every such model has)."""
+        check_types(self)
+        sizes = getattr(self, layers)
+        if not sizes or min(sizes) <= 0:
+            fail(layers, f"must be one or more positive integers, got {sizes!r}")
+        if self.latent_dim <= 0:
+            fail("latent_dim", f"must be a positive integer, got {self.latent_dim!r}")
+        if len(self.image_shape) not in (2, 3) or min(self.image_shape) < 1:
+            fail("image_shape", f"must be (H, W) or (H, W, C) of positive sizes, got {self.image_shape!r}")
 
     def init(self, key: jax.Array) -> Params:
         return self.modules().init(key)
