@@ -191,8 +191,8 @@ def manifest(config: Config, model: vae.Model, metrics: dict) -> dict:
 def run(config: Config) -> int:
     resume = config.resuming()
     runs.check_folder(config.out, KIND, resume=resume, overwrite=config.overwrite, outputs=OUTPUTS)
-    train_images = config.data_settings().load("train").images
-    test_images = config.data_settings().load("test").images
+    splits = config.data_settings().load_splits()  # a source without a test split is read once
+    train_images, test_images = splits["train"].images, splits["test"].images
     if test_images.shape[1:] != train_images.shape[1:]:
         raise DataError(
             f"{config.dataset}: the test images' shape {test_images.shape[1:]} differs from the training "

@@ -69,9 +69,12 @@ class Settings:
                 fail("test_holdout", f"must be a positive integer, got {self.test_holdout}")
 
     def load(self, split: str) -> Dataset:
-        return load(
+        return self.load_splits((split,))[split]
+
+    def load_splits(self, splits: tuple[str, ...] = SPLITS) -> dict[str, Dataset]:
+        return load_splits(
             self.dataset,
-            split,
+            splits,
             data_dir=self.data_dir,
             images_key=self.images_key,
             labels_key=self.labels_key,
@@ -100,36 +103,58 @@ def load(
     test_holdout: int | None = None,
 ) -> Dataset:
     """The `split` ("train" or "test") of `dataset`, checked (see the module docstring)."""
+    settings = {"data_dir": data_dir, "images_key": images_key, "labels_key": labels_key, "test_holdout": test_holdout}
+    return load_splits(dataset, (split,), **settings)[split]
+
+
+def load_splits(
+    dataset: str,
+    splits: tuple[str, ...] = SPLITS,
+    *,
+    data_dir: str | None = None,
+    images_key: str = "images",
+    labels_key: str = "labels",
+    test_holdout: int | None = None,
+) -> dict[str, Dataset]:
+    """The `splits` of `dataset`, checked, by name; a source without a test split is read and checked
+    once for all of them."""
     check_name(dataset)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     kind, _, rest = dataset.partition(":")
-    names = None
-    if kind == "fashion_mnist":
-        images, labels = load_fashion_mnist(split, data_dir)
-        names = FASHION_MNIST_CLASSES
-    elif kind == "tfds":
-        images, labels = _tfds(rest, split)
+    if kind in ("fashion_mnist", "tfds"):
+        loaded = {}
+        for split in splits:
+            images, labels = load_fashion_mnist(split, data_dir) if kind == "fashion_mnist" else _tfds(rest, split)
+            loaded[split] = (check_images(dataset, f"{split} images", images), labels)
+        names = FASHION_MNIST_CLASSES if kind == "fashion_mnist" else None
     else:
         if kind == "digits":
             images, labels, names = _digits()
         elif kind == "npz":
-            images, labels = _npz(Path(rest), images_key, labels_key)
+            (images, labels), names = _npz(Path(rest), images_key, labels_key), None
         elif kind == "npy":
-            images, labels = _array(Path(rest)), None
+            images, labels, names = _array(Path(rest)), None, None
         else:
             images, labels, names = _folder(Path(rest))
         images = check_images(dataset, "images", images)  # all of them: a bad image is named whatever its split
-        images, labels = _holdout(dataset, images, labels, split, test_holdout)
-    images = check_images(dataset, f"{split} images", images)
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(
-                f"{dataset}: the {split} labels must be integers of shape ({len(images)},), got "
-                f"{labels.dtype} {labels.shape}"
-            )
-    return Dataset(images, labels, names, dataset)
+        loaded = {split: _holdout(dataset, images, labels, split, test_holdout) for split in splits}
+    return {
+        split: Dataset(images, _check_labels(dataset, split, labels, len(images)), names, dataset)
+        for split, (images, labels) in loaded.items()
+    }
+
+
+def _check_labels(dataset: str, split: str, labels, count: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            f"{dataset}: the {split} labels must be integers of shape ({count},), got {labels.dtype} {labels.shape}"
+        )
+    return labels
 
 
 def check_images(source: str, what: str, images: np.ndarray) -> np.ndarray:
