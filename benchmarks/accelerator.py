@@ -166,7 +166,7 @@ def precision_study(train_images: np.ndarray, test: np.ndarray, epochs: int, num
     results, params = {}, {}
     x = jnp.asarray(test)
     for precision in ("highest", "default"):
-        config = fit.Config(epochs=epochs, num_validation=num_validation, matmul_precision=precision)
+        config = fit.Config().replace(epochs=epochs, num_validation=num_validation, matmul_precision=precision)
         result = fit.fit(config, train_images, progress=False)
         params[precision] = result.member_params(0)
         with jax.default_matmul_precision(None if precision == "default" else precision):

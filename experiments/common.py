@@ -14,7 +14,6 @@ what cannot be shown is dropped, and the results are written as usual.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import signal
 import sys
@@ -29,6 +28,7 @@ from typing import Any, Callable
 
 import matplotlib
 
+from aejax import config as config_lib
 from aejax import runtime
 from aejax.errors import ConfigError, UsageError
 from aejax.io.streams import tolerant_output
@@ -73,7 +73,8 @@ def _sweep_item(text: str) -> tuple[str, tuple[float, ...]]:
     return name.replace("-", "_"), parsed
 
 
-def _argument(field: dataclasses.Field, annotation: Any) -> dict[str, Any]:
+def _argument(leaf: config_lib.Leaf) -> dict[str, Any]:
+    field, annotation = leaf.field, leaf.annotation
     help_text = field.metadata.get("help", "")
     kwargs: dict[str, Any] = {"default": field.default, "help": f"{help_text} (default: %(default)s)"}
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
@@ -111,9 +112,14 @@ def config_parser(config_cls: type, description: str) -> argparse.ArgumentParser
                 for name, values in presets.items()
             ),
         )
-    hints = typing.get_type_hints(config_cls)
-    for field in dataclasses.fields(config_cls):
-        parser.add_argument(flag(field.name), dest=field.name, **_argument(field, hints[field.name]))
+    groups = {}  # a config's sections become the help's groups, titled by the section's docstring
+    for leaf in config_lib.leaves(config_cls):
+        section = leaf.path[0] if leaf.path else None
+        if section is not None and section not in groups:
+            doc = (config_lib.section_class(config_cls, section).__doc__ or "").strip().splitlines()
+            groups[section] = parser.add_argument_group(section, doc[0] if doc else None)
+        target = groups.get(section, parser)
+        target.add_argument(flag(leaf.name), dest=leaf.name, **_argument(leaf))
     return parser
 
 
@@ -132,10 +138,10 @@ def parse_args(parser: argparse.ArgumentParser, config_cls: type, argv: list[str
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
+    values = {leaf.name: getattr(args, leaf.name) for leaf in config_lib.leaves(config_cls)}
     if "sweep" in values:
         values["sweep"] = tuple(values["sweep"] or ())
-    return config_cls(**values)
+    return config_lib.build(config_cls, values)
 
 
 TRACEBACK = "traceback.txt"
@@ -201,7 +207,7 @@ def _main(config_cls, description, run, argv, on_interrupt, prepare) -> int:
     previous = {signum: signal.signal(signum, _stop) for signum in STOP_SIGNALS} if main_thread else {}
     try:
         config = config_from_args(config_cls, args)
-        runtime.configure(deterministic=bool(getattr(config, "deterministic", False)))
+        runtime.configure(deterministic=bool(config_lib.flatten(config).get("deterministic", False)))
         if prepare is not None:
             prepare(config)
         with warnings.catch_warnings():
@@ -226,7 +232,7 @@ def _main(config_cls, description, run, argv, on_interrupt, prepare) -> int:
         print(f"{how}{'; ' + hint if hint else ''}", file=sys.stderr)
         return 128 + err.signum if isinstance(err, Stopped) else EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - anything else is a bug, in aejax or below it
-        return report_bug(err, getattr(config, "out", None))
+        return report_bug(err, None if config is None else config_lib.flatten(config).get("out"))
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -38,7 +38,7 @@ from aejax.io import params_file, runs
 from aejax.io.files import write_json
 from aejax.data import sources
 from aejax.models import likelihoods, registry, vae
-from aejax.training import fit
+from aejax.training import fit, settings
 from experiments import common
 
 KIND = "evaluate_vae"
@@ -63,9 +63,9 @@ class Config:
     num_test_images: int | None = option(None, "evaluate the first N test images (default: all)")
     member: int | None = option(None, "a population's member to evaluate (default: every member)")
     matmul_precision: str = option(
-        "default", "matmul precision: see experiments.vae_fashion_mnist --help", choices=fit.MATMUL_PRECISIONS
+        "default", "matmul precision: see experiments.vae_fashion_mnist --help", choices=settings.MATMUL_PRECISIONS
     )
-    seed: int = option(0, f"seed of the evaluation key (0..{fit.MAX_SEED})")
+    seed: int = option(0, f"seed of the evaluation key (0..{settings.MAX_SEED})")
     dataset: str | None = option(
         None,
         "the test images: as experiments.vae_fashion_mnist --dataset (default: the "
@@ -89,8 +89,8 @@ class Config:
             fail("num_test_images", f"must be a positive integer, got {self.num_test_images}")
         if self.member is not None and self.member < 0:
             fail("member", f"must be >= 0, got {self.member}")
-        if not 0 <= self.seed <= fit.MAX_SEED:
-            fail("seed", f"must be in 0..{fit.MAX_SEED}, got {self.seed}")
+        if not 0 <= self.seed <= settings.MAX_SEED:
+            fail("seed", f"must be in 0..{settings.MAX_SEED}, got {self.seed}")
         if self.dataset is not None:
             sources.check_name(self.dataset)
         self.ks()

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from aejax import data, parallel, plotting, runtime, stats
-from aejax.config import fail, option
+from aejax.config import check_types, fail, option, section
 from aejax.errors import DataError
 from aejax.io import checkpoint, params_file, runs, writers
 from aejax.io.files import write_json
@@ -55,20 +55,9 @@ FINAL_METRICS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(fit.Config):
-    dataset: str = option(
-        "fashion_mnist",
-        "the images: fashion_mnist, digits (scikit-learn's 8x8), npz:PATH, "
-        "npy:PATH, folder:PATH (PNG/JPEG, class sub-folders) or tfds:NAME (aejax/data/sources.py)",
-    )
-    data_dir: str | None = option(
-        None, "fashion_mnist: folder with the four IDX .gz files (default: Debian's package, else TFDS)"
-    )
-    images_key: str = option("images", "npz: the images' array")
-    labels_key: str = option("labels", "npz: the labels' array (optional in the file)")
-    test_holdout: int | None = option(
-        None, "digits, npz, npy, folder: images held out as the test split (default: one in six)"
-    )
+class OutputSettings:
+    """Where the run writes, and what it does with a run already there."""
+
     out: str = option("runs/vae", "output folder (owned by this run: see --resume and --overwrite)")
     resume: bool = option(False, "continue the run in --out from its newest readable checkpoint")
     auto_resume: bool = option(
@@ -82,10 +71,42 @@ class Config(fit.Config):
         False, "also write the metrics as TensorBoard events to <out>/tensorboard (pip install -e '.[tensorboard]')"
     )
     deterministic: bool = option(False, "bitwise-reproducible GPU runs (XLA's deterministic ops; a little slower)")
+
+    def __post_init__(self):
+        check_types(self)
+        if self.keep_checkpoints < 1:
+            fail("keep_checkpoints", f"must be a positive integer, got {self.keep_checkpoints}")
+        if (self.resume or self.auto_resume) and self.overwrite:
+            fail("overwrite", f"and {'--resume' if self.resume else '--auto-resume'} contradict each other: pass one")
+
+    def resuming(self) -> bool:
+        """Whether this run continues the one in --out (--resume, or --auto-resume and a run is there)."""
+        if self.resume:
+            return True
+        record = runs.read_record(self.out) if self.auto_resume and Path(self.out).is_dir() else None
+        return record is not None and record.get("kind") == KIND
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSettings:
+    """Multi-host training (aejax.parallel): flags win over the environment variables."""
+
     coordinator_address: str | None = option(None, "multi-host: HOST:PORT of process 0 (env AEJAX_COORDINATOR_ADDRESS)")
     num_processes: int | None = option(None, "multi-host: number of processes (env AEJAX_NUM_PROCESSES; default 1)")
     process_id: int | None = option(None, "multi-host: this process's index, 0..N-1 (env AEJAX_PROCESS_ID; default 0)")
     cluster_timeout: int = option(300, "multi-host: seconds to wait for every process to join")
+
+    def __post_init__(self):
+        check_types(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(fit.Config):
+    """The training run's settings (aejax.training.settings), where its images come from, and where it writes."""
+
+    source: sources.Settings = section(sources.Settings)
+    output: OutputSettings = section(OutputSettings)
+    cluster: ClusterSettings = section(ClusterSettings)
 
     # The standard density-estimation baseline (Exemplar-VAE's "standard VAE" protocol;
     # docs/likelihoods.md lists every difference).
@@ -106,29 +127,11 @@ class Config(fit.Config):
         },
     }
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.data_settings()  # checks the data flags
-        if self.keep_checkpoints < 1:
-            fail("keep_checkpoints", f"must be a positive integer, got {self.keep_checkpoints}")
-        if (self.resume or self.auto_resume) and self.overwrite:
-            fail("overwrite", f"and {'--resume' if self.resume else '--auto-resume'} contradict each other: pass one")
-
-    def data_settings(self) -> sources.Settings:
-        return sources.Settings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(sources.Settings)})
-
-    def resuming(self) -> bool:
-        """Whether this run continues the one in --out (--resume, or --auto-resume and a run is there)."""
-        if self.resume:
-            return True
-        record = runs.read_record(self.out) if self.auto_resume and Path(self.out).is_dir() else None
-        return record is not None and record.get("kind") == KIND
-
 
 def prepare(config: Config) -> None:
     """Joins the cluster (before any JAX computation)."""
-    flags = {name: getattr(config, name) for name in parallel.ENVIRONMENT}
-    parallel.initialize(parallel.Cluster.resolve(flags, timeout_seconds=config.cluster_timeout))
+    flags = {name: getattr(config.cluster, name) for name in parallel.ENVIRONMENT}
+    parallel.initialize(parallel.Cluster.resolve(flags, timeout_seconds=config.cluster.cluster_timeout))
 
 
 def healthy_member(result: fit.FitResult) -> int | None:
@@ -143,7 +146,7 @@ def healthy_member(result: fit.FitResult) -> int | None:
 def figures(result: fit.FitResult, member: int, test_images: np.ndarray, out: Path) -> None:
     """The chapter's figures (generation, interpolation, reconstructions) of `member`, a healthy one."""
     params, model = result.member_params(member), result.model
-    likelihood = result.config.likelihood
+    likelihood = result.config.loss.likelihood
     keys = population.member_keys([result.members[member].seed])["figures"][0]
     generate_key, grid_key, reconstruction_key = jax.random.split(keys, 3)
     generated = np.asarray(vae.generate(model, params, generate_key, 12, likelihood))
@@ -155,7 +158,7 @@ def figures(result: fit.FitResult, member: int, test_images: np.ndarray, out: Pa
     plotting.save_figure(plotting.image_grid(interpolated, 7, framed=originals), out / FIGURES[1])
 
     originals_x = data.unit_float_images("test images", test_images[:10])
-    if result.config.binarize:
+    if result.config.data.binarize:
         originals_x = np.asarray(
             likelihoods.binarize_for_evaluation(data.unit_float_images("test images", test_images), "test")[:10]
         )
@@ -178,9 +181,9 @@ def manifest(config: Config, model: vae.Model, metrics: dict) -> dict:
     members = metrics["members"] if "members" in metrics else [{**dataclasses.asdict(config.members()[0]), **metrics}]
     return {
         "kind": KIND,
-        "model": {**registry.to_dict(model), "likelihood": config.likelihood},
-        "binarize": config.binarize,
-        "data": dataclasses.asdict(config.data_settings()),
+        "model": {**registry.to_dict(model), "likelihood": config.loss.likelihood},
+        "binarize": config.data.binarize,
+        "data": dataclasses.asdict(config.source),
         "members": [
             {name: row[name] for name in ("seed", "beta", "learning_rate", "params_sha256", "diverged")}
             for row in members
@@ -189,29 +192,29 @@ def manifest(config: Config, model: vae.Model, metrics: dict) -> dict:
 
 
 def run(config: Config) -> int:
-    resume = config.resuming()
-    runs.check_folder(config.out, KIND, resume=resume, overwrite=config.overwrite, outputs=OUTPUTS)
-    splits = config.data_settings().load_splits()  # a source without a test split is read once
+    resume = config.output.resuming()
+    runs.check_folder(config.output.out, KIND, resume=resume, overwrite=config.output.overwrite, outputs=OUTPUTS)
+    splits = config.source.load_splits()  # a source without a test split is read once
     train_images, test_images = splits["train"].images, splits["test"].images
     if test_images.shape[1:] != train_images.shape[1:]:
         raise DataError(
-            f"{config.dataset}: the test images' shape {test_images.shape[1:]} differs from the training "
+            f"{config.source.dataset}: the test images' shape {test_images.shape[1:]} differs from the training "
             f"images' {train_images.shape[1:]}"
         )
     plan = fit.prepare(config, train_images)  # every check, the memory one included, before any output
     members = plan.members
-    out = Path(config.out)
+    out = Path(config.output.out)
     log = [writers.JsonLines(out / "history.jsonl", resume=resume)]
-    if config.tensorboard:
+    if config.output.tensorboard:
         log.append(writers.TensorBoard(out / "tensorboard", len(members)))
     writer = jax.process_index() == 0
-    environment = runtime.describe(config.matmul_precision, config.deterministic)
+    environment = runtime.describe(config.optimiser.matmul_precision, config.output.deterministic)
     with runs.claim(
         out,
         KIND,
         plan.definition,
         resume=resume,
-        overwrite=config.overwrite,
+        overwrite=config.output.overwrite,
         outputs=OUTPUTS,
         enabled=writer,
         details={"environment": environment},
@@ -221,7 +224,7 @@ def run(config: Config) -> int:
             train_images,
             checkpoint_dir=out / "checkpoints",
             resume=resume,
-            keep_checkpoints=config.keep_checkpoints,
+            keep_checkpoints=config.output.keep_checkpoints,
             writers=log,
             plan=plan,
         )
@@ -242,7 +245,7 @@ def run(config: Config) -> int:
                     )
                 figures(result, shown, test_images, out)
             learning_curves(result, out)
-            if any(name == "beta" for name, _ in config.sweep):
+            if any(name == "beta" for name, _ in config.population.sweep):
                 rows = metrics["members"]
                 plotting.save_figure(
                     plotting.rate_distortion(
@@ -263,7 +266,7 @@ def results(
 ) -> dict:
     """metrics.json: the run's settings and environment, each member's results, and their summary."""
     test = population.evaluate_members(
-        result.model, result.params, test_images, result.members, config.likelihood, config.binarize
+        result.model, result.params, test_images, result.members, config.loss.likelihood, config.data.binarize
     )
     rows = []
     for i, member in enumerate(result.members):
@@ -336,12 +339,12 @@ def results(
 
 
 def summary_line(config: Config, metrics: dict) -> str:
-    speed = f"training {metrics['train_wall_seconds']:.1f} s -> {config.out}"
+    speed = f"training {metrics['train_wall_seconds']:.1f} s -> {config.output.out}"
     if "members" not in metrics:
         # The book's numbers compare only with its own model on its own data.
-        chapter = config.dataset == "fashion_mnist" and config.model == "mlp"
+        chapter = config.source.dataset == "fashion_mnist" and config.model.name == "mlp"
         return (
-            f"VAE {config.model} ({config.recipe}): val_loss {metrics['final_val_loss']:.4f}"
+            f"VAE {config.model.name} ({config.optimiser.recipe}): val_loss {metrics['final_val_loss']:.4f}"
             f"{' (chapter 0.3133)' if chapter else ''}, val rounded accuracy "
             f"{metrics['final_val_rounded_accuracy']:.4f}{' (chapter 0.9228)' if chapter else ''}, {speed}; params "
             f"sha256 {metrics['params_sha256']}"
@@ -358,7 +361,7 @@ def summary_line(config: Config, metrics: dict) -> str:
         loss, accuracy = summary["final_val_loss"], summary["final_val_rounded_accuracy"]
         return f"val_loss {interval(loss)}, val rounded accuracy {interval(accuracy)} (n={loss['n']})"
 
-    head = f"VAE {config.model} population of {metrics['population']} ({config.recipe}), mean [95% CI]:"
+    head = f"VAE {config.model.name} population of {metrics['population']} ({config.optimiser.recipe}), mean [95% CI]:"
     if metrics["summary_by_hyperparameters"] is None:
         return f"{head} {results(metrics['summary'])}, {speed}"
     # A sweep: one interval per grid point (pooling different hyperparameters would mean nothing).
@@ -370,7 +373,7 @@ def summary_line(config: Config, metrics: dict) -> str:
 
 
 def resume_hint(config: Config) -> str:
-    kept = checkpoint.list_checkpoints(Path(config.out) / "checkpoints")
+    kept = checkpoint.list_checkpoints(Path(config.output.out) / "checkpoints")
     if not kept:
         return "no checkpoint was written yet"
     return f"--resume continues from {kept[-1]}"

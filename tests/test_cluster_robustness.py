@@ -299,10 +299,10 @@ def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_ste
     from aejax.training import fit, population
 
     images, _ = data.load_fashion_mnist("train", subset_dir)
-    config = fit.Config(
+    config = fit.Config().replace(
         hidden_sizes=[32], latent_dim=2, epochs=1, batch_size=60, num_validation=120, sweep=[["beta", [0.5, 1.0]]]
     )
-    assert config.hidden_sizes == (32,) and config.sweep == (("beta", (0.5, 1.0)),)
+    assert config.model.hidden_sizes == (32,) and config.population.sweep == (("beta", (0.5, 1.0)),)
     (tmp_path / "file").write_text("")
     for kwargs, message in (
         ({"keep_checkpoints": 0, "checkpoint_dir": tmp_path / "c"}, "keep_checkpoints"),
@@ -315,7 +315,7 @@ def test_a_notebook_passes_lists_and_bad_fit_arguments_fail_before_the_first_ste
 
     import jax
 
-    model = config.build_model((28, 28))
+    model = config.model.build((28, 28))
     state = jax.tree.map(lambda x: x[0], population.init_states(population.member_keys([0])["init"], model))
     step = checks.checked(population.train_step)  # the value checks of the compiled step, on request
     with pytest.raises(Exception, match="hyper learning_rate must be finite"):

@@ -15,7 +15,13 @@ from aejax.training import fit
 
 @pytest.mark.parametrize(
     "make, image_shape",
-    [(conv.Conv, (28, 28)), (conv.Conv, (32, 32, 3)), (conv.Conv, (7, 9, 2)), (mlp.MLP, (8, 8)), (mlp.MLP, (32, 32, 3))],
+    [
+        (conv.Conv, (28, 28)),
+        (conv.Conv, (32, 32, 3)),
+        (conv.Conv, (7, 9, 2)),
+        (mlp.MLP, (8, 8)),
+        (mlp.MLP, (32, 32, 3)),
+    ],
     ids=["conv-28x28", "conv-32x32x3", "conv-7x9x2", "mlp-8x8", "mlp-32x32x3"],
 )
 def test_models_size_themselves_from_the_image_shape(make, image_shape):
@@ -69,7 +75,7 @@ def test_the_conv_vae_has_the_chapters_channels_and_mirrors_the_encoder():
 
 def test_the_conv_vae_learns_on_real_digits():
     images = data.load("digits", "train").images
-    config = fit.Config(
+    config = fit.Config().replace(
         model="conv", latent_dim=4, epochs=6, batch_size=64, num_validation=200, recipe="adam", num_seeds=2
     )
     result = fit.fit(config, images, progress=False)
@@ -95,10 +101,10 @@ class _Decoder(nn.Module):
 def test_a_users_flax_model_trains_as_a_population_and_matches_its_single_runs():
     images = data.load("digits", "train").images
     model = vae.FlaxVAE(_Encoder(), _Decoder(), latent_dim=3, image_shape=(8, 8))
-    config = fit.Config(epochs=2, batch_size=50, num_validation=200, num_seeds=2)
+    config = fit.Config().replace(epochs=2, batch_size=50, num_validation=200, num_seeds=2)
     population = fit.fit(config, images, model=model, progress=False)
     single = fit.fit(
-        fit.Config(epochs=2, batch_size=50, num_validation=200, seed=43), images, model=model, progress=False
+        fit.Config().replace(epochs=2, batch_size=50, num_validation=200, seed=43), images, model=model, progress=False
     )
     # The same member trained alone: a different program, so float32 rounding only (tests/tolerances.py
     # derives the MLP's; these small Dense layers are within the same 1e-4 relative on 2 epochs).
@@ -119,7 +125,7 @@ def test_a_users_flax_model_trains_as_a_population_and_matches_its_single_runs()
 def test_models_that_cannot_train_on_the_data_are_refused(model, message):
     images = data.load("digits", "train").images
     with pytest.raises(UsageError, match=message):
-        fit.prepare(fit.Config(num_validation=200), images, model=model)
+        fit.prepare(fit.Config().replace(num_validation=200), images, model=model)
 
 
 def test_the_registry_round_trips_the_named_models():

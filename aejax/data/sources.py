@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax.config import check_types, fail
+from aejax.config import check_types, fail, option
 from aejax.data.fashion_mnist import FASHION_MNIST_CLASSES, TFDS_ERRORS, load_fashion_mnist
 from aejax.errors import DataError, DataNotFoundError
 
@@ -48,11 +48,19 @@ class Dataset:
 class Settings:
     """What names a data set and its splits (the scripts' data flags; recorded in params files)."""
 
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None  # fashion_mnist only
-    images_key: str = "images"  # npz only
-    labels_key: str = "labels"  # npz only
-    test_holdout: int | None = None  # sources without a test split
+    dataset: str = option(
+        "fashion_mnist",
+        "the images: fashion_mnist, digits (scikit-learn's 8x8), npz:PATH, "
+        "npy:PATH, folder:PATH (PNG/JPEG, class sub-folders) or tfds:NAME (aejax/data/sources.py)",
+    )
+    data_dir: str | None = option(
+        None, "fashion_mnist: folder with the four IDX .gz files (default: Debian's package, else TFDS)"
+    )
+    images_key: str = option("images", "npz: the images' array")
+    labels_key: str = option("labels", "npz: the labels' array (optional in the file)")
+    test_holdout: int | None = option(
+        None, "digits, npz, npy, folder: images held out as the test split (default: one in six)"
+    )
 
     def __post_init__(self):
         check_types(self)

@@ -2,7 +2,7 @@
 
 >>> images, _ = data.load_fashion_mnist("train")
 >>> run = fit(Config(), images)                        # the chapter's VAE, 25 epochs
->>> population = fit(Config(num_seeds=16), images)     # 16 seeds in one compiled program
+>>> population = fit(Config().replace(num_seeds=16), images)  # 16 seeds in one compiled program
 
 A *population* is every combination of `num_seeds` seeds (seed, seed + 1, …) and the values in
 `sweep` (e.g. `(("beta", (0.5, 1.0, 2.0)),)`). All members train in one compiled program: `vmap`
@@ -12,15 +12,15 @@ that seed does, so it trains the same model within float32 rounding: the two are
 programs, whose kernels may sum in another order (docs/reproducibility.md; tests/test_fit.py).
 A single run is a population of one.
 
-The compiled program is `aejax.training.population` (members' keys too), the host-side
-bookkeeping `aejax.training.tracking`; this module holds the config and the loop that drives them.
+The config is `aejax.training.settings`, the compiled program `aejax.training.population`
+(members' keys too), the host-side bookkeeping `aejax.training.tracking`; this module holds the
+checks before any work and the loop that drives them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import sys
 import time
 import warnings
@@ -33,196 +33,15 @@ import numpy as np
 from tqdm import tqdm
 
 from aejax import data, parallel
-from aejax.config import check_types, fail, option
+from aejax.config import fail
 from aejax.errors import RunDirError, UsageError
 from aejax.io import checkpoint
-from aejax.models import conv, likelihoods, mlp, registry, vae
-from aejax.training import population, recipes, tracking
+from aejax.models import likelihoods, registry, vae
+from aejax.training import population, settings, tracking
 from aejax.training.train import ceil_div, epoch_key
 
-SWEEPABLE = ("beta", "learning_rate")
-MODEL_FIELDS = ("model", "hidden_sizes", "channels", "latent_dim", "activation")  # what `Config.build_model` reads
-MAX_SEED = 2**32 - 1  # jax.random.key(s) wraps modulo 2**32 (without x64): larger seeds alias smaller ones
-MATMUL_PRECISIONS = ("default", "high", "highest")
+Config, Member = settings.Config, settings.Member  # where a notebook finds them: fit.Config(…)
 _MEMBER_BYTES_LIMIT = 2**36  # 64 GiB of parameters and optimiser state across a population
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything that defines a training run; the defaults are the chapter's VAE recipe."""
-
-    # Model.
-    model: str = option(
-        "mlp",
-        "the VAE: 'mlp' (the chapter's, aejax/models/mlp.py) or 'conv' (convolutional, aejax/models/conv.py)",
-        choices=registry.NAMES,
-    )
-    hidden_sizes: tuple[int, ...] = option(
-        (150, 100), "mlp: encoder hidden layer sizes, e.g. 300,300; the decoder mirrors them"
-    )
-    channels: tuple[int, ...] = option(
-        (16, 32, 64), "conv: channels of the stride-2 3x3 convolutions; the decoder mirrors them"
-    )
-    latent_dim: int = option(10, "size of the latent codings z")
-    likelihood: str = option(
-        "bernoulli",
-        "observation model: 'bernoulli' (the chapter's; on grey levels a "
-        "cross-entropy, not a density) or 'continuous_bernoulli' (a density on [0, 1])",
-        choices=likelihoods.KINDS,
-    )
-    binarize: bool = option(
-        False,
-        "dynamic binarization: train on Bernoulli draws of the grey levels, new each "
-        "time a batch is used, and validate and test on images binarized once (the "
-        "literature's protocol; with --likelihood bernoulli)",
-    )
-    activation: str = option(
-        "selu",
-        "mlp: hidden units, 'selu' (the chapter's) or 'gated' ((W x + b) * "
-        "sigmoid(V x + c), as the literature's MLP VAEs)",
-        choices=mlp.ACTIVATIONS,
-    )
-    # Loss.
-    beta: float = option(1.0, "weight of the KL term (beta-VAE); 1 is the chapter's VAE")
-    kl_warmup_epochs: int = option(0, "KL warm-up: the KL weight grows linearly to beta over this many epochs (0: off)")
-    # Optimiser.
-    recipe: str = option(
-        "chapter",
-        "optimiser recipe: 'chapter' (Keras RMSprop, as the book), 'improved' (Adam, "
-        "warm-up + cosine decay), 'adam' (Adam, constant rate)",
-        choices=tuple(recipes.RECIPES),
-    )
-    learning_rate: float | None = option(
-        None, "peak learning rate (default: the recipe's, 1e-3 chapter / 4e-3 improved / 1e-3 adam)"
-    )
-    matmul_precision: str = option(
-        "default",
-        "matmul precision (jax_default_matmul_precision): 'highest' is full "
-        "float32 on every backend; 'default' lets GPUs/TPUs use TF32/bf16 passes",
-        choices=MATMUL_PRECISIONS,
-    )
-    # Schedule.
-    epochs: int = option(25, "training epochs (the most, with --early-stopping-patience)", resume_may_change=True)
-    batch_size: int = option(128, "minibatch size")
-    num_validation: int = option(5000, "the last N training images are held out for validation")
-    early_stopping_patience: int | None = option(
-        None,
-        "stop a model after this many epochs without a lower "
-        "validation loss (counted after KL warm-up) and keep its best "
-        "epoch's parameters (default: train all epochs, keep the last)",
-    )
-    # Randomness and populations.
-    seed: int = option(42, f"seed of the root key (0..{MAX_SEED}): initialisation, shuffling, noise, figures")
-    num_seeds: int = option(1, "population: train seeds seed, seed+1, …, seed+N-1 together")
-    sweep: tuple[tuple[str, tuple[float, ...]], ...] = option(
-        (), f"population: NAME=v1,v2,… (repeatable; NAME in {SWEEPABLE}); the grid is crossed with the seeds"
-    )
-
-    def __post_init__(self):
-        check_types(self)
-        if self.model not in registry.NAMES:
-            fail("model", f"must be one of {registry.NAMES}, got {self.model!r}")
-        if self.likelihood not in likelihoods.KINDS:
-            fail("likelihood", f"must be one of {likelihoods.KINDS}, got {self.likelihood!r}")
-        if self.binarize and self.likelihood != "bernoulli":
-            fail("binarize", f"needs --likelihood bernoulli (binarized pixels are 0/1), got {self.likelihood!r}")
-        self.build_model((28, 28))  # the model checks its own settings
-        if self.recipe not in recipes.RECIPES:
-            fail("recipe", f"must be one of {tuple(recipes.RECIPES)}, got {self.recipe!r}")
-        if self.matmul_precision not in MATMUL_PRECISIONS:
-            fail("matmul_precision", f"must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}")
-        _check_beta("beta", self.beta)
-        if self.learning_rate is not None:
-            _check_learning_rate("learning_rate", self.learning_rate)
-        for name in ("epochs", "batch_size", "num_validation", "num_seeds"):
-            if getattr(self, name) < 1:
-                fail(name, f"must be a positive integer, got {getattr(self, name)}")
-        if recipes.get(self.recipe).schedule_uses_epochs and self.epochs < 2:
-            fail(
-                "epochs",
-                f"must be at least 2 with --recipe {self.recipe} (one epoch of warm-up, then the decay), "
-                f"got {self.epochs}",
-            )
-        if self.kl_warmup_epochs < 0:
-            fail("kl_warmup_epochs", f"must be >= 0, got {self.kl_warmup_epochs}")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            fail("early_stopping_patience", f"must be a positive integer, got {self.early_stopping_patience}")
-        if not 0 <= self.seed <= MAX_SEED:
-            fail("seed", f"must be in 0..{MAX_SEED} (larger or negative seeds alias others), got {self.seed}")
-        if self.seed + self.num_seeds - 1 > MAX_SEED:
-            fail("num_seeds", f"{self.num_seeds} from --seed {self.seed} would pass the largest seed {MAX_SEED}")
-        names = [name for name, _ in self.sweep]
-        if "beta" in names and self.beta != 1.0:
-            fail("beta", f"{self.beta} and --sweep beta=… both set beta; pass one")
-        if "learning_rate" in names and self.learning_rate is not None:
-            fail(
-                "learning_rate",
-                f"{self.learning_rate} and --sweep learning_rate=… both set the learning rate; pass one",
-            )
-        for name, values in self.sweep:
-            if name not in SWEEPABLE:
-                fail("sweep", f"names must be in {SWEEPABLE}, got {name!r}")
-            if names.count(name) > 1:
-                fail("sweep", f"gives {name!r} twice; give all its values once: {name}=v1,v2,…")
-            if not values or len(set(values)) != len(values):
-                fail("sweep", f"{name} needs one or more distinct values, got {list(values)}")
-            for value in values:
-                (_check_beta if name == "beta" else _check_learning_rate)("sweep", value, f"{name} value ")
-
-    def build_model(self, image_shape: tuple[int, ...]) -> vae.Model:
-        """The model these settings describe, for images of `image_shape` ((H, W) or (H, W, C))."""
-        image_shape = tuple(int(s) for s in image_shape)
-        if self.model == "conv":
-            return conv.Conv(self.channels, self.latent_dim, image_shape)
-        return mlp.MLP(self.hidden_sizes, self.latent_dim, self.activation, image_shape)
-
-    @property
-    def peak_learning_rate(self) -> float:
-        return recipes.get(self.recipe).default_learning_rate if self.learning_rate is None else self.learning_rate
-
-    def members(self) -> list["Member"]:
-        """Every (grid point, seed), grid points outer, seeds inner (member i: seed + i % num_seeds)."""
-        grid = dict(self.sweep)
-        axes = [grid.get("beta", (self.beta,)), grid.get("learning_rate", (self.peak_learning_rate,))]
-        return [
-            Member(self.seed + offset, float(beta), float(rate))
-            for beta, rate in itertools.product(*axes)
-            for offset in range(self.num_seeds)
-        ]
-
-    def run_definition(self) -> dict[str, Any]:
-        """The settings a resumed run must share with its checkpoints: every field, except those that
-        may change on resume (epochs, unless the recipe's schedule depends on it) and the model's
-        (`prepare` records the model itself: `aejax.models.registry.to_dict`)."""
-        flexible = {f.name for f in dataclasses.fields(Config) if f.metadata.get("resume_may_change")} | set(
-            MODEL_FIELDS
-        )
-        if recipes.get(self.recipe).schedule_uses_epochs:
-            flexible.discard("epochs")
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(Config) if f.name not in flexible}
-
-
-def _check_beta(field: str, value: float, prefix: str = "") -> None:
-    if not 0 <= value < float("inf"):
-        fail(field, f"{prefix}must be a finite number >= 0 (beta = 1 is the chapter's VAE), got {value!r}")
-
-
-def _check_learning_rate(field: str, value: float, prefix: str = "") -> None:
-    if not 0 < value < float("inf"):
-        fail(field, f"{prefix}must be a finite number > 0, got {value!r}")
-
-
-def _jsonable(value: Any) -> Any:
-    return [_jsonable(v) for v in value] if isinstance(value, tuple) else value
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-    """One model of a population: its seed and hyperparameters."""
-
-    seed: int
-    beta: float
-    learning_rate: float
 
 
 class Writer(Protocol):
@@ -306,14 +125,16 @@ def check(config: Config, num_images: int, model: vae.Model) -> None:
             f"and --sweep ask for {members} models, {members * member_bytes / 2**30:.0f} GiB of "
             f"parameters and optimiser state; the limit is {_MEMBER_BYTES_LIMIT / 2**30:.0f} GiB",
         )
-    if config.num_validation >= num_images:
-        fail("num_validation", f"must be smaller than the {num_images} training images, got {config.num_validation}")
-    if config.batch_size > num_images - config.num_validation:
+    if config.data.num_validation >= num_images:
+        fail(
+            "num_validation", f"must be smaller than the {num_images} training images, got {config.data.num_validation}"
+        )
+    if config.schedule.batch_size > num_images - config.data.num_validation:
         fail(
             "batch_size",
-            f"must be at most the {num_images - config.num_validation} training examples, got {config.batch_size}",
+            f"must be at most the {num_images - config.data.num_validation} training examples, got {config.schedule.batch_size}",
         )
-    parallel.check_batch_size(config.batch_size, parallel.training_mesh(len(config.members())))
+    parallel.check_batch_size(config.schedule.batch_size, parallel.training_mesh(len(config.members())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,27 +159,27 @@ def prepare(config: Config, train_images: np.ndarray, model: vae.Model | None = 
     `model`: a model of the caller's (`aejax.models.vae.Model`) in place of the one the config names."""
     images = data.unit_float_images("train_images", train_images)
     if model is None:
-        model = config.build_model(images.shape[1:])
+        model = config.model.build(images.shape[1:])
     check_model(model, images.shape[1:])
     check(config, len(images), model)
-    fit_images, val_images = data.train_validation_split(images, config.num_validation)
+    fit_images, val_images = data.train_validation_split(images, config.data.num_validation)
     members = config.members()
     mesh = parallel.training_mesh(len(members))
-    steps_per_epoch = ceil_div(len(fit_images), config.batch_size)
+    steps_per_epoch = ceil_div(len(fit_images), config.schedule.batch_size)
     program = population.Program(
         model=model,
-        likelihood=config.likelihood,
-        binarize=config.binarize,
-        recipe=config.recipe,
-        batch_size=config.batch_size,
+        likelihood=config.loss.likelihood,
+        binarize=config.data.binarize,
+        recipe=config.optimiser.recipe,
+        batch_size=config.schedule.batch_size,
         steps_per_epoch=steps_per_epoch,
-        epochs=config.epochs,
+        epochs=config.schedule.epochs,
         num_examples=len(fit_images),
         mesh=mesh,
     )
-    if config.binarize:
+    if config.data.binarize:
         val_images = np.asarray(likelihoods.binarize_for_evaluation(val_images, "validation"))
-    with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
+    with jax.default_matmul_precision(config.optimiser.jax_matmul_precision):
         epoch, validate = population.compile_programs(program, [m.seed for m in members], fit_images, val_images)
     definition = {**config.run_definition(), "model": registry.to_dict(model), "data_sha256": fingerprint(train_images)}
     return Plan(config, model, members, program, fit_images, val_images, definition, epoch, validate)
@@ -379,7 +200,7 @@ def fit(
     """Trains the population that `config` describes on `train_images` (N, H, W) or (N, H, W, C),
     uint8 or in [0, 1]; `model` (`aejax.models.vae.Model`), if given, in place of the config's.
 
-    The last `config.num_validation` images validate after every epoch (with the full beta; fixed
+    The last `config.data.num_validation` images validate after every epoch (with the full beta; fixed
     keys, so curves differ only through the parameters). With `checkpoint_dir`, the state after
     every epoch is saved there (the last `keep_checkpoints` kept), and `resume=True` continues from
     the newest readable checkpoint, bit for bit, after checking it comes from the same run (same
@@ -407,16 +228,16 @@ def fit(
     keys = population.member_keys([m.seed for m in members])
     beta = np.asarray([m.beta for m in members], np.float32)
     hyper = {"beta": beta, "learning_rate": np.asarray([m.learning_rate for m in members], np.float32)}
-    patience = config.early_stopping_patience
+    patience = config.schedule.early_stopping_patience
     writer_process = jax.process_index() == 0
 
-    with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
-        states = population.init_states(keys["init"], plan.model, config.recipe)
+    with jax.default_matmul_precision(config.optimiser.jax_matmul_precision):
+        states = population.init_states(keys["init"], plan.model, config.optimiser.recipe)
         # A copy: the state's buffers are donated to the next epoch.
         tree = (
             {"state": states, "best_params": jax.tree.map(jnp.copy, states.params)} if patience else {"state": states}
         )
-        tracker = tracking.Tracker(size, patience, config.kl_warmup_epochs)
+        tracker = tracking.Tracker(size, patience, config.loss.kl_warmup_epochs)
         start_epoch = 0
         if checkpoint_dir is not None:
             existing = checkpoint.list_checkpoints(checkpoint_dir)
@@ -434,9 +255,12 @@ def fit(
                     )
                 else:
                     tree, start_epoch, extra, path = restored
-                    if start_epoch > config.epochs:
-                        fail("epochs", f"{config.epochs} is less than the {start_epoch} epochs already in {path}")
-                    tracker = tracking.Tracker.from_json(extra["tracker"], patience, config.kl_warmup_epochs)
+                    if start_epoch > config.schedule.epochs:
+                        fail(
+                            "epochs",
+                            f"{config.schedule.epochs} is less than the {start_epoch} epochs already in {path}",
+                        )
+                    tracker = tracking.Tracker.from_json(extra["tracker"], patience, config.loss.kl_warmup_epochs)
             elif existing:
                 raise RunDirError(
                     f"{checkpoint_dir} already holds checkpoints ({existing[-1].name}); resume them or "
@@ -454,13 +278,13 @@ def fit(
 
         name = getattr(plan.model, "NAME", "custom")
         bar = tqdm(
-            range(start_epoch, config.epochs),
-            desc=f"VAE {name} ({config.recipe}, {size} model{'s' * (size > 1)})",
+            range(start_epoch, config.schedule.epochs),
+            desc=f"VAE {name} ({config.optimiser.recipe}, {size} model{'s' * (size > 1)})",
             unit="epoch",
             file=sys.stdout,
             dynamic_ncols=True,
             initial=start_epoch,
-            total=config.epochs,
+            total=config.schedule.epochs,
             disable=not (progress and writer_process),
         )
         start = time.perf_counter()
