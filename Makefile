@@ -77,6 +77,8 @@ test-emulated-cpu: venv
 
 benchmark: venv peers
 	$(PY) -m benchmarks.throughput --peer-python $(PEERS)/bin/python --json $(OUT)/benchmarks.json
+	$(PY) -m benchmarks.throughput --model conv --batch-sizes 128 --population-sizes 1,4 --num-examples 11000 \
+	  --peer-python $(PEERS)/bin/python --json $(OUT)/benchmarks_conv.json
 
 clean:
 	rm -rf $(VENV) $(PEERS) $(FLOOR) runs

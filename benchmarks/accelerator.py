@@ -94,12 +94,12 @@ def training(images: np.ndarray, batch_sizes: list[int], sizes: list[int], repea
     for batch_size, size in cases:
         n = _examples(batch_size, len(images)) if size == 1 else len(images)
         rows = jnp.asarray(np.resize(images, (n,) + images.shape[1:]))
-        states, hyper, keys = throughput.chapter_population(size)
+        states, hyper, keys = throughput.model_population(size)
         program = population.Program(batch_size=batch_size)
         start = time.perf_counter()
         compiled = population.train_epoch.lower(states, hyper, rows, keys, program).compile()
         compile_s = time.perf_counter() - start
-        seconds = _median_seconds(lambda: compiled(throughput.chapter_population(size)[0], hyper, rows, keys), repeats)
+        seconds = _median_seconds(lambda: compiled(throughput.model_population(size)[0], hyper, rows, keys), repeats)
         if batch_size not in flops:
             flops[batch_size] = throughput._compiled_flops(batch_size) or throughput.HAND_FLOPS_PER_EXAMPLE
         rate = size * n / seconds

@@ -1,16 +1,20 @@
 """Throughput of aejax's training, sampling and evaluation, against its peers and the matmul ceiling.
 
-    python -m benchmarks.throughput [--batch-sizes 128,1024 --epochs 3 --num-examples 55000
+    python -m benchmarks.throughput [--model mlp|conv --batch-sizes 128,1024 --epochs 3 --num-examples 55000
                                      --peers all --peer-python .venv-peers/bin/python --json out.json]
+
+`--model`: the chapter's MLP VAE (default) or the conv VAE (aejax/models/conv.py); the peers train
+the same model.
 
 Training: median examples/s over `--epochs` timed epochs after one compile epoch, for (a) the
 jitted `population.train_step` called once per batch from Python and (b) `population.train_epoch`, a whole
 epoch in one `lax.scan` with the data on the device, for each `--population-sizes` P: P models
 (seeds 0 … P-1) trained together in one compiled program, reported as aggregate and per-model
 examples/s and the program's device memory (XLA's memory analysis). FLOPs per example come from
-the compiled step's own cost analysis; the ceiling is the model's 20 matmuls (forward + backward)
-in the model's own scanned-epoch structure with nothing else (`skeleton_epoch`), so it bounds the model;
-the machine's float32 GEMM peak (a 2,048 x 2,048 product on all cores) is measured in the same run.
+the compiled step's own cost analysis; for the MLP, the ceiling is the model's 20 matmuls (forward +
+backward) in the model's own scanned-epoch structure with nothing else (`skeleton_epoch`), so it
+bounds the model; the machine's float32 GEMM peak (a 2,048 x 2,048 product on all cores) is
+measured in the same run.
 
 Peers (benchmarks/peers/, installed by `make peers`): the same model, loss and optimiser in
 Keras 3 via `model.fit` (TensorFlow backend, the chapter's code path, and JAX backend) and
@@ -39,7 +43,7 @@ from aejax import data, runtime
 from aejax.evaluation import metrics
 from aejax.io.files import check_writable, write_json
 from aejax.io.streams import tolerant_output
-from aejax.models import linear_ae, mlp, vae
+from aejax.models import conv, linear_ae, mlp, vae
 from aejax.training import population, recipes
 from aejax.training.train import TrainState, run_epoch
 
@@ -75,6 +79,7 @@ def _time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
 
 
 CHAPTER = mlp.MLP()
+MODELS = {"mlp": CHAPTER, "conv": conv.Conv()}
 CHAPTER_HYPER = {"beta": 1.0, "learning_rate": 1e-3}
 
 
@@ -82,20 +87,22 @@ def _fresh_state(params):
     return TrainState.create(jax.tree.map(jnp.copy, params), recipes.chapter_optimizer())
 
 
-def _compiled_flops(batch_size: int) -> float | None:
-    state = _fresh_state(CHAPTER.init(jax.random.key(0)))
-    batch = jnp.zeros((batch_size, 28, 28))
-    analysis = population.train_step.lower(state, batch, jax.random.key(1), CHAPTER_HYPER).compile().cost_analysis()
+def _compiled_flops(batch_size: int, model: vae.Model = CHAPTER) -> float | None:
+    state = _fresh_state(model.init(jax.random.key(0)))
+    batch = jnp.zeros((batch_size, *model.image_shape))
+    program = population.Program(model=model, batch_size=batch_size)
+    lowered = population.train_step.lower(state, batch, jax.random.key(1), CHAPTER_HYPER, program=program)
+    analysis = lowered.compile().cost_analysis()
     if isinstance(analysis, list):
         analysis = analysis[0] if analysis else None
     return float(analysis["flops"]) / batch_size if analysis and "flops" in analysis else None
 
 
-def chapter_population(size: int) -> tuple[TrainState, dict, jax.Array]:
-    """`size` chapter models (seeds 0 … size-1): stacked states, hyperparameters and epoch keys."""
+def model_population(size: int, model: vae.Model = CHAPTER) -> tuple[TrainState, dict, jax.Array]:
+    """`size` models (seeds 0 … size-1) with the chapter's recipe: stacked states, hyperparameters and epoch keys."""
     keys = population.member_keys(range(size))
     hyper = {name: jnp.full(size, value, jnp.float32) for name, value in CHAPTER_HYPER.items()}
-    return population.init_states(keys["init"]), hyper, keys["train"]
+    return population.init_states(keys["init"], model), hyper, keys["train"]
 
 
 def _memory(compiled) -> int | None:
@@ -165,19 +172,19 @@ def gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 def benchmark_vae_training(
-    images: jax.Array, batch_size: int, repeats: int, population_sizes: list[int] = (1,)
+    images: jax.Array, batch_size: int, repeats: int, population_sizes: list[int] = (1,), model: vae.Model = CHAPTER
 ) -> list[dict]:
     """The scanned epoch for each population size (one compiled program: `population.train_epoch`), and a
     single model's jitted step called once per batch from Python. Compilation is timed apart."""
     n = images.shape[0]
-    program = population.Program(batch_size=batch_size)
+    program = population.Program(model=model, batch_size=batch_size)
     records = []
     for size in population_sizes:
-        states, hyper, keys = chapter_population(size)
+        states, hyper, keys = model_population(size, model)
         start = time.perf_counter()
         compiled = population.train_epoch.lower(states, hyper, images, keys, program).compile()
         compile_s = time.perf_counter() - start
-        _, timings = _time(lambda: compiled(chapter_population(size)[0], hyper, images, keys), repeats)
+        _, timings = _time(lambda: compiled(model_population(size, model)[0], hyper, images, keys), repeats)
         median = statistics.median(timings)
         records.append(
             {
@@ -192,14 +199,14 @@ def benchmark_vae_training(
             }
         )
 
-    state = _fresh_state(CHAPTER.init(jax.random.key(0)))
+    state = _fresh_state(model.init(jax.random.key(0)))
     num_batches = n // batch_size
     batches = [images[i * batch_size : (i + 1) * batch_size] for i in range(num_batches)]
 
     def per_step_epoch():
         nonlocal state
         for i, batch in enumerate(batches):
-            state, step_metrics = population.train_step(state, batch, jax.random.key(i), CHAPTER_HYPER)
+            state, step_metrics = population.train_step(state, batch, jax.random.key(i), CHAPTER_HYPER, program=program)
         return step_metrics
 
     compile_s, timings = _time(per_step_epoch, repeats)
@@ -216,13 +223,15 @@ def benchmark_vae_training(
     return records
 
 
-def benchmark_sampling_and_eval(images: jax.Array, batch_size: int, repeats: int) -> list[dict]:
-    params = CHAPTER.init(jax.random.key(0))
+def benchmark_sampling_and_eval(
+    images: jax.Array, batch_size: int, repeats: int, model: vae.Model = CHAPTER
+) -> list[dict]:
+    params = model.init(jax.random.key(0))
     batch = images[:batch_size]
     cases = {
-        "vae_generate": (lambda: vae.generate(CHAPTER, params, jax.random.key(2), batch_size), batch_size),
-        "vae_elbo": (lambda: metrics.elbo(CHAPTER, params, batch, jax.random.key(3)), batch_size),
-        "vae_iwae_k50": (lambda: metrics.iwae_bound(CHAPTER, params, batch, jax.random.key(4), 50), batch_size),
+        "vae_generate": (lambda: vae.generate(model, params, jax.random.key(2), batch_size), batch_size),
+        "vae_elbo": (lambda: metrics.elbo(model, params, batch, jax.random.key(3)), batch_size),
+        "vae_iwae_k50": (lambda: metrics.iwae_bound(model, params, batch, jax.random.key(4), 50), batch_size),
     }
     records = []
     for name, (fn, count) in cases.items():
@@ -253,9 +262,17 @@ def benchmark_linear_ae(repeats: int) -> dict:
 
 
 def run_peer(
-    name: str, python: str, batch_sizes: list[int], epochs: int, num_examples: int, threads: int, device: str = "cpu"
+    name: str,
+    python: str,
+    batch_sizes: list[int],
+    epochs: int,
+    num_examples: int,
+    threads: int,
+    device: str = "cpu",
+    model: str = "mlp",
 ) -> list[dict]:
-    """Runs one peer in its own process; its records, or one record with an "error" if it failed."""
+    """Runs one peer in its own process, training `model` ("mlp" or "conv"); its records, or one
+    record with an "error" if it failed."""
     module, mode = PEERS[name]
     command = [
         python,
@@ -263,6 +280,8 @@ def run_peer(
         module,
         "--mode",
         mode,
+        "--model",
+        model,
         "--threads",
         str(threads),
         "--epochs",
@@ -296,7 +315,7 @@ def run_peer(
             name=name,
             framework_version=report["framework_version"],
             threads=report["threads"],
-            gflops_per_sec=record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9,
+            gflops_per_sec=record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9 if model == "mlp" else None,
         )
         for record in report["records"]
     ]
@@ -322,10 +341,11 @@ def _label(record: dict) -> str:
     return record["name"] if population == 1 else f"{record['name']} x{population}"
 
 
-def print_table(results: list[dict]) -> None:
+def print_table(results: list[dict], hand_count: bool = True) -> None:
     """Training rows with ratios to Keras/TensorFlow, % of the matmul ceiling and % of the machine's
-    GEMM peak (the hand-counted matmul FLOPs); population rows with their aggregate and per-member
-    examples/s and the ratio to one model in the same run."""
+    GEMM peak (the MLP's hand-counted matmul FLOPs; `hand_count=False` for other models leaves both
+    out); population rows with their aggregate and per-member examples/s and the ratio to one model
+    in the same run."""
     peak = next((r["gflops_per_sec"] for r in results if r["name"] == "gemm_peak"), None)
     if peak:
         print(f"float32 GEMM peak of this machine ({GEMM_SIZE} x {GEMM_SIZE}, all cores): {peak:.1f} GFLOP/s")
@@ -346,7 +366,7 @@ def print_table(results: list[dict]) -> None:
             training = r["name"].startswith("vae_train") or r["name"] in PEERS
             ratio = f"{speed / baseline:11.2f}x" if training and speed and baseline else ""
             frac = f"{100 * speed / ceiling:9.0f}%" if training and speed and ceiling else ""
-            matmul_rate = speed * HAND_FLOPS_PER_EXAMPLE / 1e9 if speed else None
+            matmul_rate = speed * HAND_FLOPS_PER_EXAMPLE / 1e9 if speed and hand_count else None
             counted = training or r["name"] == "matmul_only_ceiling"  # rows that do the training step's FLOPs
             of_peak = f"{100 * matmul_rate / peak:6.0f}%" if peak and matmul_rate and counted else ""
             versus = f"{speed / single:9.2f}x" if r["name"] == "vae_train_scan_epoch" and speed and single else ""
@@ -377,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     tolerant_output()  # a closed reader (`| head`) must not lose the JSON at the end
     runtime.configure()  # before JAX's backend starts; see aejax/runtime.py
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--model",
+        default="mlp",
+        choices=sorted(MODELS),
+        help="the VAE to time, aejax's and the peers': the chapter's MLP or the conv VAE (default: %(default)s)",
+    )
     parser.add_argument("--batch-sizes", default="128,1024", help="comma-separated batch sizes (default: %(default)s)")
     parser.add_argument(
         "--population-sizes",
@@ -444,35 +470,47 @@ def main(argv: list[str] | None = None) -> int:
         images = np.random.default_rng(0).random((args.num_examples, 28, 28), dtype=np.float32)
     images = jnp.asarray(images)
     device = jax.devices()[0]
+    model, chapter = MODELS[args.model], args.model == "mlp"
     peak = gemm_peak_gflops(GEMM_SIZE, max(3, args.epochs))
     results = [{"name": "gemm_peak", "matrix_size": GEMM_SIZE, "gflops_per_sec": peak}]
     for batch_size in batch_sizes:
-        flops = _compiled_flops(batch_size)
-        ceiling = _matmul_ceiling(images, batch_size, args.epochs)
-        results.append(
-            {
-                "name": "matmul_only_ceiling",
-                "batch_size": batch_size,
-                "examples_per_sec": ceiling,
-                "gflops_per_sec": ceiling * HAND_FLOPS_PER_EXAMPLE / 1e9,
-            }
-        )
-        for record in benchmark_vae_training(images, batch_size, args.epochs, population_sizes):
+        flops = _compiled_flops(batch_size, model)
+        if chapter:  # the matmul skeleton and the hand count are the MLP's
+            ceiling = _matmul_ceiling(images, batch_size, args.epochs)
+            results.append(
+                {
+                    "name": "matmul_only_ceiling",
+                    "batch_size": batch_size,
+                    "examples_per_sec": ceiling,
+                    "gflops_per_sec": ceiling * HAND_FLOPS_PER_EXAMPLE / 1e9,
+                }
+            )
+        for record in benchmark_vae_training(images, batch_size, args.epochs, population_sizes, model):
             record["flops_per_example_compiled"] = flops
-            record["gflops_per_sec"] = record["examples_per_sec"] * (flops or HAND_FLOPS_PER_EXAMPLE) / 1e9
-            record["fraction_of_matmul_ceiling"] = record["examples_per_sec"] / ceiling
-            record["fraction_of_gemm_peak"] = record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9 / peak
+            record["gflops_per_sec"] = (
+                record["examples_per_sec"] * (flops or HAND_FLOPS_PER_EXAMPLE) / 1e9 if chapter or flops else None
+            )
+            if chapter:
+                record["fraction_of_matmul_ceiling"] = record["examples_per_sec"] / ceiling
+                record["fraction_of_gemm_peak"] = record["examples_per_sec"] * HAND_FLOPS_PER_EXAMPLE / 1e9 / peak
             results.append(record)
-        results.extend(benchmark_sampling_and_eval(images, batch_size, args.epochs))
-    results.append(benchmark_linear_ae(args.epochs))
+        results.extend(benchmark_sampling_and_eval(images, batch_size, args.epochs, model))
+    if chapter:
+        results.append(benchmark_linear_ae(args.epochs))
     for record in results:
         record["device"] = device.device_kind
+        record["model"] = args.model
     if peers and device.platform != "cpu":
         print(f"note: peers run on the CPU (their CPU builds), aejax on {device.device_kind}")
     for name in peers:
-        results.extend(run_peer(name, args.peer_python, batch_sizes, args.epochs, args.num_examples, args.threads))
+        results.extend(
+            run_peer(
+                name, args.peer_python, batch_sizes, args.epochs, args.num_examples, args.threads, model=args.model
+            )
+        )
 
-    print_table(results)
+    print(f"model: {args.model} ({vae.describe(model)})")
+    print_table(results, hand_count=chapter)
     if args.json:
         payload = {
             "device": device.device_kind,
@@ -482,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_count": os.cpu_count(),
             "peer_threads": args.threads,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "hand_flops_per_example": HAND_FLOPS_PER_EXAMPLE,
+            "model": args.model,
+            "hand_flops_per_example": HAND_FLOPS_PER_EXAMPLE if chapter else None,
             "results": results,
         }
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

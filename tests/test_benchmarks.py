@@ -69,6 +69,21 @@ def _matmuls(jaxpr) -> list:
     return found
 
 
+def test_throughput_times_the_conv_model_too(tmp_path, capsys):
+    out = tmp_path / "conv.json"
+    argv = ["--model", "conv", "--batch-sizes", "16", "--epochs", "1", "--num-examples", "32"]
+    assert throughput.main([*argv, "--population-sizes", "1", "--peers", "none", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["model"] == "conv" and payload["hand_flops_per_example"] is None
+    names = {r["name"] for r in payload["results"]}
+    # The MLP's matmul skeleton does not bound another model: no ceiling row for the conv VAE.
+    assert {"vae_train_scan_epoch", "vae_train_step_per_batch", "vae_iwae_k50"} <= names
+    assert "matmul_only_ceiling" not in names
+    scan = next(r for r in payload["results"] if r["name"] == "vae_train_scan_epoch")
+    assert scan["model"] == "conv" and scan["flops_per_example_compiled"] > 0
+    assert "model: conv" in capsys.readouterr().out
+
+
 def test_the_matmul_ceiling_runs_exactly_the_models_matmuls():
     # The ceiling bounds the model only if it does a subset of the model's work: the same 20
     # matmuls (shapes and contraction dimensions, hence the same kernels), in the same epoch loop.
@@ -88,10 +103,14 @@ def test_the_matmul_ceiling_runs_exactly_the_models_matmuls():
     assert throughput.HAND_FLOPS_PER_EXAMPLE <= flops < 1.01 * throughput.HAND_FLOPS_PER_EXAMPLE
 
 
-@pytest.mark.parametrize("peer", list(throughput.PEERS))
-def test_each_peer_trains_in_its_own_process(peer):
+# Every peer on the conv VAE; the MLP once per framework (a peer's modes share its model code).
+@pytest.mark.parametrize(
+    "peer, model",
+    [(peer, "conv") for peer in throughput.PEERS] + [("keras_tensorflow_fit", "mlp"), ("torch_eager", "mlp")],
+)
+def test_each_peer_trains_in_its_own_process(peer, model):
     assert PEER_PYTHON.exists(), "the peer frameworks are missing: run `make peers`"
-    records = throughput.run_peer(peer, str(PEER_PYTHON), [16, 32], epochs=1, num_examples=64, threads=2)
+    records = throughput.run_peer(peer, str(PEER_PYTHON), [16, 32], epochs=1, num_examples=64, threads=2, model=model)
     assert [r.get("error") for r in records] == [None, None]
     assert [r["batch_size"] for r in records] == [16, 32]
     for record in records:

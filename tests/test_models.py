@@ -52,9 +52,9 @@ def _reference_conv(x, kernel, stride, transpose):
 
 
 @pytest.mark.parametrize("stride, transpose", [(1, False), (2, False), (1, True)])
-def test_patch_convolution_is_lax_convolution(stride, transpose):
+def test_the_3x3_convolutions_are_lax_convolutions(stride, transpose):
     x = jax.random.normal(jax.random.key(2), (2, 7, 6, 3))
-    layer = conv.PatchConv(4, stride=stride, transpose=transpose)
+    layer = conv.Conv3x3(4, stride=stride, transpose=transpose)
     variables = layer.init(jax.random.key(3), x)
     out = layer.apply(variables, x)
     expected = _reference_conv(x, variables["params"]["kernel"], stride, transpose) + variables["params"]["bias"]

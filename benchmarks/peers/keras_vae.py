@@ -1,6 +1,6 @@
-"""Peer: the chapter's VAE in Keras 3, trained by `model.fit` exactly as the book does.
+"""Peer: aejax's VAEs in Keras 3, trained by `model.fit` exactly as the book does.
 
-    python -m benchmarks.peers.keras_vae --threads 2 [--mode tensorflow|jax --batch-sizes 128]
+    python -m benchmarks.peers.keras_vae --threads 2 [--mode tensorflow|jax --model mlp|conv --batch-sizes 128]
 
 `--mode` picks the Keras backend (default tensorflow, the chapter's). Epoch times come from a
 callback around each epoch of one `fit` call; the first epoch (tracing/compiling) is the warm-up.
@@ -14,8 +14,9 @@ import time
 from benchmarks.peers import protocol
 
 
-def build_model(keras):
-    """The chapter's functional VAE: sigmoid outputs, BCE loss, KL / 784 added with add_loss."""
+def build_model(keras, model: str = "mlp"):
+    """A functional VAE as the chapter writes them: sigmoid outputs, BCE loss, KL / 784 added with
+    add_loss; `model` "mlp" (the chapter's) or "conv" (benchmarks/peers/protocol.py)."""
     layers, ops = keras.layers, keras.ops
 
     class Sampling(layers.Layer):
@@ -39,21 +40,38 @@ def build_model(keras):
 
     inputs = keras.Input(shape=(protocol.PIXELS,))
     h = inputs
-    for size in protocol.HIDDEN_SIZES:
-        h = layers.Dense(size, activation="selu")(h)
+    if model == "conv":
+        h = layers.Reshape((protocol.SIDE, protocol.SIDE, 1))(h)
+        for channels in protocol.CHANNELS:
+            h = layers.Conv2D(channels, 3, strides=2, padding="same", activation="selu")(h)
+        h = layers.Flatten()(h)
+    else:
+        for size in protocol.HIDDEN_SIZES:
+            h = layers.Dense(size, activation="selu")(h)
     mean = layers.Dense(protocol.LATENT_DIM)(h)
     log_var = layers.Dense(protocol.LATENT_DIM)(h)
     mean, log_var = LatentLoss()([mean, log_var])
     h = Sampling()([mean, log_var])
-    for size in reversed(protocol.HIDDEN_SIZES):
-        h = layers.Dense(size, activation="selu")(h)
-    outputs = layers.Dense(protocol.PIXELS, activation="sigmoid")(h)
-    model = keras.Model(inputs, outputs)
-    model.compile(
+    if model == "conv":
+        side = protocol.FEATURE_SIDES[-1]
+        h = layers.Dense(side * side * protocol.CHANNELS[-1], activation="selu")(h)
+        h = layers.Reshape((side, side, protocol.CHANNELS[-1]))(h)
+        back = (*reversed(protocol.CHANNELS[:-1]), 1)
+        for i, (channels, target) in enumerate(zip(back, reversed(protocol.FEATURE_SIDES[:-1]))):
+            h = layers.Conv2DTranspose(channels, 3, strides=2, padding="same")(h)
+            h = layers.Cropping2D(((0, h.shape[1] - target), (0, h.shape[2] - target)))(h)
+            h = layers.Activation("selu" if i < len(back) - 1 else "sigmoid")(h)
+        outputs = layers.Flatten()(h)
+    else:
+        for size in reversed(protocol.HIDDEN_SIZES):
+            h = layers.Dense(size, activation="selu")(h)
+        outputs = layers.Dense(protocol.PIXELS, activation="sigmoid")(h)
+    vae = keras.Model(inputs, outputs)
+    vae.compile(
         loss="binary_crossentropy",
         optimizer=keras.optimizers.RMSprop(protocol.LEARNING_RATE, rho=protocol.RHO, epsilon=protocol.EPSILON),
     )
-    return model
+    return vae
 
 
 def main() -> None:
@@ -83,7 +101,9 @@ def main() -> None:
         keras.utils.set_random_seed(0)
         timer = EpochTimer()
         timer.seconds = []
-        build_model(keras).fit(x, x, epochs=args.epochs + 1, batch_size=batch_size, callbacks=[timer], verbose=0)
+        build_model(keras, args.model).fit(
+            x, x, epochs=args.epochs + 1, batch_size=batch_size, callbacks=[timer], verbose=0
+        )
         records.append(protocol.record(batch_size, args.num_examples, timer.seconds[0], timer.seconds[1:]))
     protocol.emit(f"keras_{backend}_fit", f"keras {keras.__version__} ({backend})", args.threads, records)
 

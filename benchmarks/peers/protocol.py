@@ -1,7 +1,7 @@
 """What every peer script shares: its flags, synthetic data and the one JSON line it prints.
 
-A peer runs in its own process, imports only its own framework (never JAX), trains the chapter's
-VAE for `--epochs` timed epochs after one warm-up epoch, and prints one JSON object on its last
+A peer runs in its own process, imports only its own framework (never JAX), trains `--model`
+(the chapter's MLP VAE, or aejax's conv VAE) for `--epochs` timed epochs after one warm-up epoch, and prints one JSON object on its last
 stdout line: {"name", "framework_version", "threads", "records": [{"batch_size", "timings_s",
 "compile_s", "examples_per_sec"}, ...]}.
 """
@@ -17,10 +17,16 @@ from typing import Callable
 
 import numpy as np
 
-# The chapter's model, shared by the peers: encoder 784-150-100-(10, 10), decoder 10-100-150-784.
+# The models, shared by the peers. mlp, the chapter's: encoder 784-150-100-(10, 10), decoder
+# 10-100-150-784. conv, aejax/models/conv.py's: stride-2 3x3 convolutions 1-16-32-64 (28 -> 14 -> 7
+# -> 4), Dense to (10, 10); Dense to 4x4x64, stride-2 transposed 3x3 convolutions 64-32-16-1, each
+# cropped to the encoder's size (8 -> 7, 14, 28).
+MODELS = ("mlp", "conv")
 HIDDEN_SIZES = (150, 100)
+CHANNELS = (16, 32, 64)
+FEATURE_SIDES = (28, 14, 7, 4)  # the encoder's feature maps, input first
 LATENT_DIM = 10
-PIXELS = 784
+SIDE, PIXELS = 28, 784
 # Keras' RMSprop defaults, as in the chapter.
 LEARNING_RATE, RHO, EPSILON = 1e-3, 0.9, 1e-7
 
@@ -32,6 +38,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--num-examples", type=int, default=55000, help="training examples per epoch")
     parser.add_argument("--threads", type=int, required=True, help="intra-op threads (inter-op: 1)")
     parser.add_argument("--mode", default=None, help="framework-specific variant")
+    parser.add_argument("--model", default="mlp", choices=MODELS, help="which VAE to train")
     parser.add_argument("--device", default="cpu", help="where to train: cpu, or cuda where the framework has it")
     args = parser.parse_args()
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
