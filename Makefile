@@ -42,8 +42,12 @@ demo: venv data
 	$(PY) -m experiments.vae_fashion_mnist --recipe improved --overwrite --out $(OUT)/vae_improved
 	$(PY) -m experiments.evaluate_vae --params $(OUT)/vae_chapter/params.msgpack --overwrite --out $(OUT)/vae_chapter_eval
 
+# The suite in TEST_WORKERS processes (pytest-xdist): much of it is compiling and starting
+# subprocesses, single-threaded work that two workers overlap on two cores.
+TEST_WORKERS ?= 2
+
 test: venv peers
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # The same suite on the oldest versions the requirements allow (requirements-floor.txt).
 $(FLOOR)/.installed: requirements-floor.txt pyproject.toml
@@ -54,7 +58,7 @@ $(FLOOR)/.installed: requirements-floor.txt pyproject.toml
 	touch $@
 
 test-floor: $(FLOOR)/.installed peers
-	$(FLOOR)/bin/python -m pytest -q
+	$(FLOOR)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 # Other CPUs (docs/reproducibility.md). test-isa: the reproducibility tests again with XLA's code
 # generation limited to AVX and to SSE4.2 (no FMA: other roundings in aejax's compiled kernels).
