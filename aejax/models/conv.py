@@ -50,7 +50,8 @@ class Conv3x3(nn.Module):
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         if self.transpose:
             return _transposed(x, kernel, self.features) + bias
-        return _windows(x, self.stride) @ kernel + bias
+        pads = (_same_padding(x.shape[1], self.stride), _same_padding(x.shape[2], self.stride))
+        return _windows(jnp.pad(x, ((0, 0), *pads, (0, 0))), 3, self.stride) @ kernel + bias
 
 
 def _same_padding(size: int, stride: int) -> tuple[int, int]:
@@ -59,11 +60,11 @@ def _same_padding(size: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _windows(x: jax.Array, stride: int) -> jax.Array:
-    """(N, H, W, C) -> (N, H', W', 9 C): every 3 x 3 window of the 'SAME'-padded input at `stride`."""
-    x = jnp.pad(x, ((0, 0), _same_padding(x.shape[1], stride), _same_padding(x.shape[2], stride), (0, 0)))
+def _windows(x: jax.Array, size: int, stride: int) -> jax.Array:
+    """(N, H, W, C), padded -> (N, H', W', size² C): every size x size window at `stride`, features
+    ordered (channel, window row, window column) as `lax.conv_general_dilated_patches`."""
     n, height, width, channels = x.shape
-    rows, cols = (height - 3) // stride + 1, (width - 3) // stride + 1
+    rows, cols = (height - size) // stride + 1, (width - size) // stride + 1
     shifted = [
         jax.lax.slice(
             x,
@@ -71,10 +72,10 @@ def _windows(x: jax.Array, stride: int) -> jax.Array:
             (n, i + (rows - 1) * stride + 1, j + (cols - 1) * stride + 1, channels),
             (1, stride, stride, 1),
         )
-        for i in range(3)
-        for j in range(3)
+        for i in range(size)
+        for j in range(size)
     ]
-    return jnp.stack(shifted, axis=-1).reshape(n, rows, cols, channels * 9)  # (channel, row, column) order
+    return jnp.stack(shifted, axis=-1).reshape(n, rows, cols, channels * size * size)
 
 
 # Which tap of a 3-tap kernel axis feeds output phase p (row 2a + p) from input row a + s: the
@@ -90,12 +91,9 @@ def _transposed(x: jax.Array, kernel: jax.Array, features: int) -> jax.Array:
     four output phases: each input pixel's 2 x 2 window (itself and the next row and column) times
     one (4 C, 4 features) matrix holding each phase's taps, then the phases interleaved."""
     n, height, width, channels = x.shape
-    padded = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
-    windows = jnp.stack(
-        [padded[:, s : s + height, t : t + width] for s in range(2) for t in range(2)], axis=-2
-    ).reshape(n, height, width, 4 * channels)  # (shift row, shift column, channel) order
+    windows = _windows(jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0))), 2, 1)  # (channel, shift row, shift column)
     taps = kernel.reshape(channels, 3, 3, features)
-    phases = jnp.einsum("psi,qtj,cijf->stcpqf", _PHASE_TAPS, _PHASE_TAPS, taps).reshape(4 * channels, 4 * features)
+    phases = jnp.einsum("psi,qtj,cijf->cstpqf", _PHASE_TAPS, _PHASE_TAPS, taps).reshape(4 * channels, 4 * features)
     out = (windows @ phases).reshape(n, height, width, 2, 2, features)
     return out.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * height, 2 * width, features)
 
