@@ -176,6 +176,7 @@ def evaluation_keys(seed: int) -> dict[str, jax.Array]:
         "chapter": chapter,
         "reconstruction": reconstruction,
         "mutual_information": mutual_information,
+        "kl_per_dim": jax.random.fold_in(chapter, 1),
     }
 
 
@@ -210,7 +211,7 @@ def evaluate_member(config: Config, model: vae.Model, params: vae.Params, x: jax
     chapter = vae.evaluate(model, params, x, chapter_key, likelihood=likelihood)
     results["test_chapter_loss"] = float(chapter["loss"])
     results["test_rounded_accuracy"] = float(chapter["rounded_accuracy"])
-    per_dim = np.asarray(metrics.kl_per_dim(model, params, x), np.float64)
+    per_dim = np.asarray(metrics.kl_per_dim(model, params, x, keys["kl_per_dim"]), np.float64)
     activity = np.asarray(metrics.latent_activity(model, params, x), np.float64)
     results["diagnostics"] = {
         "rate_nats": float(chapter["kl"]),

@@ -31,7 +31,7 @@ from aejax.errors import DataError
 from aejax.io import checkpoint, params_file, runs, writers
 from aejax.io.files import write_json
 from aejax.data import sources
-from aejax.models import likelihoods, registry, vae
+from aejax.models import likelihoods, priors, registry, vae
 from aejax.training import fit, population
 from experiments import common
 
@@ -152,7 +152,7 @@ def figures(result: fit.FitResult, member: int, test_images: np.ndarray, out: Pa
     generated = np.asarray(vae.generate(model, params, generate_key, 12, likelihood))
     plotting.save_figure(plotting.image_grid(generated, 4), out / FIGURES[0])
 
-    codings = jax.random.normal(grid_key, (12, model.latent_dim))
+    codings = priors.sample(model, params, grid_key, 12)
     interpolated = np.asarray(vae.decode(model, params, vae.interpolate_codings(codings, (3, 4), (5, 7)), likelihood))
     originals = [row * 7 + col for row in range(0, 5, 2) for col in range(0, 7, 2)]  # the chapter's frames
     plotting.save_figure(plotting.image_grid(interpolated, 7, framed=originals), out / FIGURES[1])
@@ -266,7 +266,14 @@ def results(
 ) -> dict:
     """metrics.json: the run's settings and environment, each member's results, and their summary."""
     test = population.evaluate_members(
-        result.model, result.params, test_images, result.members, config.loss.likelihood, config.data.binarize
+        result.model,
+        result.params,
+        test_images,
+        result.members,
+        config.loss.likelihood,
+        config.data.binarize,
+        objective=config.loss.objective,
+        samples=config.loss.train_samples,
     )
     rows = []
     for i, member in enumerate(result.members):
@@ -338,13 +345,23 @@ def results(
     }
 
 
+def label(config: Config) -> str:
+    """The model, its prior and its objective, e.g. "mlp+vamp, iwae k=5"."""
+    name = config.model.name + ("+vamp" if config.model.prior == "vamp" else "")
+    loss = config.loss
+    return name + (
+        f", {loss.objective} k={loss.train_samples}" if (loss.objective, loss.train_samples) != ("elbo", 1) else ""
+    )
+
+
 def summary_line(config: Config, metrics: dict) -> str:
     speed = f"training {metrics['train_wall_seconds']:.1f} s -> {config.output.out}"
     if "members" not in metrics:
         # The book's numbers compare only with its own model on its own data.
-        chapter = config.source.dataset == "fashion_mnist" and config.model.name == "mlp"
+        book = fit.Config()
+        chapter = config.source.dataset == "fashion_mnist" and (config.model, config.loss) == (book.model, book.loss)
         return (
-            f"VAE {config.model.name} ({config.optimiser.recipe}): val_loss {metrics['final_val_loss']:.4f}"
+            f"VAE {label(config)} ({config.optimiser.recipe}): val_loss {metrics['final_val_loss']:.4f}"
             f"{' (chapter 0.3133)' if chapter else ''}, val rounded accuracy "
             f"{metrics['final_val_rounded_accuracy']:.4f}{' (chapter 0.9228)' if chapter else ''}, {speed}; params "
             f"sha256 {metrics['params_sha256']}"
@@ -361,7 +378,7 @@ def summary_line(config: Config, metrics: dict) -> str:
         loss, accuracy = summary["final_val_loss"], summary["final_val_rounded_accuracy"]
         return f"val_loss {interval(loss)}, val rounded accuracy {interval(accuracy)} (n={loss['n']})"
 
-    head = f"VAE {config.model.name} population of {metrics['population']} ({config.optimiser.recipe}), mean [95% CI]:"
+    head = f"VAE {label(config)} population of {metrics['population']} ({config.optimiser.recipe}), mean [95% CI]:"
     if metrics["summary_by_hyperparameters"] is None:
         return f"{head} {results(metrics['summary'])}, {speed}"
     # A sweep: one interval per grid point (pooling different hyperparameters would mean nothing).

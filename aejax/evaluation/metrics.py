@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from aejax.checks import check_positive_int
-from aejax.models import likelihoods, vae
+from aejax.models import likelihoods, priors, vae
+from aejax.training.train import ceil_div
 
 # A Python float: a jnp constant here would start JAX's backend at import, before entry points
 # can set their XLA flags (aejax/runtime.py).
@@ -51,7 +52,9 @@ def elbo(
     num_samples: int = 1,
     likelihood: str = "bernoulli",
 ) -> jax.Array:
-    """Per-example ELBO in nats: E_q[log p(x|z)] (Monte Carlo, `num_samples` draws) - KL (analytic).
+    """Per-example ELBO in nats: E_q[log p(x|z)] - KL(q(z|x) || p(z)), Monte Carlo over
+    `num_samples` draws; the KL term in closed form for the standard prior, else
+    log q(z|x) - log p(z) at the same draws.
 
     The draws are taken one at a time (memory O(B * pixels) whatever `num_samples` is).
     Args: x (B, *image_shape) in [0, 1]. Returns: (B,).
@@ -59,13 +62,23 @@ def elbo(
     check_positive_int("num_samples", num_samples)
     mean, log_var = vae.encode(model, params, x)
     x = jnp.asarray(x, jnp.float32)
+    closed_form = priors.has_standard_prior(model)
 
     def add_draw(total, s):
-        z = vae.reparameterize(mean, log_var, _noise(key, s, mean))
-        return total + log_likelihood(model, params, x, z, likelihood), None
+        eps = _noise(key, s, mean)
+        z = vae.reparameterize(mean, log_var, eps)
+        term = log_likelihood(model, params, x, z, likelihood)
+        if not closed_form:
+            term = term + priors.log_density(model, params, z) - _log_posterior(log_var, eps)
+        return total + term, None
 
     total, _ = jax.lax.scan(add_draw, jnp.zeros(mean.shape[:-1]), jnp.arange(num_samples))
-    return total / num_samples - vae.kl_divergence(mean, log_var)
+    return total / num_samples - (vae.kl_divergence(mean, log_var) if closed_form else 0.0)
+
+
+def _log_posterior(log_var: jax.Array, eps: jax.Array) -> jax.Array:
+    """log q(z | x) at z = mean + exp(log_var / 2) * eps, from the noise: exact for any finite log_var."""
+    return -0.5 * jnp.sum(log_var + jnp.square(eps) + _LOG_2PI, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "k", "chunk_size", "likelihood"))
@@ -81,8 +94,8 @@ def iwae_bound(
     """Per-example importance-weighted bound log (1/k) sum_i p(x, z_i) / q(z_i | x) (Burda et al. 2015).
 
     The k draws are processed `chunk_size` at a time with a running log-sum-exp, so memory is
-    O(B * chunk_size * pixels) whatever k is. log q(z | x) is computed from the noise eps
-    (-1/2 sum(log_var + eps^2 + log 2 pi)), so any finite log-variance gives a finite, exact term.
+    O(B * chunk_size * pixels) whatever k is. log q(z | x) is computed from the noise eps, so any
+    finite log-variance gives a finite, exact term; log p(z) is the model's prior.
     k = 1 is the single-draw ELBO with a sampled KL term.
     Args: x (B, *image_shape) in [0, 1]; 1 <= k <= MAX_IMPORTANCE_SAMPLES. Returns: (B,) in nats.
     """
@@ -93,14 +106,13 @@ def iwae_bound(
     mean, log_var = vae.encode(model, params, x)
     x = jnp.asarray(x, jnp.float32)
     chunk_size = min(chunk_size, k)
-    num_chunks = -(-k // chunk_size)
+    num_chunks = ceil_div(k, chunk_size)
 
     def log_weight(s):
         eps = _noise(key, s, mean)
         z = vae.reparameterize(mean, log_var, eps)
-        log_q = -0.5 * jnp.sum(log_var + jnp.square(eps) + _LOG_2PI, axis=-1)
-        log_prior = -0.5 * jnp.sum(jnp.square(z) + _LOG_2PI, axis=-1)
-        log_w = log_likelihood(model, params, x, z, likelihood) + log_prior - log_q
+        log_prior = priors.log_density(model, params, z)
+        log_w = log_likelihood(model, params, x, z, likelihood) + log_prior - _log_posterior(log_var, eps)
         return jnp.where(s < k, log_w, -jnp.inf)  # draws past k in the last chunk count for nothing
 
     def accumulate(carry, chunk):
@@ -115,13 +127,30 @@ def iwae_bound(
     return log_max + jnp.log(total) - jnp.log(k)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def kl_per_dim(model: vae.Model, params: vae.Params, x: ArrayLike) -> jax.Array:
-    """KL(q(z_l | x) || N(0, 1)) per latent dimension l, averaged over the images x; (L,) nats.
+@functools.partial(jax.jit, static_argnames=("model", "chunk_size"))
+def kl_per_dim(
+    model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array | None = None, chunk_size: int = 100
+) -> jax.Array:
+    """KL(q(z_l | x) || p(z_l)) per latent dimension l, averaged over the images x; (L,) nats.
 
-    Its sum is the rate (the mean KL). A dimension with KL near 0 carries no information about x.
+    A dimension with KL near 0 carries no information about x. Standard prior: in closed form, and
+    the sum is the rate (the mean KL). Another prior: p(z_l) is its marginal, and the terms are
+    estimated with one draw z ~ q(z | x) per image from `key` (needed then), `chunk_size` images at
+    a time; a mixture prior does not factorise, so their sum is not the rate.
     """
-    return jnp.mean(vae.kl_terms(*vae.encode(model, params, x)), axis=0)
+    mean, log_var = vae.encode(model, params, x)
+    if priors.has_standard_prior(model):
+        return jnp.mean(vae.kl_terms(mean, log_var), axis=0)
+    if key is None:
+        raise ValueError(f"kl_per_dim needs a key for a model with a {getattr(model, 'NAME', 'learned')} prior")
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    z = vae.reparameterize(mean, log_var, eps)
+    log_q = -0.5 * (log_var + jnp.square(eps) + _LOG_2PI)
+    n = z.shape[0]
+    num_chunks = ceil_div(n, chunk_size)
+    chunks = jnp.pad(z, ((0, num_chunks * chunk_size - n), (0, 0))).reshape(num_chunks, chunk_size, -1)
+    log_p = jax.lax.map(lambda c: priors.marginal_log_densities(model, params, c), chunks).reshape(-1, z.shape[-1])
+    return jnp.mean(log_q - log_p[:n], axis=0)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -152,7 +181,7 @@ def mutual_information_from_posterior(
     n, latent = mean.shape
     neg_entropy = jnp.mean(-0.5 * latent * _LOG_2PI - 0.5 * jnp.sum(1.0 + log_var, axis=-1))
     z = vae.sample_latent(key, mean, log_var)
-    num_chunks = -(-n // chunk_size)
+    num_chunks = ceil_div(n, chunk_size)
     padded = jnp.pad(z, ((0, num_chunks * chunk_size - n), (0, 0))).reshape(num_chunks, chunk_size, latent)
 
     def log_aggregate(chunk):  # log q(z) for each z of the chunk: (chunk,)

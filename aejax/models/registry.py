@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from aejax.models import conv, mlp
+from aejax.models import conv, mlp, priors
 from aejax.models.vae import Model
 
 MODELS = {"mlp": mlp.MLP, "conv": conv.Conv}
@@ -13,8 +13,11 @@ NAMES = tuple(MODELS)
 
 
 def to_dict(model: Model) -> dict[str, Any]:
-    """{"name": …, and every setting} of a model `MODELS` holds; {"name": "custom", "repr": …,
+    """{"name": …, and every setting} of a model `MODELS` holds, with "prior" and
+    "num_pseudo_inputs" for a VampPrior (none: the standard prior); {"name": "custom", "repr": …,
     "latent_dim", "image_shape"} of any other (a user's model: recorded, but not rebuilt from it)."""
+    if isinstance(model, priors.VampPrior):
+        return {**to_dict(model.base), "prior": "vamp", "num_pseudo_inputs": model.num_pseudo_inputs}
     name = getattr(model, "NAME", None)
     if MODELS.get(name) is type(model):
         settings = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
@@ -29,6 +32,11 @@ def to_dict(model: Model) -> dict[str, Any]:
 
 def from_dict(description: dict[str, Any]) -> Model:
     """The model `to_dict` described; ValueError for a custom model or unknown settings."""
+    description = dict(description)
+    prior = description.pop("prior", "standard")
+    num_pseudo_inputs = description.pop("num_pseudo_inputs", 500)
+    if prior not in priors.NAMES:
+        raise ValueError(f"its prior {prior!r} is not one of {priors.NAMES}")
     name = description.get("name")
     if name == "custom":
         raise ValueError(
@@ -41,4 +49,5 @@ def from_dict(description: dict[str, Any]) -> Model:
     unknown = sorted(set(description) - fields - {"name"})
     if unknown:
         raise ValueError(f"its {name} model has settings this aejax does not know: {unknown}")
-    return MODELS[name](**{k: v for k, v in description.items() if k != "name"})
+    model = MODELS[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in description.items() if k != "name"})
+    return priors.with_prior(model, prior, num_pseudo_inputs)

@@ -4,7 +4,8 @@ A *model* is a frozen, hashable description (a jit static argument) with pure fu
 params pytree (`Model`): `init(key)`, `encode(params, x)` to the mean and log-variance of the
 diagonal-Gaussian q(z | x), and `decode_logits(params, z)` to the logits of p(x | z)
 (`aejax.models.likelihoods`), plus its `latent_dim` and `image_shape` ((H, W) or (H, W, C)). The
-prior is N(0, I). `aejax.models.mlp` (the chapter's VAE) and `aejax.models.conv` are two models;
+prior is N(0, I) unless the model defines its own (`aejax.models.priors`: the VampPrior).
+`aejax.models.mlp` (the chapter's VAE) and `aejax.models.conv` are two models;
 `FlaxVAE` makes one of any Flax encoder and decoder:
 
 >>> model = vae.FlaxVAE(MyEncoder(), MyDecoder(), latent_dim=16, image_shape=(28, 28))
@@ -30,10 +31,12 @@ from jax.experimental import checkify
 from jax.typing import ArrayLike
 
 from aejax.config import check_types, fail
-from aejax.models import likelihoods
+from aejax.models import likelihoods, priors
 from aejax.training.train import Metrics, mean_over_batches, weighted_mean
 
 Params = Any
+OBJECTIVES = ("elbo", "iwae")
+LOG_2PI = math.log(2 * math.pi)
 
 
 class Model(Protocol):
@@ -235,28 +238,60 @@ def batch_metrics(
     beta: float | jax.Array = 1.0,
     likelihood: str = "bernoulli",
     binarize: bool = False,
+    objective: str = "elbo",
+    samples: int = 1,
 ) -> Metrics:
-    """Per-example metrics for one latent draw each; every value has shape (B,).
+    """Per-example metrics from `samples` latent draws each; every value has shape (B,).
 
-    loss = reconstruction + beta * kl / num_pixels (the chapter's per-pixel scale); reconstruction
-    = -log p(x | z) per pixel (nats; the BCE for "bernoulli"); kl (nats); rounded_accuracy.
+    reconstruction = -log p(x | z) per pixel (nats; the BCE for "bernoulli") and kl (nats), each
+    averaged over the draws; rounded_accuracy of the first draw. The loss, per pixel:
+    - objective "elbo": reconstruction + beta * kl / num_pixels (the chapter's scale), with the KL
+      term in closed form for the standard prior, else log q(z|x) - log p(z) at the draws;
+    - objective "iwae": -log (1/S) sum_s exp(log p(x|z_s) + beta (log p(z_s) - log q(z_s|x))) /
+      num_pixels (Burda et al. 2015; beta = 1 is the IWAE bound; one draw is the ELBO with a
+      sampled KL term).
     `binarize` first replaces x by a Bernoulli draw of its grey levels from `fold_in(key, 1)`
     (dynamic binarization); the latent noise always comes from `key`.
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
     x = check_images(model, x)
     if binarize:
         x = likelihoods.binarize(jax.random.fold_in(key, 1), x)
     mean, log_var = encode(model, params, x)
-    logits = decode_logits(model, params, sample_latent(key, mean, log_var))
+    if samples == 1:  # the chapter's draw, bit for bit
+        eps = jax.random.normal(key, mean.shape, mean.dtype)[None]
+    else:
+        eps = jax.random.normal(key, (samples,) + mean.shape, mean.dtype)
+    z = reparameterize(mean, log_var, eps)  # (S, B, L)
+    logits = decode_logits(model, params, z.reshape((-1, model.latent_dim)))
+    logits = logits.reshape(z.shape[:2] + logits.shape[1:])
     axes = image_axes(model)
-    reconstruction = -jnp.mean(likelihoods.log_prob(likelihood, logits, x), axis=axes)
-    kl = kl_divergence(mean, log_var)
+    log_px = likelihoods.log_prob(likelihood, logits, x)
+    reconstruction = -jnp.mean(log_px, axis=axes)  # (S, B)
+    sampled_kl = objective == "iwae" or not priors.has_standard_prior(model)
+    if sampled_kl:
+        log_q = -0.5 * jnp.sum(log_var + jnp.square(eps) + LOG_2PI, axis=-1)
+        kl = log_q - priors.log_density(model, params, z)  # (S, B)
+    else:
+        kl = kl_divergence(mean, log_var)[None]
+    if objective == "iwae":
+        log_w = jnp.sum(log_px, axis=axes) - beta * kl
+        loss = -(jax.nn.logsumexp(log_w, axis=0) - math.log(samples)) / num_pixels(model)
+    else:
+        loss = _draw_mean(reconstruction) + beta * _draw_mean(kl) / num_pixels(model)
     return {
-        "loss": reconstruction + beta * kl / num_pixels(model),
-        "reconstruction": reconstruction,
-        "kl": kl,
-        "rounded_accuracy": _rounded_accuracy(x, logits, axes),
+        "loss": loss,
+        "reconstruction": _draw_mean(reconstruction),
+        "kl": _draw_mean(kl),
+        "rounded_accuracy": _rounded_accuracy(x, logits[0], axes),
     }
+
+
+def _draw_mean(values: jax.Array) -> jax.Array:
+    return values[0] if values.shape[0] == 1 else jnp.mean(values, axis=0)
 
 
 def loss(
@@ -268,18 +303,22 @@ def loss(
     weights: jax.Array | None = None,
     likelihood: str = "bernoulli",
     binarize: bool = False,
+    objective: str = "elbo",
+    samples: int = 1,
 ) -> jax.Array:
-    """The chapter's loss, a scalar: batch mean of reconstruction + beta * KL / num_pixels
-    (loss * num_pixels ≈ -ELBO). `weights` (B,) of 0/1 restrict the mean to the rows marked 1."""
+    """The training loss, a scalar: the batch mean of `batch_metrics`' loss (the chapter's by default:
+    reconstruction + beta * KL / num_pixels; loss * num_pixels ≈ -ELBO). `weights` (B,) of 0/1
+    restrict the mean to the rows marked 1."""
     if isinstance(beta, (int, float)) and not 0 <= beta < float("inf"):
         raise ValueError(f"beta must be a finite number >= 0 (beta = 1 is the chapter's VAE), got {beta!r}")
-    return weighted_mean(batch_metrics(model, params, x, key, beta, likelihood, binarize)["loss"], weights)
+    metrics = batch_metrics(model, params, x, key, beta, likelihood, binarize, objective, samples)
+    return weighted_mean(metrics["loss"], weights)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "n", "likelihood"))
 def generate(model: Model, params: Params, key: jax.Array, n: int, likelihood: str = "bernoulli") -> jax.Array:
-    """n images (n, *image_shape) in [0, 1]: E[x | z] for codings z drawn from the prior N(0, I)."""
-    return decode(model, params, jax.random.normal(key, (n, model.latent_dim)), likelihood)
+    """n images (n, *image_shape) in [0, 1]: E[x | z] for codings z drawn from the model's prior."""
+    return decode(model, params, priors.sample(model, params, key, n), likelihood)
 
 
 def interpolate_codings(
@@ -307,7 +346,7 @@ def interpolate_codings(
     return resized.reshape(size[0] * size[1], latent)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batch_size", "likelihood"))
+@functools.partial(jax.jit, static_argnames=("model", "batch_size", "likelihood", "objective", "samples"))
 def evaluate(
     model: Model,
     params: Params,
@@ -316,12 +355,16 @@ def evaluate(
     batch_size: int = 1000,
     beta: float | jax.Array = 1.0,
     likelihood: str = "bernoulli",
+    objective: str = "elbo",
+    samples: int = 1,
 ) -> Metrics:
-    """Mean loss, reconstruction, kl and rounded_accuracy over images (N, *image_shape), one latent
-    draw each, scored as given (a model trained with binarization: pass images binarized once,
-    `likelihoods.binarize_for_evaluation`)."""
+    """Mean loss, reconstruction, kl and rounded_accuracy (`batch_metrics`) over images
+    (N, *image_shape), scored as given (a model trained with binarization: pass images binarized
+    once, `likelihoods.binarize_for_evaluation`)."""
     return mean_over_batches(
-        lambda batch, batch_key: batch_metrics(model, params, batch, batch_key, beta, likelihood),
+        lambda batch, batch_key: batch_metrics(
+            model, params, batch, batch_key, beta, likelihood, objective=objective, samples=samples
+        ),
         images,
         key,
         batch_size,

@@ -170,6 +170,8 @@ def prepare(config: Config, train_images: np.ndarray, model: vae.Model | None = 
         model=model,
         likelihood=config.loss.likelihood,
         binarize=config.data.binarize,
+        objective=config.loss.objective,
+        samples=config.loss.train_samples,
         recipe=config.optimiser.recipe,
         batch_size=config.schedule.batch_size,
         steps_per_epoch=steps_per_epoch,
@@ -366,6 +368,8 @@ def _check_arguments(checkpoint_dir, resume: bool, keep_checkpoints: int, writer
 
 
 def _check_same_run(recorded: dict, definition: dict, path: Path) -> None:
+    # A setting the recorded run lacks was added since: that run had its default.
+    recorded = {**Config().run_definition(), **recorded}
     changed = {k: (recorded.get(k), v) for k, v in definition.items() if recorded.get(k) != v}
     if changed:
         differences = ", ".join(

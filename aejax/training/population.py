@@ -45,6 +45,8 @@ class Program:
     model: vae.Model = mlp.MLP()
     likelihood: str = "bernoulli"
     binarize: bool = False
+    objective: str = "elbo"
+    samples: int = 1  # latent draws per image, in training and validation
     recipe: str = "chapter"
     batch_size: int = 128
     steps_per_epoch: int = 1  # with `epochs`, what the recipe's schedule needs
@@ -77,7 +79,16 @@ def _step(
         program.recipe, hyper["learning_rate"], state.step, program.steps_per_epoch, program.epochs
     )
     value, grads = jax.value_and_grad(vae.loss, argnums=1)(
-        program.model, state.params, batch, key, hyper["beta"], weights, program.likelihood, program.binarize
+        program.model,
+        state.params,
+        batch,
+        key,
+        hyper["beta"],
+        weights,
+        program.likelihood,
+        program.binarize,
+        program.objective,
+        program.samples,
     )
     return state.apply_gradients(grads, recipes.optimizer(program.recipe, rate)), {"loss": value}
 
@@ -122,13 +133,25 @@ def train_epoch(
     return _vmap(member_epoch, program.mesh)(states, hyper, keys)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "likelihood", "mesh"))
-def evaluate(params, images, keys, beta, model: vae.Model, likelihood: str, mesh: Mesh | None = None) -> Metrics:
+@functools.partial(jax.jit, static_argnames=("model", "likelihood", "mesh", "objective", "samples"))
+def evaluate(
+    params,
+    images,
+    keys,
+    beta,
+    model: vae.Model,
+    likelihood: str,
+    mesh: Mesh | None = None,
+    objective: str = "elbo",
+    samples: int = 1,
+) -> Metrics:
     """Mean loss, reconstruction, kl and rounded_accuracy (each (M,)) of stacked params on `images`
-    (scored as given), member i with keys[i] and beta[i]."""
-    return _vmap(lambda p, k, b: vae.evaluate(model, p, images, k, beta=b, likelihood=likelihood), mesh)(
-        params, keys, beta
-    )
+    (scored as given, with the training objective), member i with keys[i] and beta[i]."""
+
+    def member(p, k, b):
+        return vae.evaluate(model, p, images, k, beta=b, likelihood=likelihood, objective=objective, samples=samples)
+
+    return _vmap(member, mesh)(params, keys, beta)
 
 
 def evaluate_members(
@@ -139,18 +162,22 @@ def evaluate_members(
     likelihood: str,
     binarize: bool = False,
     key_name: str = "test",
+    objective: str = "elbo",
+    samples: int = 1,
 ) -> dict[str, np.ndarray]:
     """Mean loss, reconstruction, kl, rounded_accuracy (each (M,)) of stacked params on `images`.
 
     Each member uses its own `key_name` key and beta; with `binarize` the images are binarized once
-    with the split's fixed key (`likelihoods.binarize_for_evaluation`).
+    with the split's fixed key (`likelihoods.binarize_for_evaluation`); the loss is `objective`'s
+    with `samples` draws (`aejax.models.vae.batch_metrics`).
     """
     x = jnp.asarray(data.unit_float_images("images", images))
     if binarize:
         x = likelihoods.binarize_for_evaluation(x, "test" if key_name == "test" else "validation")
     keys = member_keys([m.seed for m in members])[key_name]
     beta = jnp.asarray([m.beta for m in members], jnp.float32)
-    return {k: np.asarray(v) for k, v in evaluate(params, x, keys, beta, model=model, likelihood=likelihood).items()}
+    values = evaluate(params, x, keys, beta, model=model, likelihood=likelihood, objective=objective, samples=samples)
+    return {k: np.asarray(v) for k, v in values.items()}
 
 
 @jax.jit
@@ -193,13 +220,10 @@ def compile_programs(
     epoch = train_epoch.lower(
         states, {"beta": vector, "learning_rate": vector}, shaped(fit_images), epoch_keys, program
     ).compile()
+    scoring = {"model": program.model, "likelihood": program.likelihood}
+    scoring.update(objective=program.objective, samples=program.samples)
     validate = evaluate.lower(
-        states.params,
-        shaped(val_images),
-        shaped(keys["validation"]),
-        vector,
-        model=program.model,
-        likelihood=program.likelihood,
+        states.params, shaped(val_images), shaped(keys["validation"]), vector, **scoring
     ).compile()
     available = parallel.available_memory()
     needed = [_needed_bytes(epoch), _needed_bytes(validate)]
@@ -217,5 +241,5 @@ def compile_programs(
         return epoch, validate
     return (
         functools.partial(train_epoch, program=program),
-        functools.partial(evaluate, model=program.model, likelihood=program.likelihood, mesh=program.mesh),
+        functools.partial(evaluate, mesh=program.mesh, **scoring),
     )

@@ -19,7 +19,7 @@ import itertools
 from typing import Any
 
 from aejax.config import check_types, fail, flatten, leaves, option, replace, section
-from aejax.models import conv, likelihoods, mlp, registry, vae
+from aejax.models import conv, likelihoods, mlp, priors, registry, vae
 from aejax.training import recipes
 
 SWEEPABLE = ("beta", "learning_rate")
@@ -50,6 +50,13 @@ class ModelSettings:
         "sigmoid(V x + c), as the literature's MLP VAEs)",
         choices=mlp.ACTIVATIONS,
     )
+    prior: str = option(
+        "standard",
+        "p(z): 'standard' (N(0, I)) or 'vamp' (the VampPrior: a mixture of the encoder's posteriors "
+        "at learned pseudo-inputs, Tomczak & Welling 2018)",
+        choices=priors.NAMES,
+    )
+    num_pseudo_inputs: int = option(500, "vamp: number of pseudo-inputs (mixture components)")
 
     def __post_init__(self):
         check_types(self)
@@ -61,8 +68,10 @@ class ModelSettings:
         """The model these settings describe, for images of `image_shape` ((H, W) or (H, W, C))."""
         image_shape = tuple(int(s) for s in image_shape)
         if self.name == "conv":
-            return conv.Conv(self.channels, self.latent_dim, image_shape)
-        return mlp.MLP(self.hidden_sizes, self.latent_dim, self.activation, image_shape)
+            model = conv.Conv(self.channels, self.latent_dim, image_shape)
+        else:
+            model = mlp.MLP(self.hidden_sizes, self.latent_dim, self.activation, image_shape)
+        return priors.with_prior(model, self.prior, self.num_pseudo_inputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +93,7 @@ class DataSettings:
 
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
-    """The negative ELBO's two terms: the observation model, and the weight of the KL term."""
+    """The training objective: the observation model, the KL term's weight, and the bound (ELBO or IWAE)."""
 
     likelihood: str = option(
         "bernoulli",
@@ -94,6 +103,13 @@ class LossSettings:
     )
     beta: float = option(1.0, "weight of the KL term (beta-VAE); 1 is the chapter's VAE")
     kl_warmup_epochs: int = option(0, "KL warm-up: the KL weight grows linearly to beta over this many epochs (0: off)")
+    objective: str = option(
+        "elbo",
+        "what training maximises (and validation scores): 'elbo', or 'iwae' (the importance-weighted "
+        "bound of Burda et al. 2015, with --train-samples draws)",
+        choices=vae.OBJECTIVES,
+    )
+    train_samples: int = option(1, "latent draws per image in each training step and validation (iwae: its k)")
 
     def __post_init__(self):
         check_types(self)
@@ -102,6 +118,9 @@ class LossSettings:
         _check_beta("beta", self.beta)
         if self.kl_warmup_epochs < 0:
             fail("kl_warmup_epochs", f"must be >= 0, got {self.kl_warmup_epochs}")
+        if self.objective not in vae.OBJECTIVES:
+            fail("objective", f"must be one of {vae.OBJECTIVES}, got {self.objective!r}")
+        _check_positive(self, "train_samples")
 
 
 @dataclasses.dataclass(frozen=True)
