@@ -33,13 +33,13 @@ from tqdm import tqdm
 from aejax import data, pca, plotting, runtime, stats
 from aejax.config import check_types, fail, option
 from aejax.errors import DataError, ParamsFileError
-from aejax.evaluation import metrics
+from aejax.evaluation import metrics, sample_quality
 from aejax.io import params_file, runs
 from aejax.io.files import write_json
 from aejax.data import sources
 from aejax.models import likelihoods, registry, vae
 from aejax.training import fit, settings
-from experiments import common
+from experiments import common, train_classifier
 
 KIND = "evaluate_vae"
 FIGURES = (
@@ -52,6 +52,7 @@ OUTPUTS = ("metrics.json", common.TRACEBACK) + FIGURES
 # Decoder evaluations (images x samples x members) one evaluation may ask for: ~8 hours on a 2-core
 # CPU (measured ~3.5e5 per second), minutes on a GPU. More is refused up front.
 MAX_DECODER_EVALUATIONS = 10**10
+SAMPLE_QUALITY = ("frechet_distance", "precision", "recall")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +78,18 @@ class Config:
     test_holdout: int | None = option(
         None, "digits, npz, npy, folder: images held out as the test split (default: the training run's)"
     )
+    classifier: str | None = option(
+        None,
+        "classifier.msgpack of experiments.train_classifier: also score --num-samples generated images "
+        "(Fréchet distance, precision, recall in its features)",
+    )
+    num_samples: int = option(10000, "with --classifier: images generated per model")
     out: str = option("runs/vae_eval", "output folder (not a training run's: results never overwrite another run's)")
     overwrite: bool = option(False, "replace an earlier evaluation in --out")
 
     def __post_init__(self):
         check_types(self)
-        for name in ("elbo_samples", "batch_size"):
+        for name in ("elbo_samples", "batch_size", "num_samples"):
             if getattr(self, name) < 1:
                 fail(name, f"must be a positive integer, got {getattr(self, name)}")
         if self.num_test_images is not None and self.num_test_images < 1:
@@ -177,11 +184,31 @@ def evaluation_keys(seed: int) -> dict[str, jax.Array]:
         "reconstruction": reconstruction,
         "mutual_information": mutual_information,
         "kl_per_dim": jax.random.fold_in(chapter, 1),
+        "samples": jax.random.fold_in(chapter, 2),
     }
 
 
-def evaluate_member(config: Config, model: vae.Model, params: vae.Params, x: jax.Array, likelihood: str) -> dict:
-    """Every number of one model on the test images x (binarized already, for a model trained so)."""
+def generated_images(config: Config, model: vae.Model, params: vae.Params, likelihood: str) -> np.ndarray:
+    """--num-samples images E[x | z], z from the model's prior, 1,000 per compiled call."""
+    key, count = evaluation_keys(config.seed)["samples"], config.num_samples
+    batches = [
+        np.asarray(vae.generate(model, params, jax.random.fold_in(key, i), 1000, likelihood))
+        for i in tqdm(range(-(-count // 1000)), desc="samples", unit="batch", file=sys.stdout, leave=False)
+    ]
+    return np.concatenate(batches)[:count]
+
+
+def evaluate_member(
+    config: Config,
+    model: vae.Model,
+    params: vae.Params,
+    x: jax.Array,
+    likelihood: str,
+    classifier: sample_quality.TrainedClassifier | None = None,
+    real: np.ndarray | None = None,
+) -> dict:
+    """Every number of one model on the test images x (binarized already, for a model trained so);
+    with a classifier, its samples' quality against the `real` (grey-level) test images."""
     keys = evaluation_keys(config.seed)
     elbo_key, iwae_key, chapter_key, mi_key = (keys[k] for k in ("elbo", "iwae", "chapter", "mutual_information"))
     results: dict = {}
@@ -226,6 +253,9 @@ def evaluate_member(config: Config, model: vae.Model, params: vae.Params, x: jax
     for name, value in results["diagnostics"].items():
         if not np.all(np.isfinite(value)):
             raise FloatingPointError(f"{name} is not finite: the model or its inputs are broken; nothing was written")
+    if classifier is not None:
+        results.update(sample_quality.scores(classifier, real, generated_images(config, model, params, likelihood)))
+        results["num_samples"] = config.num_samples
     return results
 
 
@@ -280,6 +310,12 @@ def run(config: Config) -> int:
             f"{settings.dataset}: the test images have shape {images.shape[1:]}, the model in --params "
             f"takes {tuple(model.image_shape)}"
         )
+    classifier = None if config.classifier is None else train_classifier.load(config.classifier)
+    if classifier is not None and classifier.image_shape != tuple(model.image_shape):
+        fail(
+            "classifier",
+            f"takes images of shape {classifier.image_shape}, the model in --params makes {tuple(model.image_shape)}",
+        )
     count = len(images) if config.num_test_images is None else config.num_test_images
     if count > len(images):
         fail("num_test_images", f"must be at most the {len(images)} test images, got {count}")
@@ -294,7 +330,8 @@ def run(config: Config) -> int:
         )
     images = images[:count]
     test = dataclasses.replace(test, images=images, labels=None if test.labels is None else test.labels[:count])
-    x = jnp.asarray(data.unit_float_images("test images", images))
+    real = data.unit_float_images("test images", images)
+    x = jnp.asarray(real)
     binarize = bool(manifest.get("binarize", False))
     if binarize:
         x = likelihoods.binarize_for_evaluation(x, "test")
@@ -319,7 +356,11 @@ def run(config: Config) -> int:
         start = time.perf_counter()
         with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
             rows = [
-                {"member": i, **identities[i], **evaluate_member(config, model, members[i], x, likelihood)}
+                {
+                    "member": i,
+                    **identities[i],
+                    **evaluate_member(config, model, members[i], x, likelihood, classifier, real),
+                }
                 for i in chosen
             ]
         seconds = time.perf_counter() - start
@@ -335,6 +376,15 @@ def run(config: Config) -> int:
             "model": manifest["model"],
             "eval_wall_seconds": seconds,
         }
+        if classifier is not None:
+            result["sample_quality"] = {
+                "classifier": config.classifier,
+                "classifier_test_accuracy": classifier.accuracy,
+                "generated": "E[x | z] for z from the model's prior",
+                "real": "the test images, grey levels",
+                "k": 3,
+                "note": "Fréchet distance and precision/recall (k-NN manifolds) " + sample_quality.NOTE,
+            }
         if likelihood == "bernoulli" and not binarize:
             floor = np.sum(np.asarray(likelihoods.bernoulli_entropy(x)), axis=vae.image_axes(model))
             result["test_entropy_floor_nats"] = float(np.mean(floor))
@@ -377,6 +427,7 @@ def summarize(rows: list[dict], ks: list[int]) -> dict:
         },
         "active_units": stats.summarize([r["diagnostics"]["active_units"] for r in rows]),
         "mutual_information_nats": stats.summarize([r["diagnostics"]["mutual_information_nats"] for r in rows]),
+        **{name: stats.summarize([r[name] for r in rows]) for name in SAMPLE_QUALITY if name in rows[0]},
     }
 
 
@@ -388,11 +439,18 @@ def summary_line(result: dict, out: Path) -> str:
     elbo = first["test_negative_elbo_nats"]
     d = first["diagnostics"]
     floor = f"; entropy floor {result['test_entropy_floor_nats']:.2f}" if "test_entropy_floor_nats" in result else ""
+    samples = (
+        f"; samples: Fréchet distance {first['frechet_distance']:.2f}, precision {first['precision']:.3f}, "
+        f"recall {first['recall']:.3f}"
+        if "frechet_distance" in first
+        else ""
+    )
     who = f"member 0 of {len(result['members'])}: " if "members" in result else ""
     return (
         f"{who}test -ELBO {elbo['mean']:.2f} ± {elbo['standard_error']:.2f} nats; -IWAE {iwae} nats{floor} "
-        f"({result['likelihood']}{', binarized' if result['binarize'] else ''}); rate {d['rate_nats']:.2f}, distortion {d['distortion_nats']:.2f}, active units "
-        f"{d['active_units']}/{len(d['kl_per_dim_nats'])}, MI {d['mutual_information_nats']:.2f} nats; chapter loss "
+        f"({result['likelihood']}{', binarized' if result['binarize'] else ''}); rate {d['rate_nats']:.2f}, "
+        f"distortion {d['distortion_nats']:.2f}, active units {d['active_units']}/{len(d['kl_per_dim_nats'])}, "
+        f"MI {d['mutual_information_nats']:.2f} nats{samples}; chapter loss "
         f"{first['test_chapter_loss']:.4f}, rounded accuracy {first['test_rounded_accuracy']:.4f} "
         f"({result['eval_wall_seconds']:.0f} s) -> {out}"
     )

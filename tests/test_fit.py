@@ -1,6 +1,7 @@
 """aejax.training.fit: populations in one compiled program reproduce single runs; resume; configs."""
 
 import dataclasses
+from pathlib import Path
 
 import chex
 import jax
@@ -10,6 +11,7 @@ import tolerances
 
 from aejax import data
 from aejax.config import ConfigError
+from aejax.errors import RunDirError
 from aejax.io import checkpoint
 from aejax.models import mlp, vae
 from aejax.training import fit, population, train
@@ -204,12 +206,18 @@ def test_too_large_a_population_is_refused_before_any_work(images):
 def test_the_run_definition_is_derived_from_the_config(images):
     chapter = fit.Config().run_definition()
     assert "epochs" not in chapter and chapter["beta"] == 1.0
-    # By name, as the flags: the same keys as the flat config's of earlier versions, so their
-    # checkpoints still resume; the model section is recorded as the model itself (below).
+    # By name, as the flags: the flat config's keys of earlier versions, plus the objective's two
+    # (added since: a checkpoint without them had their defaults, and resumes; see below); the model
+    # section is recorded as the model itself (below).
     assert set(chapter) == {
         *("binarize", "num_validation", "likelihood", "beta", "kl_warmup_epochs", "recipe", "learning_rate"),
         *("matmul_precision", "batch_size", "early_stopping_patience", "seed", "num_seeds", "sweep"),
+        *("objective", "train_samples"),
     }
+    older = {k: v for k, v in chapter.items() if k not in ("objective", "train_samples")}
+    fit._check_same_run(older, chapter, Path("old-run"))  # an older run's record: still the same run
+    with pytest.raises(RunDirError, match=r"--train-samples 1 \(now 5\)"):
+        fit._check_same_run(older, {**chapter, "train_samples": 5}, Path("old-run"))
     # The model is recorded whole, as the registry describes it, with the data's fingerprint.
     definition = fit.prepare(fit.Config().replace(num_validation=120), images).definition
     assert definition["model"] == {

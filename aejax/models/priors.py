@@ -100,8 +100,10 @@ class VampPrior:
         params = self.base.init(base_key)
         if not isinstance(params, dict) or "prior" in params:
             raise TypeError("the VampPrior needs a model whose params are a dict without a 'prior' entry")
-        shape = (self.num_pseudo_inputs,) + self.image_shape
-        return {**params, "prior": {"pseudo_inputs": 0.05 + 0.01 * jax.random.normal(prior_key, shape)}}
+        return {
+            **params,
+            "prior": {"pseudo_inputs": pseudo_inputs(prior_key, self.num_pseudo_inputs, self.image_shape)},
+        }
 
     def _base_params(self, params: dict) -> dict:
         return {k: v for k, v in params.items() if k != "prior"}
@@ -118,22 +120,38 @@ class VampPrior:
         return self.encode(params, jnp.clip(params["prior"]["pseudo_inputs"], 0.0, 1.0))
 
     def log_prior(self, params: dict, z: jax.Array) -> jax.Array:
-        mean, log_var = self.components(params)
-        flat = z.reshape(-1, z.shape[-1])
-        log_p = jax.nn.logsumexp(log_gaussian(flat, mean, log_var), axis=-1) - math.log(self.num_pseudo_inputs)
-        return log_p.reshape(z.shape[:-1])
+        return mixture_log_density(z, *self.components(params))
 
     def log_prior_marginals(self, params: dict, z: jax.Array) -> jax.Array:
-        mean, log_var = self.components(params)  # (K, L)
-        log_n = -0.5 * (jnp.square(z[..., None, :] - mean) * jnp.exp(-log_var) + log_var + _LOG_2PI)
-        return jax.nn.logsumexp(log_n, axis=-2) - math.log(self.num_pseudo_inputs)
+        return mixture_marginal_log_densities(z, *self.components(params))
 
     def sample_prior(self, params: dict, key: jax.Array, n: int) -> jax.Array:
-        component_key, noise_key = jax.random.split(key)
-        mean, log_var = self.components(params)
-        k = jax.random.randint(component_key, (n,), 0, self.num_pseudo_inputs)
-        noise = jax.random.normal(noise_key, (n, self.latent_dim))
-        return mean[k] + jnp.exp(log_var[k] / 2) * noise
+        return mixture_sample(key, *self.components(params), n)
+
+
+def mixture_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """log (1/K) sum_k N(z; mean_k, diag exp(log_var_k)) of codings (..., L); components (K, L)."""
+    flat = z.reshape(-1, z.shape[-1])
+    log_p = jax.nn.logsumexp(log_gaussian(flat, mean, log_var), axis=-1) - math.log(mean.shape[0])
+    return log_p.reshape(z.shape[:-1])
+
+
+def mixture_marginal_log_densities(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
+    """Each dimension's marginal log density under the mixture, (..., L)."""
+    log_n = -0.5 * (jnp.square(z[..., None, :] - mean) * jnp.exp(-log_var) + log_var + _LOG_2PI)
+    return jax.nn.logsumexp(log_n, axis=-2) - math.log(mean.shape[0])
+
+
+def mixture_sample(key: jax.Array, mean: jax.Array, log_var: jax.Array, n: int) -> jax.Array:
+    """n draws (n, L) from the mixture: a uniform component, then its Gaussian."""
+    component_key, noise_key = jax.random.split(key)
+    k = jax.random.randint(component_key, (n,), 0, mean.shape[0])
+    return mean[k] + jnp.exp(log_var[k] / 2) * jax.random.normal(noise_key, (n, mean.shape[1]))
+
+
+def pseudo_inputs(key: jax.Array, count: int, image_shape: tuple[int, ...]) -> jax.Array:
+    """Initial pseudo-inputs (count, *image_shape): N(0.05, 0.01^2) pixels, as the reference's."""
+    return 0.05 + 0.01 * jax.random.normal(key, (count,) + tuple(image_shape))
 
 
 def with_prior(model: Any, prior: str, num_pseudo_inputs: int = 500) -> Any:
