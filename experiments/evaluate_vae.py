@@ -380,6 +380,7 @@ def run(config: Config) -> int:
             result["sample_quality"] = {
                 "classifier": config.classifier,
                 "classifier_test_accuracy": classifier.accuracy,
+                "training_images_vs_test": classifier.reference,
                 "generated": "E[x | z] for z from the model's prior",
                 "real": "the test images, grey levels",
                 "k": 3,

@@ -4,7 +4,8 @@
 
 Trains on the data set's labelled training split and measures its accuracy on the test split.
 Writes classifier.msgpack (the params with a manifest: classes, layers, image shape, test accuracy,
-data set) and metrics.json. `experiments.evaluate_vae --classifier runs/classifier/classifier.msgpack`
+data set, and the scores of real training images against the test images: what a perfect generator
+scores) and metrics.json. `experiments.evaluate_vae --classifier runs/classifier/classifier.msgpack`
 then reports the Fréchet distance, precision and recall of a model's samples in its features.
 """
 
@@ -73,6 +74,7 @@ def load(path: str | Path) -> sample_quality.TrainedClassifier:
         tuple(described["image_shape"]),
         members[0],
         described["test_accuracy"],
+        described.get("training_images_vs_test"),
     )
 
 
@@ -112,11 +114,14 @@ def run(config: Config) -> int:
             held_out=(test, splits["test"].labels),
         )
         seconds = time.perf_counter() - start
+        # What a perfect generator scores: as many real training images as there are test images.
+        reference = sample_quality.scores(classifier, test, train[: len(test)])
         described = {
             "num_classes": classifier.num_classes,
             "channels": list(classifier.channels),
             "image_shape": list(classifier.image_shape),
             "test_accuracy": classifier.accuracy,
+            "training_images_vs_test": reference,
             "data": dataclasses.asdict(config.source),
         }
         stacked = jax.tree.map(lambda leaf: np.asarray(leaf)[None], classifier.params)
@@ -129,7 +134,9 @@ def run(config: Config) -> int:
         )
     print(
         f"classifier: test accuracy {classifier.accuracy:.4f} on {len(test)} {config.source.dataset} test images, "
-        f"{training.epochs} epochs, {seconds:.0f} s -> {out / 'classifier.msgpack'}"
+        f"{training.epochs} epochs, {seconds:.0f} s; {min(len(train), len(test))} training images against the "
+        f"test images (a perfect generator): Fréchet distance {reference['frechet_distance']:.2f}, precision "
+        f"{reference['precision']:.3f}, recall {reference['recall']:.3f} -> {out / 'classifier.msgpack'}"
     )
     return 0
 

@@ -20,13 +20,13 @@ PARAMS["prior"]["pseudo_inputs"] = jax.random.uniform(jax.random.key(1), (6, 8, 
 
 
 def _direct_log_prior(params, z):
-    mean, log_var = VAMP.components(params)
+    mean, log_var = VAMP.prior_components(params)
     log_n = -0.5 * jnp.sum((z[..., None, :] - mean) ** 2 / jnp.exp(log_var) + log_var + jnp.log(2 * jnp.pi), axis=-1)
     return jax.nn.logsumexp(log_n, axis=-1) - jnp.log(6.0)
 
 
 def test_the_vamp_prior_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs():
-    mean, log_var = VAMP.components(PARAMS)
+    mean, log_var = VAMP.prior_components(PARAMS)
     expected = vae.encode(
         VAMP.base, {k: v for k, v in PARAMS.items() if k != "prior"}, PARAMS["prior"]["pseudo_inputs"]
     )
@@ -35,7 +35,7 @@ def test_the_vamp_prior_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_
     z = jax.random.normal(jax.random.key(2), (4, 5, 3)) * 2.0
     # The matmul expansion against the direct sum: float32 cancellation on quadratic terms of
     # ~1e2 at most here, so 1e-4 nats absolute plus 1e-5 relative.
-    np.testing.assert_allclose(VAMP.log_prior(PARAMS, z), _direct_log_prior(PARAMS, z), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(priors.log_density(VAMP, PARAMS, z), _direct_log_prior(PARAMS, z), rtol=1e-5, atol=1e-4)
 
 
 def test_the_vamp_prior_and_its_marginals_are_densities_and_its_samples_follow_it():
@@ -47,11 +47,11 @@ def test_the_vamp_prior_and_its_marginals_are_densities_and_its_samples_follow_i
     grid = jnp.asarray(np.arange(-20.0, 20.0, step) + step / 2, jnp.float32)[:, None]
     # Midpoint sums over [-20, 20] of a mixture of Gaussians inside [-10, 10] with sd >= 0.3:
     # error far below 1e-4.
-    assert float(jnp.sum(jnp.exp(one.log_prior(params, grid))) * step) == pytest.approx(1.0, abs=1e-4)
-    assert float(jnp.sum(jnp.exp(one.log_prior_marginals(params, grid))) * step) == pytest.approx(1.0, abs=1e-4)
+    assert float(jnp.sum(jnp.exp(priors.log_density(one, params, grid))) * step) == pytest.approx(1.0, abs=1e-4)
+    assert float(jnp.sum(jnp.exp(priors.marginal_log_densities(one, params, grid))) * step) == pytest.approx(1.0, abs=1e-4)
     # 20,000 samples: their mean and variance match the mixture's within 5 standard errors.
     samples = np.asarray(priors.sample(one, params, jax.random.key(5), 20_000))[:, 0]
-    density = np.exp(np.asarray(one.log_prior(params, grid))) * step
+    density = np.exp(np.asarray(priors.log_density(one, params, grid))) * step
     g = np.asarray(grid[:, 0])
     mixture_mean = np.sum(density * g)
     mixture_var = np.sum(density * (g - mixture_mean) ** 2)

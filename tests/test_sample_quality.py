@@ -92,6 +92,10 @@ def test_a_trained_classifier_scores_a_models_samples_through_the_clis(tmp_path,
     results = json.loads((eval_out / "metrics.json").read_text())
     assert results["sample_quality"]["classifier_test_accuracy"] == trained["test_accuracy"]
     assert results["frechet_distance"] > 0 and 0 <= results["precision"] <= 1 and 0 <= results["recall"] <= 1
+    # Real training images score what a perfect generator would: far better than a 3-epoch model.
+    reference = trained["training_images_vs_test"]
+    assert results["sample_quality"]["training_images_vs_test"] == reference
+    assert reference["frechet_distance"] < 0.5 * results["frechet_distance"] and reference["recall"] > results["recall"]
     assert "Fréchet distance" in capsys.readouterr().out
 
     # A file that is not a classifier, or one for other images, is refused before any work.

@@ -66,19 +66,14 @@ def elbo(
 
     def add_draw(total, s):
         eps = _noise(key, s, mean)
-        z = vae.reparameterize(mean, log_var, eps)
+        z, draw_log_var = vae.posterior_draw(model, params, x, mean, log_var, eps)
         term = log_likelihood(model, params, x, z, likelihood)
         if not closed_form:
-            term = term + priors.log_density(model, params, z) - _log_posterior(log_var, eps)
+            term = term + priors.log_density(model, params, z) - vae.log_posterior(draw_log_var, eps)
         return total + term, None
 
     total, _ = jax.lax.scan(add_draw, jnp.zeros(mean.shape[:-1]), jnp.arange(num_samples))
     return total / num_samples - (vae.kl_divergence(mean, log_var) if closed_form else 0.0)
-
-
-def _log_posterior(log_var: jax.Array, eps: jax.Array) -> jax.Array:
-    """log q(z | x) at z = mean + exp(log_var / 2) * eps, from the noise: exact for any finite log_var."""
-    return -0.5 * jnp.sum(log_var + jnp.square(eps) + _LOG_2PI, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "k", "chunk_size", "likelihood"))
@@ -110,9 +105,9 @@ def iwae_bound(
 
     def log_weight(s):
         eps = _noise(key, s, mean)
-        z = vae.reparameterize(mean, log_var, eps)
+        z, draw_log_var = vae.posterior_draw(model, params, x, mean, log_var, eps)
         log_prior = priors.log_density(model, params, z)
-        log_w = log_likelihood(model, params, x, z, likelihood) + log_prior - _log_posterior(log_var, eps)
+        log_w = log_likelihood(model, params, x, z, likelihood) + log_prior - vae.log_posterior(draw_log_var, eps)
         return jnp.where(s < k, log_w, -jnp.inf)  # draws past k in the last chunk count for nothing
 
     def accumulate(carry, chunk):
@@ -134,9 +129,10 @@ def kl_per_dim(
     """KL(q(z_l | x) || p(z_l)) per latent dimension l, averaged over the images x; (L,) nats.
 
     A dimension with KL near 0 carries no information about x. Standard prior: in closed form, and
-    the sum is the rate (the mean KL). Another prior: p(z_l) is its marginal, and the terms are
-    estimated with one draw z ~ q(z | x) per image from `key` (needed then), `chunk_size` images at
-    a time; a mixture prior does not factorise, so their sum is not the rate.
+    the sum is the rate (the mean KL). Another prior: p(z_l) is its marginal (a hierarchical
+    model's lower layers: p(z_l | z_top) and q(z_l | x, z_top) at the drawn z_top), and the terms
+    are estimated with one draw z ~ q(z | x) per image from `key` (needed then), `chunk_size`
+    images at a time; such a prior does not factorise, so their sum is not the rate.
     """
     mean, log_var = vae.encode(model, params, x)
     if priors.has_standard_prior(model):
@@ -144,8 +140,8 @@ def kl_per_dim(
     if key is None:
         raise ValueError(f"kl_per_dim needs a key for a model with a {getattr(model, 'NAME', 'learned')} prior")
     eps = jax.random.normal(key, mean.shape, mean.dtype)
-    z = vae.reparameterize(mean, log_var, eps)
-    log_q = -0.5 * (log_var + jnp.square(eps) + _LOG_2PI)
+    z, draw_log_var = vae.posterior_draw(model, params, jnp.asarray(x, jnp.float32), mean, log_var, eps)
+    log_q = -0.5 * (draw_log_var + jnp.square(eps) + _LOG_2PI)
     n = z.shape[0]
     num_chunks = ceil_div(n, chunk_size)
     chunks = jnp.pad(z, ((0, num_chunks * chunk_size - n), (0, 0))).reshape(num_chunks, chunk_size, -1)
@@ -155,7 +151,8 @@ def kl_per_dim(
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def latent_activity(model: vae.Model, params: vae.Params, x: ArrayLike) -> jax.Array:
-    """Cov_x(E_q[z_l | x]) per latent dimension: the variance over the images of each mean; (L,)."""
+    """Cov_x(E_q[z_l | x]) per latent dimension: the variance over the images of each mean; (L,).
+    (A hierarchical model's lower layers: of their means at the top layer's mean, `encode`'s.)"""
     return jnp.var(vae.encode(model, params, x)[0], axis=0)
 
 
@@ -195,8 +192,11 @@ def mutual_information_from_posterior(
 
 def mutual_information(model: vae.Model, params: vae.Params, x: ArrayLike, key: jax.Array) -> jax.Array:
     """I(x; z) in nats under the encoder, estimated on the images x (N, *image_shape); see
-    `mutual_information_from_posterior`."""
-    return mutual_information_from_posterior(key, *vae.encode(model, params, x))
+    `mutual_information_from_posterior`. A hierarchical model: I(x; z_top) of its top layer, whose
+    posterior is a Gaussian (a lower bound on I(x; z))."""
+    mean, log_var = vae.encode(model, params, x)
+    top = priors.top_dim(model)
+    return mutual_information_from_posterior(key, mean[:, :top], log_var[:, :top])
 
 
 def rate_and_distortion(

@@ -56,13 +56,15 @@ class Classifier(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class TrainedClassifier:
-    """A classifier's params with what they were trained on; `accuracy` on held-out images."""
+    """A classifier's params with what they were trained on; `accuracy` on held-out images, and
+    `reference`, the `scores` of real images against held-out ones, where measured."""
 
     num_classes: int
     channels: tuple[int, ...]
     image_shape: tuple[int, ...]
     params: dict
     accuracy: float
+    reference: dict[str, float] | None = None
 
     @property
     def module(self) -> Classifier:

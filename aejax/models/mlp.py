@@ -28,7 +28,8 @@ def dense(features: int, name: str) -> nn.Dense:
     return nn.Dense(features, kernel_init=nn.initializers.glorot_uniform(), name=name)
 
 
-def _hidden(h: jax.Array, features: int, index: int, activation: str) -> jax.Array:
+def hidden_layer(h: jax.Array, features: int, index: int | str, activation: str) -> jax.Array:
+    """A hidden layer named `hidden_{index}` (and `gate_{index}`): selu, or gated units."""
     if activation == "gated":  # Dauphin et al. 2017; Tomczak & Welling 2018's MLP VAEs
         return dense(features, f"hidden_{index}")(h) * jax.nn.sigmoid(dense(features, f"gate_{index}")(h))
     return selu(dense(features, f"hidden_{index}")(h))
@@ -46,7 +47,7 @@ class Encoder(nn.Module):
     def __call__(self, x):
         h = x.reshape(x.shape[: x.ndim - len(self.image_shape)] + (math.prod(self.image_shape),))
         for i, features in enumerate(self.hidden_sizes):
-            h = _hidden(h, features, i, self.activation)
+            h = hidden_layer(h, features, i, self.activation)
         return dense(self.latent_dim, "mean")(h), dense(self.latent_dim, "log_var")(h)
 
 
@@ -61,7 +62,7 @@ class Decoder(nn.Module):
     def __call__(self, z):
         h = z
         for i, features in enumerate(self.hidden_sizes):
-            h = _hidden(h, features, i, self.activation)
+            h = hidden_layer(h, features, i, self.activation)
         return dense(math.prod(self.image_shape), "logits")(h).reshape(z.shape[:-1] + tuple(self.image_shape))
 
 

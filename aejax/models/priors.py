@@ -1,11 +1,15 @@
-"""The prior p(z) of a VAE: N(0, I) by default, or the VampPrior (`--prior standard|vamp`).
+"""The prior p(z) of a VAE: N(0, I) by default, or the VampPrior (`--prior standard|vamp`), on the
+top layer of a hierarchical model.
 
-A model may define `log_prior(params, z)`, `sample_prior(params, key, n)` and
-`log_prior_marginals(params, z)` (each dimension's marginal log density); one that does not has
-the standard normal prior, whose KL term has a closed form. `VampPrior` gives any model the
-VampPrior of Tomczak & Welling (2018): the mixture (1/K) sum_k q(z | u_k) of the model's own
-posteriors at K learned pseudo-inputs u_k (images in [0, 1], initialised near 0.05 as theirs;
-params `prior/pseudo_inputs` beside the model's own, which must be a dict).
+A one-layer model's prior is over all of z. A *hierarchical* model (`aejax.models.hvae`) orders its
+codings top layer first, z = (z_top, z_below) with `top_dim` top codings, and defines
+`conditional_prior(params, z_top)`: the (mean, log_var) of the diagonal Gaussian p(z_below | z_top);
+then p(z) = p(z_top) p(z_below | z_top). The top layer's prior is N(0, I) unless the model defines
+`prior_components(params)`, the (mean, log_var) (K, top_dim) of a uniform mixture of Gaussians:
+`VampPrior` gives any model the VampPrior of Tomczak & Welling (2018), the mixture
+(1/K) sum_k q(z_top | u_k) of the model's own posteriors at K learned pseudo-inputs u_k (images in
+[0, 1], initialised near 0.05 as theirs; params `prior/pseudo_inputs` beside the model's own, which
+must be a dict). Only the standard prior of a one-layer model has a closed-form KL term.
 
 >>> model = priors.VampPrior(mlp.MLP(), num_pseudo_inputs=500)
 """
@@ -26,9 +30,19 @@ NAMES = ("standard", "vamp")
 _LOG_2PI = math.log(2 * math.pi)
 
 
+def top_dim(model: Any) -> int:
+    """How many of the codings (the first ones) the top layer's prior is over: all of a one-layer model's."""
+    return getattr(model, "top_dim", model.latent_dim)
+
+
+def is_hierarchical(model: Any) -> bool:
+    """True when the model has layers below the top one (`conditional_prior`)."""
+    return hasattr(model, "conditional_prior")
+
+
 def has_standard_prior(model: Any) -> bool:
-    """True when the model's prior is N(0, I) (its KL term then has a closed form)."""
-    return not hasattr(model, "log_prior")
+    """True when p(z) is N(0, I) over all of z (its KL term then has a closed form)."""
+    return not hasattr(model, "prior_components") and not is_hierarchical(model)
 
 
 def standard_log_density(z: ArrayLike) -> jax.Array:
@@ -36,25 +50,54 @@ def standard_log_density(z: ArrayLike) -> jax.Array:
     return -0.5 * jnp.sum(jnp.square(z) + _LOG_2PI, axis=-1)
 
 
+def gaussian_log_densities(z: ArrayLike, mean: ArrayLike, log_var: ArrayLike) -> jax.Array:
+    """log N(z_l; mean_l, exp(log_var_l)) of each coordinate; the broadcast shape."""
+    return -0.5 * (jnp.square(z - mean) * jnp.exp(-log_var) + log_var + _LOG_2PI)
+
+
+def _split(model: Any, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return z[..., : top_dim(model)], z[..., top_dim(model) :]
+
+
 def log_density(model: Any, params: Any, z: ArrayLike) -> jax.Array:
     """log p(z) under the model's prior, codings (..., latent_dim) -> (...)."""
-    z = jnp.asarray(z)
-    return standard_log_density(z) if has_standard_prior(model) else model.log_prior(params, z)
+    top, below = _split(model, jnp.asarray(z))
+    if hasattr(model, "prior_components"):
+        log_p = mixture_log_density(top, *model.prior_components(params))
+    else:
+        log_p = standard_log_density(top)
+    if is_hierarchical(model):
+        log_p = log_p + jnp.sum(gaussian_log_densities(below, *model.conditional_prior(params, top)), axis=-1)
+    return log_p
 
 
 def marginal_log_densities(model: Any, params: Any, z: ArrayLike) -> jax.Array:
-    """log p(z_l) of each dimension's marginal under the prior, (..., latent_dim)."""
-    z = jnp.asarray(z)
-    if has_standard_prior(model):
-        return -0.5 * (jnp.square(z) + _LOG_2PI)
-    return model.log_prior_marginals(params, z)
+    """log p(z_l) of each top-layer dimension's marginal under the prior, and of each lower one's
+    conditional p(z_l | z_top) at the given z_top; (..., latent_dim)."""
+    top, below = _split(model, jnp.asarray(z))
+    if hasattr(model, "prior_components"):
+        log_p = mixture_marginal_log_densities(top, *model.prior_components(params))
+    else:
+        log_p = -0.5 * (jnp.square(top) + _LOG_2PI)
+    if is_hierarchical(model):
+        log_p = jnp.concatenate([log_p, gaussian_log_densities(below, *model.conditional_prior(params, top))], -1)
+    return log_p
 
 
 def sample(model: Any, params: Any, key: jax.Array, n: int) -> jax.Array:
-    """n codings (n, latent_dim) drawn from the model's prior."""
-    if has_standard_prior(model):
-        return jax.random.normal(key, (n, model.latent_dim))
-    return model.sample_prior(params, key, n)
+    """n codings (n, latent_dim) drawn from the model's prior (ancestrally: the top layer, then below)."""
+    if not is_hierarchical(model):
+        return _sample_top(model, params, key, n)
+    top_key, below_key = jax.random.split(key)
+    top = _sample_top(model, params, top_key, n)
+    mean, log_var = model.conditional_prior(params, top)
+    return jnp.concatenate([top, mean + jnp.exp(log_var / 2) * jax.random.normal(below_key, mean.shape)], -1)
+
+
+def _sample_top(model: Any, params: Any, key: jax.Array, n: int) -> jax.Array:
+    if hasattr(model, "prior_components"):
+        return mixture_sample(key, *model.prior_components(params), n)
+    return jax.random.normal(key, (n, top_dim(model)))
 
 
 def log_gaussian(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
@@ -74,7 +117,8 @@ def log_gaussian(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class VampPrior:
-    """`base` (any model with dict params) with the VampPrior over its codings; everything else is the base's."""
+    """`base` (any model with dict params) with the VampPrior over its (top layer's) codings;
+    everything else is the base's."""
 
     base: Any
     num_pseudo_inputs: int = 500
@@ -114,19 +158,21 @@ class VampPrior:
     def decode_logits(self, params: dict, z: jax.Array) -> jax.Array:
         return self.base.decode_logits(self._base_params(params), z)
 
-    def components(self, params: dict) -> tuple[jax.Array, jax.Array]:
-        """The mixture's (mean, log_var), each (K, latent_dim): the encoder at the pseudo-inputs,
-        clipped to [0, 1] as the reference's hard tanh."""
-        return self.encode(params, jnp.clip(params["prior"]["pseudo_inputs"], 0.0, 1.0))
+    def prior_components(self, params: dict) -> tuple[jax.Array, jax.Array]:
+        """The mixture's (mean, log_var), each (K, top_dim): the encoder's top layer at the
+        pseudo-inputs, clipped to [0, 1] as the reference's hard tanh."""
+        mean, log_var = self.encode(params, jnp.clip(params["prior"]["pseudo_inputs"], 0.0, 1.0))
+        return mean[:, : top_dim(self.base)], log_var[:, : top_dim(self.base)]
 
-    def log_prior(self, params: dict, z: jax.Array) -> jax.Array:
-        return mixture_log_density(z, *self.components(params))
+    def __getattr__(self, name: str) -> Any:
+        # A hierarchical base's own hooks, on the base's part of the params.
+        if name not in _HIERARCHY_HOOKS:
+            raise AttributeError(name)
+        hook = getattr(self.base, name)
+        return hook if name == "top_dim" else lambda params, *args: hook(self._base_params(params), *args)
 
-    def log_prior_marginals(self, params: dict, z: jax.Array) -> jax.Array:
-        return mixture_marginal_log_densities(z, *self.components(params))
 
-    def sample_prior(self, params: dict, key: jax.Array, n: int) -> jax.Array:
-        return mixture_sample(key, *self.components(params), n)
+_HIERARCHY_HOOKS = ("top_dim", "conditional_prior", "draw_posterior")
 
 
 def mixture_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
@@ -138,7 +184,7 @@ def mixture_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> ja
 
 def mixture_marginal_log_densities(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """Each dimension's marginal log density under the mixture, (..., L)."""
-    log_n = -0.5 * (jnp.square(z[..., None, :] - mean) * jnp.exp(-log_var) + log_var + _LOG_2PI)
+    log_n = gaussian_log_densities(z[..., None, :], mean, log_var)  # (..., K, L)
     return jax.nn.logsumexp(log_n, axis=-2) - math.log(mean.shape[0])
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from aejax.models import conv, mlp, priors
+from aejax.models import conv, hvae, mlp, priors
 from aejax.models.vae import Model
 
-MODELS = {"mlp": mlp.MLP, "conv": conv.Conv}
+MODELS = {"mlp": mlp.MLP, "conv": conv.Conv, "hvae": hvae.HVAE}
 NAMES = tuple(MODELS)
 
 

@@ -206,6 +206,25 @@ def reparameterize(mean: ArrayLike, log_var: ArrayLike, noise: ArrayLike) -> jax
     return mean + jnp.exp(log_var / 2) * noise
 
 
+def posterior_draw(
+    model: Model, params: Params, x: jax.Array, mean: jax.Array, log_var: jax.Array, eps: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """A draw z ~ q(z | x) from standard-normal noise eps (..., L) (leading axes broadcast against
+    x's batch), and the log-variances of the Gaussians it came from, both of eps's shape; with
+    (mean, log_var) = `encode(x)`. A hierarchical model draws layer by layer (`draw_posterior`:
+    each lower layer's Gaussian depends on the draw above); any other is one Gaussian,
+    z = mean + exp(log_var / 2) * eps. Either way log q(z | x) = `log_posterior(log_var, eps)`."""
+    if hasattr(model, "draw_posterior"):
+        return model.draw_posterior(params, x, mean, log_var, eps)
+    return reparameterize(mean, log_var, eps), jnp.broadcast_to(log_var, eps.shape)
+
+
+def log_posterior(log_var: jax.Array, eps: jax.Array) -> jax.Array:
+    """log q(z | x) of a draw from noise eps and its Gaussians' log-variances, summed over the
+    last axis: exact for any finite log_var."""
+    return -0.5 * jnp.sum(log_var + jnp.square(eps) + LOG_2PI, axis=-1)
+
+
 def sample_latent(key: jax.Array, mean: ArrayLike, log_var: ArrayLike) -> jax.Array:
     """Reparameterised draw z = mean + exp(log_var / 2) * eps, eps ~ N(0, I); shape of `mean`."""
     return reparameterize(mean, log_var, jax.random.normal(key, jnp.shape(mean), jnp.result_type(mean)))
@@ -265,7 +284,7 @@ def batch_metrics(
         eps = jax.random.normal(key, mean.shape, mean.dtype)[None]
     else:
         eps = jax.random.normal(key, (samples,) + mean.shape, mean.dtype)
-    z = reparameterize(mean, log_var, eps)  # (S, B, L)
+    z, draw_log_var = posterior_draw(model, params, x, mean, log_var, eps)  # (S, B, L)
     logits = decode_logits(model, params, z.reshape((-1, model.latent_dim)))
     logits = logits.reshape(z.shape[:2] + logits.shape[1:])
     axes = image_axes(model)
@@ -273,8 +292,7 @@ def batch_metrics(
     reconstruction = -jnp.mean(log_px, axis=axes)  # (S, B)
     sampled_kl = objective == "iwae" or not priors.has_standard_prior(model)
     if sampled_kl:
-        log_q = -0.5 * jnp.sum(log_var + jnp.square(eps) + LOG_2PI, axis=-1)
-        kl = log_q - priors.log_density(model, params, z)  # (S, B)
+        kl = log_posterior(draw_log_var, eps) - priors.log_density(model, params, z)  # (S, B)
     else:
         kl = kl_divergence(mean, log_var)[None]
     if objective == "iwae":

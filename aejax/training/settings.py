@@ -19,7 +19,7 @@ import itertools
 from typing import Any
 
 from aejax.config import check_types, fail, flatten, leaves, option, replace, section
-from aejax.models import conv, likelihoods, mlp, priors, registry, vae
+from aejax.models import conv, hvae, likelihoods, mlp, priors, registry, vae
 from aejax.training import recipes
 
 SWEEPABLE = ("beta", "learning_rate")
@@ -33,27 +33,28 @@ class ModelSettings:
 
     name: str = option(
         "mlp",
-        "the VAE: 'mlp' (the chapter's, aejax/models/mlp.py) or 'conv' (convolutional, aejax/models/conv.py)",
+        "the VAE: 'mlp' (the chapter's, aejax/models/mlp.py), 'conv' (convolutional, aejax/models/conv.py) "
+        "or 'hvae' (two stochastic layers, aejax/models/hvae.py)",
         choices=registry.NAMES,
         flag="model",
     )
     hidden_sizes: tuple[int, ...] = option(
-        (150, 100), "mlp: encoder hidden layer sizes, e.g. 300,300; the decoder mirrors them"
+        (150, 100), "mlp, hvae: encoder hidden layer sizes, e.g. 300,300; the decoder mirrors them"
     )
     channels: tuple[int, ...] = option(
         (16, 32, 64), "conv: channels of the stride-2 3x3 convolutions; the decoder mirrors them"
     )
-    latent_dim: int = option(10, "size of the latent codings z")
+    latent_dim: int = option(10, "size of the latent codings z (hvae: of each of its two layers)")
     activation: str = option(
         "selu",
-        "mlp: hidden units, 'selu' (the chapter's) or 'gated' ((W x + b) * "
+        "mlp, hvae: hidden units, 'selu' (the chapter's) or 'gated' ((W x + b) * "
         "sigmoid(V x + c), as the literature's MLP VAEs)",
         choices=mlp.ACTIVATIONS,
     )
     prior: str = option(
         "standard",
-        "p(z): 'standard' (N(0, I)) or 'vamp' (the VampPrior: a mixture of the encoder's posteriors "
-        "at learned pseudo-inputs, Tomczak & Welling 2018)",
+        "p(z) (hvae: of its top layer): 'standard' (N(0, I)) or 'vamp' (the VampPrior: a mixture of the "
+        "encoder's posteriors at learned pseudo-inputs, Tomczak & Welling 2018)",
         choices=priors.NAMES,
     )
     num_pseudo_inputs: int = option(500, "vamp: number of pseudo-inputs (mixture components)")
@@ -69,6 +70,8 @@ class ModelSettings:
         image_shape = tuple(int(s) for s in image_shape)
         if self.name == "conv":
             model = conv.Conv(self.channels, self.latent_dim, image_shape)
+        elif self.name == "hvae":
+            model = hvae.HVAE(self.hidden_sizes, self.latent_dim, self.activation, image_shape)
         else:
             model = mlp.MLP(self.hidden_sizes, self.latent_dim, self.activation, image_shape)
         return priors.with_prior(model, self.prior, self.num_pseudo_inputs)

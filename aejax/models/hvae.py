@@ -1,0 +1,140 @@
+"""A VAE with two stochastic layers, z2 -> z1 -> x (the HVAE of Tomczak & Welling 2018), as a
+hierarchical model of the interface (`aejax.models.vae.Model`, `aejax.models.priors`).
+
+Generation: p(z2) (N(0, I), or the VampPrior with `priors.VampPrior`), p(z1 | z2) a diagonal
+Gaussian from an MLP of z2, and p(x | z1, z2): z1 and z2 each through a hidden layer, joined by a
+third, then to the logits. Inference: q(z2 | x) from an MLP of the image, then q(z1 | x, z2): the
+image and z2 each through a hidden layer, joined by a third. The MLPs have `hidden_sizes`; the
+joining blocks are `hidden_sizes[-1]` wide (the reference's: 300, 300 and gated units).
+
+The codings are z = (z2, z1), `layer_dim` each (`latent_dim` = 2 * layer_dim, `top_dim` = layer_dim).
+`encode` gives q(z2 | x) and q(z1 | x, z2) at z2's mean (the posterior's location, for figures and
+diagnostics); a draw takes z2 first and q(z1 | x, z2) at it (`draw_posterior`).
+Params: `{"encoder": {"top", "lower"}, "conditional_prior", "decoder"}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from aejax.config import fail
+from aejax.models import mlp
+from aejax.models.vae import FlaxModel, Params
+
+
+def _flatten(x: jax.Array, image_shape: Sequence[int]) -> jax.Array:
+    return x.reshape(x.shape[: x.ndim - len(image_shape)] + (math.prod(image_shape),))
+
+
+def _joined(a: jax.Array, b: jax.Array, width: int, activation: str) -> jax.Array:
+    """a and b each through a hidden layer, broadcast against each other, joined by a third."""
+    ha, hb = mlp.hidden_layer(a, width, "a", activation), mlp.hidden_layer(b, width, "b", activation)
+    shape = jnp.broadcast_shapes(ha.shape, hb.shape)
+    h = jnp.concatenate([jnp.broadcast_to(ha, shape), jnp.broadcast_to(hb, shape)], axis=-1)
+    return mlp.hidden_layer(h, width, "joint", activation)
+
+
+class LowerEncoder(nn.Module):
+    """Images (B, *image_shape) and top codings (..., B, layer_dim) -> mean, log_var of q(z1 | x, z2)."""
+
+    width: int
+    layer_dim: int
+    image_shape: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, x, z2):
+        h = _joined(_flatten(x, self.image_shape), z2, self.width, self.activation)
+        return mlp.dense(self.layer_dim, "mean")(h), mlp.dense(self.layer_dim, "log_var")(h)
+
+
+class Decoder(nn.Module):
+    """Codings (..., 2 * layer_dim) = (z2, z1) -> (..., *image_shape) logits of p(x | z1, z2)."""
+
+    width: int
+    layer_dim: int
+    image_shape: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, z):
+        h = _joined(z[..., self.layer_dim :], z[..., : self.layer_dim], self.width, self.activation)
+        return mlp.dense(math.prod(self.image_shape), "logits")(h).reshape(z.shape[:-1] + tuple(self.image_shape))
+
+
+@dataclasses.dataclass(frozen=True)
+class HVAE(FlaxModel):
+    """The two-level VAE's settings (their help: `aejax.training.settings.ModelSettings`)."""
+
+    NAME = "hvae"
+
+    hidden_sizes: tuple[int, ...] = (300, 300)
+    layer_dim: int = 40
+    activation: str = "gated"
+    image_shape: tuple[int, ...] = (28, 28)
+
+    def __post_init__(self):
+        self.check_settings("hidden_sizes")
+        if self.activation not in mlp.ACTIVATIONS:
+            fail("activation", f"must be one of {mlp.ACTIVATIONS}, got {self.activation!r}")
+
+    @property
+    def latent_dim(self) -> int:
+        return 2 * self.layer_dim
+
+    @property
+    def top_dim(self) -> int:
+        return self.layer_dim
+
+    def _modules(self) -> dict[str, nn.Module]:
+        width, d, shape, act = self.hidden_sizes[-1], self.layer_dim, self.image_shape, self.activation
+        return {
+            "top": mlp.Encoder(self.hidden_sizes, d, shape, act),
+            "lower": LowerEncoder(width, d, shape, act),
+            "conditional_prior": mlp.Encoder(self.hidden_sizes, d, (d,), act),
+            "decoder": Decoder(width, d, shape, act),
+        }
+
+    def init(self, key: jax.Array) -> Params:
+        keys = dict(zip(("top", "lower", "conditional_prior", "decoder"), jax.random.split(key, 4)))
+        modules, x, z2 = self._modules(), jnp.zeros((1,) + tuple(self.image_shape)), jnp.zeros((1, self.layer_dim))
+
+        def init(name, *args):
+            return modules[name].init(keys[name], *args)["params"]
+
+        return {
+            "encoder": {"top": init("top", x), "lower": init("lower", x, z2)},
+            "conditional_prior": init("conditional_prior", z2),
+            "decoder": init("decoder", jnp.zeros((1, self.latent_dim))),
+        }
+
+    def _lower(self, params: Params, x: jax.Array, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self._modules()["lower"].apply({"params": params["encoder"]["lower"]}, x, z2)
+
+    def encode(self, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean2, log_var2 = self._modules()["top"].apply({"params": params["encoder"]["top"]}, x)
+        mean1, log_var1 = self._lower(params, x, mean2)
+        return jnp.concatenate([mean2, mean1], -1), jnp.concatenate([log_var2, log_var1], -1)
+
+    def draw_posterior(
+        self, params: Params, x: jax.Array, mean: jax.Array, log_var: jax.Array, eps: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        d = self.layer_dim
+        z2 = mean[..., :d] + jnp.exp(log_var[..., :d] / 2) * eps[..., :d]
+        mean1, log_var1 = self._lower(params, x, z2)
+        z1 = mean1 + jnp.exp(log_var1 / 2) * eps[..., d:]
+        return jnp.concatenate([z2, z1], -1), jnp.concatenate(
+            [jnp.broadcast_to(log_var[..., :d], z2.shape), log_var1], -1
+        )
+
+    def conditional_prior(self, params: Params, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self._modules()["conditional_prior"].apply({"params": params["conditional_prior"]}, z2)
+
+    def decode_logits(self, params: Params, z: jax.Array) -> jax.Array:
+        return self._modules()["decoder"].apply({"params": params["decoder"]}, z)
