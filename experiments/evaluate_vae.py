@@ -39,7 +39,7 @@ from aejax.io.files import write_json
 from aejax.data import sources
 from aejax.models import likelihoods, registry, vae
 from aejax.training import fit, settings
-from experiments import common, train_classifier
+from experiments import common
 
 KIND = "evaluate_vae"
 FIGURES = (
@@ -310,7 +310,7 @@ def run(config: Config) -> int:
             f"{settings.dataset}: the test images have shape {images.shape[1:]}, the model in --params "
             f"takes {tuple(model.image_shape)}"
         )
-    classifier = None if config.classifier is None else train_classifier.load(config.classifier)
+    classifier = None if config.classifier is None else sample_quality.load(config.classifier)
     if classifier is not None and classifier.image_shape != tuple(model.image_shape):
         fail(
             "classifier",

@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from aejax import data, runtime
 from aejax.config import check_types, fail, option, section
 from aejax.data import sources
-from aejax.errors import DataError, ParamsFileError
+from aejax.errors import DataError
 from aejax.evaluation import sample_quality
-from aejax.io import params_file, runs
+from aejax.io import runs
 from aejax.io.files import write_json
 from aejax.training import fit, settings
 from experiments import common
@@ -58,24 +57,6 @@ class Config:
 
     source: sources.Settings = section(sources.Settings)
     training: TrainingSettings = section(TrainingSettings)
-
-
-def load(path: str | Path) -> sample_quality.TrainedClassifier:
-    """The classifier in `path` (written by this script); ParamsFileError naming --classifier."""
-    members, manifest, _ = params_file.read(path, flag="--classifier")
-    described = manifest.get("classifier")
-    if not isinstance(described, dict):
-        raise ParamsFileError(
-            f"--classifier {str(path)!r} holds no classifier (it was not written by train_classifier)"
-        )
-    return sample_quality.TrainedClassifier(
-        described["num_classes"],
-        tuple(described["channels"]),
-        tuple(described["image_shape"]),
-        members[0],
-        described["test_accuracy"],
-        described.get("training_images_vs_test"),
-    )
 
 
 def run(config: Config) -> int:
@@ -114,24 +95,15 @@ def run(config: Config) -> int:
             held_out=(test, splits["test"].labels),
         )
         seconds = time.perf_counter() - start
-        # What a perfect generator scores: as many real training images as there are test images.
-        reference = sample_quality.scores(classifier, test, train[: len(test)])
-        described = {
-            "num_classes": classifier.num_classes,
-            "channels": list(classifier.channels),
-            "image_shape": list(classifier.image_shape),
-            "test_accuracy": classifier.accuracy,
-            "training_images_vs_test": reference,
-            "data": dataclasses.asdict(config.source),
-        }
-        stacked = jax.tree.map(lambda leaf: np.asarray(leaf)[None], classifier.params)
-        params_file.write(
-            out / "classifier.msgpack", stacked, {"classifier": described, "members": [{"seed": training.seed}]}
+        data_set = dataclasses.asdict(config.source)
+        described = sample_quality.save(
+            out / "classifier.msgpack", classifier, {"data": data_set, "seed": training.seed}
         )
         write_json(
             out / "metrics.json",
             {**described, "train_wall_seconds": seconds, "epochs": training.epochs, "environment": environment},
         )
+    reference = classifier.reference
     print(
         f"classifier: test accuracy {classifier.accuracy:.4f} on {len(test)} {config.source.dataset} test images, "
         f"{training.epochs} epochs, {seconds:.0f} s; {min(len(train), len(test))} training images against the "

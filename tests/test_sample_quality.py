@@ -1,5 +1,6 @@
 """Sample quality: the in-project classifier, the Fréchet distance and precision/recall."""
 
+import dataclasses
 import json
 import re
 
@@ -76,7 +77,6 @@ def test_the_classifier_learns_real_digits_and_its_features_separate_real_from_n
 
 
 def test_a_trained_classifier_scores_a_models_samples_through_the_clis(tmp_path, capsys):
-    from aejax.io import params_file
     from experiments import evaluate_vae, train_classifier, vae_fashion_mnist
 
     classifier_out, vae_out, eval_out = tmp_path / "classifier", tmp_path / "vae", tmp_path / "eval"
@@ -107,9 +107,8 @@ def test_a_trained_classifier_scores_a_models_samples_through_the_clis(tmp_path,
         ),
     ]:
         if path.name == "other.msgpack":
-            members, manifest, _ = params_file.read(classifier_out / "classifier.msgpack", flag="--classifier")
-            manifest["classifier"]["image_shape"] = [28, 28]
-            params_file.write(path, jax.tree.map(lambda leaf: leaf[None], members[0]), manifest)
+            written = sample_quality.load(classifier_out / "classifier.msgpack")
+            sample_quality.save(path, dataclasses.replace(written, image_shape=(28, 28)), {})
         with pytest.raises(SystemExit) as exit_info:
             evaluate_vae.main([*evaluation, "--classifier", str(path), "--out", str(tmp_path / "refused")])
         assert exit_info.value.code == 2 and re.search(message, capsys.readouterr().err)

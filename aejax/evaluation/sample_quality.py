@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,8 @@ import scipy.linalg
 from flax import linen as nn
 from tqdm import tqdm
 
+from aejax.errors import ParamsFileError
+from aejax.io import params_file
 from aejax.models.conv import Conv3x3
 from aejax.models.kernels import selu
 from aejax.training.train import TrainState, ceil_div, epoch_schedule
@@ -129,7 +132,8 @@ def train_classifier(
 ) -> TrainedClassifier:
     """Trains the classifier (Adam, cosine decay from 1e-3, random flips) on images (N, H, W[, C])
     in [0, 1] with integer labels (N,); its `accuracy` is measured on `held_out` (images, labels),
-    if given, else on the training images."""
+    if given, else on the training images. With `held_out`, its `reference` is the `scores` of as
+    many training images against the held-out ones: what a perfect generator scores."""
     labels = np.asarray(labels)
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise ValueError(
@@ -146,8 +150,48 @@ def train_classifier(
         jax.block_until_ready(state)  # the progress bar counts finished epochs, not dispatched ones
     params = jax.tree.map(np.asarray, state.params)
     trained = TrainedClassifier(num_classes, module.channels, tuple(images.shape[1:]), params, 0.0)
-    scored_images, scored_labels = held_out if held_out is not None else (images, labels)
-    return dataclasses.replace(trained, accuracy=accuracy(trained, scored_images, np.asarray(scored_labels)))
+    if held_out is None:
+        return dataclasses.replace(trained, accuracy=accuracy(trained, images, labels))
+    held_out_images, held_out_labels = held_out
+    return dataclasses.replace(
+        trained,
+        accuracy=accuracy(trained, held_out_images, np.asarray(held_out_labels)),
+        reference=scores(trained, held_out_images, images[: len(held_out_images)]),
+    )
+
+
+def save(path: str | Path, classifier: TrainedClassifier, details: dict) -> dict:
+    """Writes the classifier to `path` (`aejax.io.params_file`, its manifest's "classifier": its
+    description with `details`); returns the description."""
+    described = {
+        "num_classes": classifier.num_classes,
+        "channels": list(classifier.channels),
+        "image_shape": list(classifier.image_shape),
+        "test_accuracy": classifier.accuracy,
+        "training_images_vs_test": classifier.reference,
+        **details,
+    }
+    stacked = jax.tree.map(lambda leaf: np.asarray(leaf)[None], classifier.params)
+    params_file.write(path, stacked, {"classifier": described, "members": [{}]})
+    return described
+
+
+def load(path: str | Path, flag: str = "--classifier") -> TrainedClassifier:
+    """The classifier `save` wrote to `path`; ParamsFileError naming `flag` for any other file."""
+    members, manifest, _ = params_file.read(path, flag=flag)
+    described = manifest.get("classifier")
+    if not isinstance(described, dict):
+        raise ParamsFileError(
+            f"{flag} {str(path)!r} holds no classifier (it was not written by experiments.train_classifier)"
+        )
+    return TrainedClassifier(
+        described["num_classes"],
+        tuple(described["channels"]),
+        tuple(described["image_shape"]),
+        members[0],
+        described["test_accuracy"],
+        described.get("training_images_vs_test"),
+    )
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
