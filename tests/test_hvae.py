@@ -8,11 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import data
 from aejax.errors import ConfigError
 from aejax.evaluation import metrics
 from aejax.models import hvae, priors, registry, vae
-from aejax.training import fit
 
 MODEL = hvae.HVAE(hidden_sizes=(32,), layer_dim=3, image_shape=(8, 8))
 PARAMS = MODEL.init(jax.random.key(0))
@@ -95,26 +93,23 @@ def test_importance_sampling_with_the_posterior_finds_the_likelihood_the_prior_f
     assert np.all(single < bound - 0.1)
 
 
-def test_the_hvae_trains_on_real_digits_and_is_scored_by_the_clis(tmp_path, capsys):
+def test_the_hvae_trains_on_real_digits_as_a_population_and_is_scored_by_the_clis(tmp_path):
     from experiments import evaluate_vae, vae_fashion_mnist
-
-    images = data.load("digits", "train").images
-    config = fit.Config().replace(
-        model="hvae", latent_dim=4, hidden_sizes=(64,), epochs=6, batch_size=64, num_validation=200, recipe="adam"
-    )
-    result = fit.fit(config.replace(num_seeds=2), images, progress=False)
-    losses = result.history["val_loss"]
-    assert np.all(losses[:, -1] < losses[:, 0] - 0.05), losses
-    assert result.model == hvae.HVAE((64,), 4, "selu", (8, 8))  # the flags' default activation
 
     out, evaluation = tmp_path / "hvae", tmp_path / "eval"
     flags = ["--dataset", "digits", "--model", "hvae", "--prior", "vamp", "--num-pseudo-inputs", "20"]
-    flags += ["--latent-dim", "4", "--hidden-sizes", "64", "--epochs", "2", "--num-validation", "200"]
+    flags += ["--latent-dim", "4", "--hidden-sizes", "64", "--recipe", "adam", "--batch-size", "64"]
+    flags += ["--epochs", "5", "--num-validation", "200", "--num-seeds", "2"]
     assert vae_fashion_mnist.main([*flags, "--out", str(out)]) == 0
-    scored = ["--params", str(out / "params.msgpack"), "--iwae-k", "1,50", "--elbo-samples", "2"]
+    trained = json.loads((out / "metrics.json").read_text())
+    losses = np.asarray(trained["history"]["val_loss"])  # (members, epochs)
+    # Measured 0.58 -> 0.43 and 0.55 -> 0.42; a model that learns nothing stays near its first epoch.
+    assert losses.shape == (2, 5) and np.all(losses[:, -1] < losses[:, 0] - 0.05), losses
+    scored = ["--params", str(out / "params.msgpack"), "--member", "1", "--iwae-k", "1,50", "--elbo-samples", "2"]
     assert evaluate_vae.main([*scored, "--out", str(evaluation)]) == 0
     results = json.loads((evaluation / "metrics.json").read_text())
     assert results["model"]["name"] == "hvae" and results["model"]["prior"] == "vamp"
+    assert results["model"]["layer_dim"] == 4
     iwae = results["test_negative_iwae_nats"]
     assert iwae["50"]["mean"] < iwae["1"]["mean"]
     assert len(results["diagnostics"]["kl_per_dim_nats"]) == 8
