@@ -87,10 +87,12 @@ def test_importance_sampling_with_the_posterior_finds_the_likelihood_the_prior_f
     )(x)
     from_prior = jax.nn.logsumexp(log_px_z, axis=1) - jnp.log(len(z))
     bound = metrics.iwae_bound(model, params, x, jax.random.key(10), 20_000)
-    single = metrics.iwae_bound(model, params, x, jax.random.key(10), 1)
+    elbo = metrics.elbo(model, params, x, jax.random.key(11), 20_000)
     # Measured within 1e-3 of each other; a prior without its conditional term is 2.2 nats off.
     np.testing.assert_allclose(bound, from_prior, atol=0.01)
-    assert np.all(single < bound - 0.1)
+    # The ELBO (k = 1, here over 20,000 draws: ~0.004 nats of Monte-Carlo error) sits 0.024-0.24
+    # nats lower (measured with two jax versions).
+    assert np.all(elbo < bound - 0.015)
 
 
 def test_the_hvae_trains_on_real_digits_as_a_population_and_is_scored_by_the_clis(tmp_path):
