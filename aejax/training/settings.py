@@ -39,7 +39,9 @@ class ModelSettings:
         flag="model",
     )
     hidden_sizes: tuple[int, ...] = option(
-        (150, 100), "mlp, hvae: encoder hidden layer sizes, e.g. 300,300; the decoder mirrors them"
+        (150, 100),
+        "mlp, hvae: encoder hidden layer sizes, e.g. 300,300; the mlp's decoder mirrors them (hvae: its "
+        "MLPs' sizes, aejax/models/hvae.py)",
     )
     channels: tuple[int, ...] = option(
         (16, 32, 64), "conv: channels of the stride-2 3x3 convolutions; the decoder mirrors them"
