@@ -270,9 +270,8 @@ def figures(
     out: Path,
 ) -> None:
     reconstruction_key = evaluation_keys(config.seed)["reconstruction"]
-    mean, log_var = vae.encode(model, params, x[:10])
     reconstructed = np.asarray(
-        vae.decode(model, params, vae.sample_latent(reconstruction_key, mean, log_var), likelihood)
+        vae.decode(model, params, vae.sample_posterior(model, params, reconstruction_key, x[:10]), likelihood)
     )
     plotting.save_figure(plotting.reconstructions(x[:10], reconstructed), out / FIGURES[0])
 

@@ -42,6 +42,7 @@ FIGURES = (
     "vae_reconstructions_plot.png",
     "vae_learning_curves.png",
     "vae_rate_distortion.png",
+    "vamp_pseudo_inputs.png",
 )
 OUTPUTS = ("metrics.json", "params.msgpack", "history.jsonl", "checkpoints", "tensorboard", common.TRACEBACK) + FIGURES
 FINAL_METRICS = (
@@ -162,11 +163,13 @@ def figures(result: fit.FitResult, member: int, test_images: np.ndarray, out: Pa
         originals_x = np.asarray(
             likelihoods.binarize_for_evaluation(data.unit_float_images("test images", test_images), "test")[:10]
         )
-    mean, log_var = vae.encode(model, params, originals_x)
     reconstructed = np.asarray(
-        vae.decode(model, params, vae.sample_latent(reconstruction_key, mean, log_var), likelihood)
+        vae.decode(model, params, vae.sample_posterior(model, params, reconstruction_key, originals_x), likelihood)
     )
     plotting.save_figure(plotting.reconstructions(originals_x, reconstructed), out / FIGURES[2])
+    if isinstance(model, priors.VampPrior):  # what the prior's components are made of
+        pseudo_inputs = np.clip(np.asarray(params["prior"]["pseudo_inputs"][:24]), 0.0, 1.0)
+        plotting.save_figure(plotting.image_grid(pseudo_inputs, 8), out / FIGURES[5])
 
 
 def learning_curves(result: fit.FitResult, out: Path) -> None:

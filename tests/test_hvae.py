@@ -10,7 +10,7 @@ import pytest
 
 from aejax.errors import ConfigError
 from aejax.evaluation import metrics
-from aejax.models import hvae, priors, registry, vae
+from aejax.models import hvae, mlp, priors, registry, vae
 
 MODEL = hvae.HVAE(hidden_sizes=(32,), layer_dim=3, image_shape=(8, 8))
 PARAMS = MODEL.init(jax.random.key(0))
@@ -39,6 +39,19 @@ def test_a_draw_is_ancestral_and_its_log_density_is_the_two_layers():
     np.testing.assert_allclose(vae.log_posterior(draw_log_var, eps), by_hand, rtol=1e-5, atol=1e-5)
     # encode is the posterior's location: the lower layer at the top layer's mean.
     chex.assert_trees_all_close((mean[:, 3:], log_var[:, 3:]), _lower(PARAMS, X, mean[:, :3]), rtol=1e-6)
+
+
+def test_sample_posterior_draws_any_model_as_its_own_draws_do():
+    key = jax.random.key(12)
+    eps = jax.random.normal(key, (16, 6))
+    mean, log_var = vae.encode(MODEL, PARAMS, X)
+    expected = vae.posterior_draw(MODEL, PARAMS, X, mean, log_var, eps)[0]
+    np.testing.assert_allclose(vae.sample_posterior(MODEL, PARAMS, key, X), expected, rtol=1e-6)
+    # A one-layer model: exactly the chapter's sample_latent of encode (the figures' draws unchanged).
+    chapter = mlp.MLP(hidden_sizes=(32,), latent_dim=3, image_shape=(8, 8))
+    params = chapter.init(jax.random.key(13))
+    mean, log_var = vae.encode(chapter, params, X)
+    chex.assert_trees_all_equal(vae.sample_posterior(chapter, params, key, X), vae.sample_latent(key, mean, log_var))
 
 
 def test_the_prior_is_the_top_layers_times_the_conditional_and_its_samples_follow_it():
@@ -116,6 +129,7 @@ def test_the_hvae_trains_on_real_digits_as_a_population_and_is_scored_by_the_cli
     assert iwae["50"]["mean"] < iwae["1"]["mean"]
     assert len(results["diagnostics"]["kl_per_dim_nats"]) == 8
     assert (out / "vae_generated_images_plot.png").exists() and (evaluation / "vae_latent_space_plot.png").exists()
+    assert (out / "vamp_pseudo_inputs.png").exists()  # the VampPrior's components, as images
 
 
 @pytest.mark.parametrize(

@@ -225,6 +225,14 @@ def log_posterior(log_var: jax.Array, eps: jax.Array) -> jax.Array:
     return -0.5 * jnp.sum(log_var + jnp.square(eps) + LOG_2PI, axis=-1)
 
 
+def sample_posterior(model: Model, params: Params, key: jax.Array, x: ArrayLike) -> jax.Array:
+    """One draw z ~ q(z | x) per image, (..., latent_dim), from `key`, for any model (a
+    hierarchical one layer by layer; any other: `sample_latent` of `encode`)."""
+    x = check_images(model, x)
+    mean, log_var = encode(model, params, x)
+    return posterior_draw(model, params, x, mean, log_var, jax.random.normal(key, mean.shape, mean.dtype))[0]
+
+
 def sample_latent(key: jax.Array, mean: ArrayLike, log_var: ArrayLike) -> jax.Array:
     """Reparameterised draw z = mean + exp(log_var / 2) * eps, eps ~ N(0, I); shape of `mean`."""
     return reparameterize(mean, log_var, jax.random.normal(key, jnp.shape(mean), jnp.result_type(mean)))
