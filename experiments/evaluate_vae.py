@@ -39,6 +39,7 @@ from aejax.io.files import write_json
 from aejax.data import sources
 from aejax.models import likelihoods, registry, vae
 from aejax.training import fit, settings
+from aejax.training.train import ceil_div
 from experiments import common
 
 KIND = "evaluate_vae"
@@ -193,7 +194,7 @@ def generated_images(config: Config, model: vae.Model, params: vae.Params, likel
     key, count = evaluation_keys(config.seed)["samples"], config.num_samples
     batches = [
         np.asarray(vae.generate(model, params, jax.random.fold_in(key, i), 1000, likelihood))
-        for i in tqdm(range(-(-count // 1000)), desc="samples", unit="batch", file=sys.stdout, leave=False)
+        for i in tqdm(range(ceil_div(count, 1000)), desc="samples", unit="batch", file=sys.stdout, leave=False)
     ]
     return np.concatenate(batches)[:count]
 

@@ -25,11 +25,7 @@ from flax import linen as nn
 
 from aejax.config import fail
 from aejax.models import mlp
-from aejax.models.vae import FlaxModel, Params
-
-
-def _flatten(x: jax.Array, image_shape: Sequence[int]) -> jax.Array:
-    return x.reshape(x.shape[: x.ndim - len(image_shape)] + (math.prod(image_shape),))
+from aejax.models.vae import FlaxModel, Params, reparameterize
 
 
 def _joined(a: jax.Array, b: jax.Array, width: int, activation: str) -> jax.Array:
@@ -50,7 +46,7 @@ class LowerEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, z2):
-        h = _joined(_flatten(x, self.image_shape), z2, self.width, self.activation)
+        h = _joined(mlp.flatten(x, self.image_shape), z2, self.width, self.activation)
         return mlp.dense(self.layer_dim, "mean")(h), mlp.dense(self.layer_dim, "log_var")(h)
 
 
@@ -126,9 +122,9 @@ class HVAE(FlaxModel):
         self, params: Params, x: jax.Array, mean: jax.Array, log_var: jax.Array, eps: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
         d = self.layer_dim
-        z2 = mean[..., :d] + jnp.exp(log_var[..., :d] / 2) * eps[..., :d]
+        z2 = reparameterize(mean[..., :d], log_var[..., :d], eps[..., :d])
         mean1, log_var1 = self._lower(params, x, z2)
-        z1 = mean1 + jnp.exp(log_var1 / 2) * eps[..., d:]
+        z1 = reparameterize(mean1, log_var1, eps[..., d:])
         return jnp.concatenate([z2, z1], -1), jnp.concatenate(
             [jnp.broadcast_to(log_var[..., :d], z2.shape), log_var1], -1
         )

@@ -35,6 +35,11 @@ def hidden_layer(h: jax.Array, features: int, index: int | str, activation: str)
     return selu(dense(features, f"hidden_{index}")(h))
 
 
+def flatten(x: jax.Array, image_shape: Sequence[int]) -> jax.Array:
+    """Images (..., *image_shape) -> (..., pixels)."""
+    return x.reshape(x.shape[: x.ndim - len(image_shape)] + (math.prod(image_shape),))
+
+
 class Encoder(nn.Module):
     """(..., *image_shape) in [0, 1] -> mean, log_var, each (..., latent_dim)."""
 
@@ -45,7 +50,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = x.reshape(x.shape[: x.ndim - len(self.image_shape)] + (math.prod(self.image_shape),))
+        h = flatten(x, self.image_shape)
         for i, features in enumerate(self.hidden_sizes):
             h = hidden_layer(h, features, i, self.activation)
         return dense(self.latent_dim, "mean")(h), dense(self.latent_dim, "log_var")(h)
