@@ -9,7 +9,8 @@ joining blocks are `hidden_sizes[-1]` wide (the reference's: 300, 300 and gated 
 
 The codings are z = (z2, z1), `layer_dim` each (`latent_dim` = 2 * layer_dim, `top_dim` = layer_dim).
 `encode` gives q(z2 | x) and q(z1 | x, z2) at z2's mean (the posterior's location, for figures and
-diagnostics); a draw takes z2 first and q(z1 | x, z2) at it (`draw_posterior`).
+diagnostics); a draw starts from q(z2 | x) alone (`encode_top`), takes z2, and q(z1 | x, z2) at it
+(`draw_posterior`).
 Params: `{"encoder": {"top", "lower"}, "conditional_prior", "decoder"}`.
 """
 
@@ -113,14 +114,20 @@ class HVAE(FlaxModel):
     def _lower(self, params: Params, x: jax.Array, z2: jax.Array) -> tuple[jax.Array, jax.Array]:
         return self._modules()["lower"].apply({"params": params["encoder"]["lower"]}, x, z2)
 
+    def encode_top(self, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(mean, log_var) of q(z2 | x), each (..., layer_dim)."""
+        return self._modules()["top"].apply({"params": params["encoder"]["top"]}, x)
+
     def encode(self, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mean2, log_var2 = self._modules()["top"].apply({"params": params["encoder"]["top"]}, x)
+        mean2, log_var2 = self.encode_top(params, x)
         mean1, log_var1 = self._lower(params, x, mean2)
         return jnp.concatenate([mean2, mean1], -1), jnp.concatenate([log_var2, log_var1], -1)
 
     def draw_posterior(
         self, params: Params, x: jax.Array, mean: jax.Array, log_var: jax.Array, eps: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
+        """z = (z2, z1) from noise eps (..., latent_dim); (mean, log_var) are q(z2 | x)'s (`encode_top`),
+        or `encode`'s, of which only the top layer's part is read."""
         d = self.layer_dim
         z2 = reparameterize(mean[..., :d], log_var[..., :d], eps[..., :d])
         mean1, log_var1 = self._lower(params, x, z2)

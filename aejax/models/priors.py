@@ -4,7 +4,8 @@ top layer of a hierarchical model.
 A one-layer model's prior is over all of z. A *hierarchical* model (`aejax.models.hvae`) orders its
 codings top layer first, z = (z_top, z_below) with `top_dim` top codings, and defines
 `conditional_prior(params, z_top)`: the (mean, log_var) of the diagonal Gaussian p(z_below | z_top);
-then p(z) = p(z_top) p(z_below | z_top). The top layer's prior is N(0, I) unless the model defines
+then p(z) = p(z_top) p(z_below | z_top); and `encode_top(params, x)`, the (mean, log_var) of
+q(z_top | x) alone. The top layer's prior is N(0, I) unless the model defines
 `prior_components(params)`, the (mean, log_var) (K, top_dim) of a uniform mixture of Gaussians:
 `VampPrior` gives any model the VampPrior of Tomczak & Welling (2018), the mixture
 (1/K) sum_k q(z_top | u_k) of the model's own posteriors at K learned pseudo-inputs u_k (images in
@@ -161,8 +162,10 @@ class VampPrior:
     def prior_components(self, params: dict) -> tuple[jax.Array, jax.Array]:
         """The mixture's (mean, log_var), each (K, top_dim): the encoder's top layer at the
         pseudo-inputs, clipped to [0, 1] as the reference's hard tanh."""
-        mean, log_var = self.encode(params, jnp.clip(params["prior"]["pseudo_inputs"], 0.0, 1.0))
-        return mean[:, : top_dim(self.base)], log_var[:, : top_dim(self.base)]
+        base, pseudo_inputs = self._base_params(params), jnp.clip(params["prior"]["pseudo_inputs"], 0.0, 1.0)
+        if hasattr(self.base, "encode_top"):  # a hierarchical base's top layer alone
+            return self.base.encode_top(base, pseudo_inputs)
+        return self.base.encode(base, pseudo_inputs)
 
     def __getattr__(self, name: str) -> Any:
         # A hierarchical base's own hooks, on the base's part of the params.
@@ -172,7 +175,7 @@ class VampPrior:
         return hook if name == "top_dim" else lambda params, *args: hook(self._base_params(params), *args)
 
 
-_HIERARCHY_HOOKS = ("top_dim", "conditional_prior", "draw_posterior")
+_HIERARCHY_HOOKS = ("top_dim", "encode_top", "conditional_prior", "draw_posterior")
 
 
 def mixture_log_density(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:

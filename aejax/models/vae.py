@@ -187,6 +187,15 @@ def encode(model: Model, params: Params, x: ArrayLike) -> tuple[jax.Array, jax.A
     return model.encode(params, x)
 
 
+def encode_top(model: Model, params: Params, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """(mean, log_var) of the Gaussian a draw z ~ q(z | x) starts from (`posterior_draw`): `encode`'s
+    for a one-layer model; a hierarchical model's top layer alone, (..., top_dim) each (under a
+    gradient, `encode`'s lower layers would cost a backward pass of zeros)."""
+    x = check_images(model, x)
+    _check_finite(params, "encoder")
+    return model.encode_top(params, x) if hasattr(model, "encode_top") else model.encode(params, x)
+
+
 def decode_logits(model: Model, params: Params, z: ArrayLike) -> jax.Array:
     """Codings (..., latent_dim) -> (..., *image_shape) logits of p(x | z)."""
     z = jnp.asarray(z)
@@ -211,8 +220,8 @@ def posterior_draw(
 ) -> tuple[jax.Array, jax.Array]:
     """A draw z ~ q(z | x) from standard-normal noise eps (..., L) (leading axes broadcast against
     x's batch), and the log-variances of the Gaussians it came from, both of eps's shape; with
-    (mean, log_var) = `encode(x)`. A hierarchical model draws layer by layer (`draw_posterior`:
-    each lower layer's Gaussian depends on the draw above); any other is one Gaussian,
+    (mean, log_var) = `encode_top(x)` (or `encode(x)`). A hierarchical model draws layer by layer
+    (`draw_posterior`: each lower layer's Gaussian depends on the draw above); any other is one Gaussian,
     z = mean + exp(log_var / 2) * eps. Either way log q(z | x) = `log_posterior(log_var, eps)`."""
     if hasattr(model, "draw_posterior"):
         return model.draw_posterior(params, x, mean, log_var, eps)
@@ -287,11 +296,12 @@ def batch_metrics(
     x = check_images(model, x)
     if binarize:
         x = likelihoods.binarize(jax.random.fold_in(key, 1), x)
-    mean, log_var = encode(model, params, x)
+    mean, log_var = encode_top(model, params, x)
+    shape = mean.shape[:-1] + (model.latent_dim,)
     if samples == 1:  # the chapter's draw, bit for bit
-        eps = jax.random.normal(key, mean.shape, mean.dtype)[None]
+        eps = jax.random.normal(key, shape, mean.dtype)[None]
     else:
-        eps = jax.random.normal(key, (samples,) + mean.shape, mean.dtype)
+        eps = jax.random.normal(key, (samples,) + shape, mean.dtype)
     z, draw_log_var = posterior_draw(model, params, x, mean, log_var, eps)  # (S, B, L)
     logits = decode_logits(model, params, z.reshape((-1, model.latent_dim)))
     logits = logits.reshape(z.shape[:2] + logits.shape[1:])
