@@ -17,6 +17,7 @@ Params: `{"encoder": {"top", "lower"}, "conditional_prior", "decoder"}`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Sequence
 
@@ -98,6 +99,7 @@ class HVAE(FlaxModel):
             "decoder": Decoder(width, d, shape, act),
         }
 
+    @functools.partial(jax.jit, static_argnums=0)  # one compilation, not one per layer's operations
     def init(self, key: jax.Array) -> Params:
         keys = dict(zip(("top", "lower", "conditional_prior", "decoder"), jax.random.split(key, 4)))
         modules, x, z2 = self._modules(), jnp.zeros((1,) + tuple(self.image_shape)), jnp.zeros((1, self.layer_dim))

@@ -18,6 +18,7 @@ must be a dict). Only the standard prior of a one-layer model has a closed-form 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -85,6 +86,7 @@ def marginal_log_densities(model: Any, params: Any, z: ArrayLike) -> jax.Array:
     return log_p
 
 
+@functools.partial(jax.jit, static_argnames=("model", "n"))
 def sample(model: Any, params: Any, key: jax.Array, n: int) -> jax.Array:
     """n codings (n, latent_dim) drawn from the model's prior (ancestrally: the top layer, then below)."""
     if not is_hierarchical(model):

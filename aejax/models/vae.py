@@ -63,6 +63,7 @@ class FlaxVAE:
     latent_dim: int
     image_shape: tuple[int, ...]
 
+    @functools.partial(jax.jit, static_argnums=0)  # one compilation, not one per layer's operations
     def init(self, key: jax.Array) -> Params:
         encoder_key, decoder_key = jax.random.split(key)
         return {
@@ -180,6 +181,7 @@ def describe(model: Model) -> str:
     return f"{name}, latent size {model.latent_dim}, images {tuple(model.image_shape)}"
 
 
+@functools.partial(jax.jit, static_argnames=("model",))
 def encode(model: Model, params: Params, x: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Images (..., *image_shape) in [0, 1] -> (mean, log_var) of q(z | x), each (..., latent_dim)."""
     x = check_images(model, x)
@@ -196,6 +198,7 @@ def encode_top(model: Model, params: Params, x: ArrayLike) -> tuple[jax.Array, j
     return model.encode_top(params, x) if hasattr(model, "encode_top") else model.encode(params, x)
 
 
+@functools.partial(jax.jit, static_argnames=("model",))
 def decode_logits(model: Model, params: Params, z: ArrayLike) -> jax.Array:
     """Codings (..., latent_dim) -> (..., *image_shape) logits of p(x | z)."""
     z = jnp.asarray(z)
@@ -205,6 +208,7 @@ def decode_logits(model: Model, params: Params, z: ArrayLike) -> jax.Array:
     return model.decode_logits(params, z)
 
 
+@functools.partial(jax.jit, static_argnames=("model", "likelihood"))
 def decode(model: Model, params: Params, z: ArrayLike, likelihood: str = "bernoulli") -> jax.Array:
     """Codings (..., latent_dim) -> images E[x | z] (..., *image_shape) in [0, 1]."""
     return likelihoods.mean(likelihood, decode_logits(model, params, z))
@@ -234,6 +238,7 @@ def log_posterior(log_var: jax.Array, eps: jax.Array) -> jax.Array:
     return -0.5 * jnp.sum(log_var + jnp.square(eps) + LOG_2PI, axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames=("model",))
 def sample_posterior(model: Model, params: Params, key: jax.Array, x: ArrayLike) -> jax.Array:
     """One draw z ~ q(z | x) per image, (..., latent_dim), from `key`, for any model (a
     hierarchical one layer by layer; any other: `sample_latent` of `encode`)."""
