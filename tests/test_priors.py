@@ -1,5 +1,7 @@
 """The VampPrior and the IWAE training objective (issue 20's first rungs)."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -109,6 +111,7 @@ def test_iwae_training_objective_is_the_sampled_elbo_with_one_draw_and_tightens_
     x = jax.random.uniform(jax.random.key(11), (8, 8, 8))
     keys = jax.random.split(jax.random.key(12), 400)
 
+    @functools.partial(jax.jit, static_argnums=(0, 1))
     def losses(objective, samples):
         return jax.vmap(lambda k: vae.batch_metrics(model, params, x, k, objective=objective, samples=samples)["loss"])(
             keys
