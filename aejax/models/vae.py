@@ -243,8 +243,9 @@ def sample_posterior(model: Model, params: Params, key: jax.Array, x: ArrayLike)
     """One draw z ~ q(z | x) per image, (..., latent_dim), from `key`, for any model (a
     hierarchical one layer by layer; any other: `sample_latent` of `encode`)."""
     x = check_images(model, x)
-    mean, log_var = encode(model, params, x)
-    return posterior_draw(model, params, x, mean, log_var, jax.random.normal(key, mean.shape, mean.dtype))[0]
+    mean, log_var = encode_top(model, params, x)
+    eps = jax.random.normal(key, mean.shape[:-1] + (model.latent_dim,), mean.dtype)
+    return posterior_draw(model, params, x, mean, log_var, eps)[0]
 
 
 def sample_latent(key: jax.Array, mean: ArrayLike, log_var: ArrayLike) -> jax.Array:
