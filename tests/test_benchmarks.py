@@ -106,7 +106,12 @@ def test_the_matmul_ceiling_runs_exactly_the_models_matmuls():
 # Every peer once, and each framework on both models: a framework's two modes share its model code,
 # so the mode a model skips runs the same layers. (torch.compile's first compilation of the conv
 # VAE, cold on a fresh machine, took 77 s of the suite; of the MLP, 23 s.)
-PEER_CASES = [("torch_eager", "conv"), ("torch_compile", "mlp"), ("keras_tensorflow_fit", "conv"), ("keras_jax_fit", "mlp")]
+PEER_CASES = [
+    ("torch_eager", "conv"),
+    ("torch_compile", "mlp"),
+    ("keras_tensorflow_fit", "conv"),
+    ("keras_jax_fit", "mlp"),
+]
 
 
 def test_the_peer_cases_cover_every_peer_and_every_framework_on_both_models():

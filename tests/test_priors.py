@@ -50,7 +50,9 @@ def test_the_vamp_prior_and_its_marginals_are_densities_and_its_samples_follow_i
     # Midpoint sums over [-20, 20] of a mixture of Gaussians inside [-10, 10] with sd >= 0.3:
     # error far below 1e-4.
     assert float(jnp.sum(jnp.exp(priors.log_density(one, params, grid))) * step) == pytest.approx(1.0, abs=1e-4)
-    assert float(jnp.sum(jnp.exp(priors.marginal_log_densities(one, params, grid))) * step) == pytest.approx(1.0, abs=1e-4)
+    assert float(jnp.sum(jnp.exp(priors.marginal_log_densities(one, params, grid))) * step) == pytest.approx(
+        1.0, abs=1e-4
+    )
     # 20,000 samples: their mean and variance match the mixture's within 5 standard errors.
     samples = np.asarray(priors.sample(one, params, jax.random.key(5), 20_000))[:, 0]
     density = np.exp(np.asarray(priors.log_density(one, params, grid))) * step
