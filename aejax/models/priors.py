@@ -57,6 +57,11 @@ def gaussian_log_densities(z: ArrayLike, mean: ArrayLike, log_var: ArrayLike) ->
     return -0.5 * (jnp.square(z - mean) * jnp.exp(-log_var) + log_var + _LOG_2PI)
 
 
+def top_posterior(model: Any, params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mean, log_var) of q(z_top | x): a hierarchical model's `encode_top`, all of a one-layer model's `encode`."""
+    return model.encode_top(params, x) if hasattr(model, "encode_top") else model.encode(params, x)
+
+
 def _split(model: Any, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     return z[..., : top_dim(model)], z[..., top_dim(model) :]
 
@@ -164,10 +169,8 @@ class VampPrior:
     def prior_components(self, params: dict) -> tuple[jax.Array, jax.Array]:
         """The mixture's (mean, log_var), each (K, top_dim): the encoder's top layer at the
         pseudo-inputs, clipped to [0, 1] as the reference's hard tanh."""
-        base, pseudo_inputs = self._base_params(params), jnp.clip(params["prior"]["pseudo_inputs"], 0.0, 1.0)
-        if hasattr(self.base, "encode_top"):  # a hierarchical base's top layer alone
-            return self.base.encode_top(base, pseudo_inputs)
-        return self.base.encode(base, pseudo_inputs)
+        pseudo_inputs = jnp.clip(params["prior"]["pseudo_inputs"], 0.0, 1.0)
+        return top_posterior(self.base, self._base_params(params), pseudo_inputs)
 
     def __getattr__(self, name: str) -> Any:
         # A hierarchical base's own hooks, on the base's part of the params.

@@ -195,7 +195,7 @@ def encode_top(model: Model, params: Params, x: ArrayLike) -> tuple[jax.Array, j
     gradient, `encode`'s lower layers would cost a backward pass of zeros)."""
     x = check_images(model, x)
     _check_finite(params, "encoder")
-    return model.encode_top(params, x) if hasattr(model, "encode_top") else model.encode(params, x)
+    return priors.top_posterior(model, params, x)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
