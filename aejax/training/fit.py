@@ -37,7 +37,7 @@ from aejax.config import fail
 from aejax.errors import RunDirError, UsageError
 from aejax.io import checkpoint
 from aejax.models import likelihoods, registry, vae
-from aejax.training import population, settings, tracking
+from aejax.training import population, recipes, settings, tracking
 from aejax.training.train import ceil_div, epoch_key
 
 Config, Member = settings.Config, settings.Member  # where a notebook finds them: fit.Config(…)
@@ -166,6 +166,9 @@ def prepare(config: Config, train_images: np.ndarray, model: vae.Model | None = 
     members = config.members()
     mesh = parallel.training_mesh(len(members))
     steps_per_epoch = ceil_div(len(fit_images), config.schedule.batch_size)
+    # A constant-rate recipe's program does not depend on the number of epochs: left at 1, so that a
+    # run resumed with another --epochs (or a process that trains twice) reuses the compiled program.
+    epochs = config.schedule.epochs if recipes.get(config.optimiser.recipe).schedule_uses_epochs else 1
     program = population.Program(
         model=model,
         likelihood=config.loss.likelihood,
@@ -175,7 +178,7 @@ def prepare(config: Config, train_images: np.ndarray, model: vae.Model | None = 
         recipe=config.optimiser.recipe,
         batch_size=config.schedule.batch_size,
         steps_per_epoch=steps_per_epoch,
-        epochs=config.schedule.epochs,
+        epochs=epochs,
         num_examples=len(fit_images),
         mesh=mesh,
     )
