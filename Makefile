@@ -60,23 +60,27 @@ $(FLOOR)/.installed: requirements-floor.txt pyproject.toml
 test-floor: $(FLOOR)/.installed peers
 	$(FLOOR)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
-# Other CPUs (docs/reproducibility.md). test-isa: the reproducibility tests again with XLA's code
-# generation limited to AVX and to SSE4.2 (no FMA: other roundings in aejax's compiled kernels).
-# test-emulated-cpu: the tests that compare two programs, on an emulated AVX2 CPU without AVX-512
-# (qemu-user's EPYC-Rome model: library kernels that pick their code by CPUID run as there too);
-# about 30 minutes; installs Debian's qemu-user when root.
+# The reproducibility tests on the code users run (docs/reproducibility.md): XLA's default
+# optimisation level and aejax's vector width, where `make test` compiles for compile time
+# (tests/conftest.py). test-isa: on this CPU, then with XLA's code generation limited to AVX and to
+# SSE4.2 (no FMA: other roundings in aejax's compiled kernels). test-emulated-cpu: the tests that
+# compare two programs, on an emulated AVX2 CPU without AVX-512 (qemu-user's EPYC-Rome model:
+# library kernels that pick their code by CPUID run as there too); about 30 minutes; installs
+# Debian's qemu-user when root.
 REPRODUCIBILITY_TESTS := tests/test_fit.py tests/test_parallel.py tests/test_resilience.py
+PRODUCTION_XLA_FLAGS := --xla_backend_optimization_level=3 --xla_cpu_prefer_vector_width=512
 EMULATED_CPU := qemu-x86_64 -cpu EPYC-Rome
 
 test-isa: venv
-	@for isa in AVX SSE4_2; do echo "--- XLA limited to $$isa"; \
-	  XLA_FLAGS=--xla_cpu_max_isa=$$isa $(PY) -m pytest -q $(REPRODUCIBILITY_TESTS) || exit 1; done
+	@for isa in native AVX SSE4_2; do echo "--- XLA code generation for $$isa"; \
+	  limit=$$([ $$isa = native ] || echo --xla_cpu_max_isa=$$isa); \
+	  XLA_FLAGS="$(PRODUCTION_XLA_FLAGS) $$limit" $(PY) -m pytest -q -n $(TEST_WORKERS) $(REPRODUCIBILITY_TESTS) || exit 1; done
 
 test-emulated-cpu: venv
 	@command -v qemu-x86_64 >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get install -y -q qemu-user || { apt-get update -q && apt-get install -y -q qemu-user; }; }; } || \
 	  { echo "test-emulated-cpu needs qemu-x86_64: run 'sudo apt-get install qemu-user'"; exit 1; }
-	AEJAX_TEST_EMULATOR="$(EMULATED_CPU)" $(EMULATED_CPU) $(PY) -m pytest -q -p no:cacheprovider \
+	XLA_FLAGS="$(PRODUCTION_XLA_FLAGS)" AEJAX_TEST_EMULATOR="$(EMULATED_CPU)" $(EMULATED_CPU) $(PY) -m pytest -q -p no:cacheprovider \
 	  -m across_programs $(REPRODUCIBILITY_TESTS) 2>&1 | grep -v "TCG doesn't support"; exit $${PIPESTATUS[0]}
 
 benchmark: venv peers

@@ -1,8 +1,8 @@
 """Shared fixtures: paths to the real Fashion-MNIST subset in ../shared.
 
 The tests run under the XLA settings every aejax entry point applies (`runtime.configure`), with
-256-bit vectors (below), set here before JAX's backend starts: results that are bitwise under them
-(a population member equals its single run) are tested as such.
+256-bit vectors and without LLVM's optimisations (below), set here before JAX's backend starts:
+results that are bitwise under them (a population member equals its single run) are tested as such.
 
 The session shares one persistent compilation cache with the scripts it starts in subprocesses,
 which compile the same programs again (a cached program is the same executable: same results).
@@ -25,12 +25,19 @@ import pytest
 
 from aejax import runtime
 
-# The suite compiles with 256-bit vectors, as an AVX2 machine does (most users' CPUs): aejax's CPU
-# flags prefer 512-bit ones on AVX-512 machines, ~4% faster elementwise fusions for ~1.6x the
-# compilation time (an IWAE program: 2.4 s against 1.4 s), and compiling is most of the suite's time.
-# Children inherit it; `runtime.configure` keeps a flag that is set already.
-if "xla_cpu_prefer_vector_width" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_cpu_prefer_vector_width=256"]).strip()
+# Compiling is most of the suite's time, so the suite compiles for compile time (children inherit
+# these flags; `runtime.configure` keeps a flag that is set already; XLA_FLAGS that set one win):
+# - without LLVM's optimisations (XLA's default is level 3): an end-to-end test of a conv population
+#   spent 7.5 s compiling against 21.3 s, and the suite took 4 min 49 s against 8 min 26 s
+#   (tests/test_sources.py's colour run; same idle 2-core machine, 2026-12-06);
+# - with 256-bit vectors, as an AVX2 machine (most users' CPUs): aejax's CPU flags prefer 512-bit
+#   ones on AVX-512 machines, ~1.6x the compilation time (an IWAE program: 2.4 s against 1.4 s).
+# The suite's properties hold for any code generation: bitwise only within one program and
+# set-up, tolerances from float32 rounding across programs. The code users run (level 3, their
+# vector width) is what `make test-isa` and `make test-emulated-cpu` test for reproducibility.
+for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_prefer_vector_width=256"):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), _flag]).strip()
 runtime.configure()
 _CACHE_SETTINGS = {}
 if tuple(int(part) for part in importlib.metadata.version("jax").split(".")[:2]) >= (0, 10):
