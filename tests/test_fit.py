@@ -229,3 +229,11 @@ def test_the_run_definition_is_derived_from_the_config(images):
     }
     assert definition["data_sha256"] == fit.fingerprint(images)
     assert "epochs" in fit.Config().replace(recipe="improved").run_definition()  # its schedule depends on the epochs
+
+
+def test_the_training_program_depends_on_the_epochs_only_where_the_schedule_does(images):
+    # A constant rate's program is the same for any --epochs: a resume with another --epochs, or a
+    # notebook that trains twice, compiles nothing again. The improved recipe's cosine decay is not.
+    for recipe, same in (("chapter", True), ("improved", False)):
+        plans = [fit.prepare(fit.Config().replace(recipe=recipe, epochs=e, num_validation=120), images) for e in (2, 3)]
+        assert (plans[0].program == plans[1].program) is same, recipe
