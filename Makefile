@@ -65,7 +65,7 @@ test-floor: $(FLOOR)/.installed peers
 # (tests/conftest.py). test-isa: on this CPU, then with XLA's code generation limited to AVX and to
 # SSE4.2 (no FMA: other roundings in aejax's compiled kernels). test-emulated-cpu: the tests that
 # compare two programs, on an emulated AVX2 CPU without AVX-512 (qemu-user's EPYC-Rome model:
-# library kernels that pick their code by CPUID run as there too); about 30 minutes; installs
+# library kernels that pick their code by CPUID run as there too); about 11 minutes (2026-12-06); installs
 # Debian's qemu-user when root.
 REPRODUCIBILITY_TESTS := tests/test_fit.py tests/test_parallel.py tests/test_resilience.py
 PRODUCTION_XLA_FLAGS := --xla_backend_optimization_level=3 --xla_cpu_prefer_vector_width=512
