@@ -9,8 +9,16 @@ import pytest
 
 from aejax import data
 from aejax.errors import UsageError
-from aejax.models import conv, mlp, registry, vae
+from aejax.models import conv, hvae, mlp, registry, vae
 from aejax.training import fit
+
+
+def _gated_conv(latent_dim, image_shape):
+    return conv.Conv(latent_dim=latent_dim, image_shape=image_shape, activation="gated")
+
+
+def _conv_hvae(latent_dim, image_shape):  # two layers of latent_dim
+    return hvae.ConvHVAE(hidden_sizes=(32,), layer_dim=latent_dim, image_shape=image_shape, channels=(4, 8))
 
 
 @pytest.mark.parametrize(
@@ -19,10 +27,22 @@ from aejax.training import fit
         (conv.Conv, (28, 28)),
         (conv.Conv, (32, 32, 3)),
         (conv.Conv, (7, 9, 2)),
+        (_gated_conv, (7, 9, 2)),
         (mlp.MLP, (8, 8)),
         (mlp.MLP, (32, 32, 3)),
+        (_conv_hvae, (28, 28)),
+        (_conv_hvae, (7, 9, 2)),
     ],
-    ids=["conv-28x28", "conv-32x32x3", "conv-7x9x2", "mlp-8x8", "mlp-32x32x3"],
+    ids=[
+        "conv-28x28",
+        "conv-32x32x3",
+        "conv-7x9x2",
+        "conv-gated-7x9x2",
+        "mlp-8x8",
+        "mlp-32x32x3",
+        "conv_hvae-28x28",
+        "conv_hvae-7x9x2",
+    ],
 )
 def test_models_size_themselves_from_the_image_shape(make, image_shape):
     model = make(latent_dim=5, image_shape=image_shape)
@@ -30,7 +50,7 @@ def test_models_size_themselves_from_the_image_shape(make, image_shape):
     vae.check_params(model, params)
     x = jax.random.uniform(jax.random.key(1), (2, 3) + image_shape)  # any leading axes
     mean, log_var = vae.encode(model, params, x)
-    chex.assert_shape([mean, log_var], (2, 3, 5))
+    chex.assert_shape([mean, log_var], (2, 3, model.latent_dim))
     images = vae.decode(model, params, mean)
     chex.assert_shape(images, (2, 3) + image_shape)
     assert float(images.min()) >= 0 and float(images.max()) <= 1
@@ -71,6 +91,16 @@ def test_the_conv_vae_has_the_chapters_channels_and_mirrors_the_encoder():
     assert shapes["encoder"]["mean"]["kernel"] == (4 * 4 * 64, 10)  # 28 -> 14 -> 7 -> 4
     assert shapes["decoder"]["project"]["kernel"] == (10, 4 * 4 * 64)
     assert [shapes["decoder"][f"deconv_{i}"]["kernel"] for i in range(3)] == [(9 * 64, 32), (9 * 32, 16), (9 * 16, 1)]
+
+
+def test_a_gated_convolution_computes_its_gates_beside_its_features():
+    shapes = jax.tree.map(jnp.shape, conv.Conv(activation="gated").init(jax.random.key(0)))
+    assert [shapes["encoder"][f"conv_{i}"]["kernel"] for i in range(3)] == [(9, 32), (9 * 16, 64), (9 * 32, 128)]
+    assert shapes["decoder"]["project"]["kernel"] == (10, 4 * 4 * 128)
+    # Every layer but the logits is gated.
+    assert [shapes["decoder"][f"deconv_{i}"]["kernel"] for i in range(3)] == [(9 * 64, 64), (9 * 32, 32), (9 * 16, 1)]
+    h = jax.random.normal(jax.random.key(1), (3, 5, 8))
+    chex.assert_trees_all_close(conv.activate(h, "gated"), h[..., :4] * jax.nn.sigmoid(h[..., 4:]))
 
 
 def test_the_conv_vae_learns_on_real_digits():
@@ -132,6 +162,8 @@ def test_the_registry_round_trips_the_named_models():
     for model in (
         mlp.MLP(hidden_sizes=(300, 300), latent_dim=40, activation="gated"),
         conv.Conv(channels=(8, 16), image_shape=(32, 32, 3)),
+        conv.Conv(activation="gated"),
+        hvae.ConvHVAE(channels=(8, 16), image_shape=(32, 32, 3)),
     ):
         assert registry.from_dict(registry.to_dict(model)) == model
     with pytest.raises(ValueError, match="user-defined model"):

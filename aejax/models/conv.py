@@ -1,14 +1,15 @@
 """A convolutional VAE (`aejax.models.vae.Model`): the chapter's convolutional autoencoder shapes.
 
-Encoder: 3 x 3 convolutions with 16, 32 and 64 channels (selu), each with stride 2 where the
-chapter pools (28 -> 14 -> 7 -> 4), then Dense mean and log_var. Decoder: Dense to the smallest
-feature map (selu), then stride-2 transposed 3 x 3 convolutions back (64 -> 32 -> 16 -> C
+Encoder: 3 x 3 convolutions with 16, 32 and 64 channels (selu, or gated units), each with stride 2
+where the chapter pools (28 -> 14 -> 7 -> 4), then Dense mean and log_var. Decoder: Dense to the
+smallest feature map, then stride-2 transposed 3 x 3 convolutions back (64 -> 32 -> 16 -> C
 channels, 4 -> 7 -> 14 -> 28: each output cropped to the encoder's size at that level), the last
-one giving the logits of p(x | z). Any (H, W) or (H, W, C) image shape.
+one giving the logits of p(x | z). Any (H, W) or (H, W, C) image shape. `features` and `upsample`
+are the two halves as layers of any module (`aejax.models.hvae.ConvHVAE` uses them).
 
 Both kinds of convolution are one matmul and data movement (`Conv3x3`). Params: encoder `conv_i`,
 `mean`, `log_var`; decoder `project`, `deconv_i`; each `{"kernel", "bias"}`, conv kernels
-(9 * in_channels, out_channels).
+(9 * in_channels, out_channels); a gated layer has twice the out_channels (its gates).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from flax import linen as nn
 
 from aejax.models.kernels import selu
-from aejax.models.mlp import dense
+from aejax.models.mlp import check_activation, dense
 from aejax.models.vae import FlaxModel, FlaxVAE
 
 
@@ -111,39 +112,67 @@ def _as_nhwc(x: jax.Array, image_shape: Sequence[int]) -> tuple[jax.Array, tuple
     return x.reshape((math.prod(batch),) + tuple(image_shape[:2]) + (math.prod(image_shape[2:]),)), batch
 
 
+def activate(h: jax.Array, activation: str) -> jax.Array:
+    """selu, or gated units (`aejax.models.mlp.ACTIVATIONS`): a gated layer computes twice its features, the second
+    half the gates, a * sigmoid(g)."""
+    if activation == "gated":
+        a, g = jnp.split(h, 2, axis=-1)
+        return a * jax.nn.sigmoid(g)
+    return selu(h)
+
+
+def _width(features: int, activation: str) -> int:
+    return 2 * features if activation == "gated" else features
+
+
+def features(x: jax.Array, channels: Sequence[int], image_shape: Sequence[int], activation: str) -> jax.Array:
+    """Images (..., *image_shape) -> (..., F): the stride-2 convolutions `conv_i` of the calling
+    module, flattened (F = the smallest map's pixels * channels[-1])."""
+    h, batch = _as_nhwc(x, image_shape)
+    for i, width in enumerate(channels):
+        h = activate(Conv3x3(_width(width, activation), stride=2, name=f"conv_{i}")(h), activation)
+    return h.reshape(batch + (-1,))
+
+
+def upsample(h: jax.Array, channels: Sequence[int], image_shape: Sequence[int], activation: str) -> jax.Array:
+    """(..., D) -> (..., *image_shape) logits: Dense `project` to the smallest feature map, then the
+    transposed convolutions `deconv_i` of the calling module back up (`channels` as the encoder's)."""
+    batch = h.shape[:-1]
+    sizes = feature_sizes(image_shape, len(channels))
+    height, width = sizes[-1]
+    project = dense(height * width * _width(channels[-1], activation), "project")
+    h = activate(project(h.reshape(-1, h.shape[-1])), activation).reshape(-1, height, width, channels[-1])
+    out_channels = (*reversed(channels[:-1]), math.prod(image_shape[2:]))
+    for i, features in enumerate(out_channels):
+        target = sizes[len(channels) - 1 - i]
+        last = i == len(out_channels) - 1
+        h = Conv3x3(features if last else _width(features, activation), transpose=True, name=f"deconv_{i}")(h)
+        h = h[:, : target[0], : target[1]]
+        if not last:
+            h = activate(h, activation)
+    return h.reshape(batch + tuple(image_shape))
+
+
 class Encoder(nn.Module):
     channels: Sequence[int]
     latent_dim: int
     image_shape: Sequence[int]
+    activation: str = "selu"
 
     @nn.compact
     def __call__(self, x):
-        h, batch = _as_nhwc(x, self.image_shape)
-        for i, features in enumerate(self.channels):
-            h = selu(Conv3x3(features, stride=2, name=f"conv_{i}")(h))
-        h = h.reshape(h.shape[0], -1)
-        mean, log_var = dense(self.latent_dim, "mean")(h), dense(self.latent_dim, "log_var")(h)
-        return mean.reshape(batch + (self.latent_dim,)), log_var.reshape(batch + (self.latent_dim,))
+        h = features(x, self.channels, self.image_shape, self.activation)
+        return dense(self.latent_dim, "mean")(h), dense(self.latent_dim, "log_var")(h)
 
 
 class Decoder(nn.Module):
     channels: Sequence[int]
     image_shape: Sequence[int]
+    activation: str = "selu"
 
     @nn.compact
     def __call__(self, z):
-        batch = z.shape[:-1]
-        sizes = feature_sizes(self.image_shape, len(self.channels))
-        height, width = sizes[-1]
-        h = selu(dense(height * width * self.channels[-1], "project")(z.reshape(-1, z.shape[-1])))
-        h = h.reshape(-1, height, width, self.channels[-1])
-        out_channels = (*reversed(self.channels[:-1]), math.prod(self.image_shape[2:]))
-        for i, features in enumerate(out_channels):
-            target = sizes[len(self.channels) - 1 - i]
-            h = Conv3x3(features, transpose=True, name=f"deconv_{i}")(h)[:, : target[0], : target[1]]
-            if i < len(out_channels) - 1:
-                h = selu(h)
-        return h.reshape(batch + tuple(self.image_shape))
+        return upsample(z, self.channels, self.image_shape, self.activation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,14 +184,16 @@ class Conv(FlaxModel):
     channels: tuple[int, ...] = (16, 32, 64)
     latent_dim: int = 10
     image_shape: tuple[int, ...] = (28, 28)  # (H, W) or (H, W, C)
+    activation: str = "selu"  # or "gated" (`activate`)
 
     def __post_init__(self):
         self.check_settings("channels")
+        check_activation(self.activation)
 
     def modules(self) -> FlaxVAE:
         return FlaxVAE(
-            Encoder(self.channels, self.latent_dim, self.image_shape),
-            Decoder(self.channels, self.image_shape),
+            Encoder(self.channels, self.latent_dim, self.image_shape, self.activation),
+            Decoder(self.channels, self.image_shape, self.activation),
             self.latent_dim,
             self.image_shape,
         )

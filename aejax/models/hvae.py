@@ -6,6 +6,7 @@ Gaussian from an MLP of z2, and p(x | z1, z2): z1 and z2 each through a hidden l
 third, then to the logits. Inference: q(z2 | x) from an MLP of the image, then q(z1 | x, z2): the
 image and z2 each through a hidden layer, joined by a third. The MLPs have `hidden_sizes`; the
 joining blocks are `hidden_sizes[-1]` wide (the reference's: 300, 300 and gated units).
+`ConvHVAE` is the same model with convolutional networks where the image goes in or comes out.
 
 The codings are z = (z2, z1), `layer_dim` each (`latent_dim` = 2 * layer_dim, `top_dim` = layer_dim).
 `encode` gives q(z2 | x) and q(z1 | x, z2) at z2's mean (the posterior's location, for figures and
@@ -25,8 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from aejax.config import fail
-from aejax.models import mlp
+from aejax.models import conv, mlp
 from aejax.models.vae import FlaxModel, Params, reparameterize
 
 
@@ -39,30 +39,41 @@ def _joined(a: jax.Array, b: jax.Array, width: int, activation: str) -> jax.Arra
 
 
 class LowerEncoder(nn.Module):
-    """Images (B, *image_shape) and top codings (..., B, layer_dim) -> mean, log_var of q(z1 | x, z2)."""
+    """Images (B, *image_shape) and top codings (..., B, layer_dim) -> mean, log_var of q(z1 | x, z2).
+    The image enters flattened, or (`channels`) through stride-2 convolutions (`conv.features`)."""
 
     width: int
     layer_dim: int
     image_shape: Sequence[int]
     activation: str
+    channels: Sequence[int] = ()
 
     @nn.compact
     def __call__(self, x, z2):
-        h = _joined(mlp.flatten(x, self.image_shape), z2, self.width, self.activation)
+        if self.channels:
+            x = conv.features(x, self.channels, self.image_shape, self.activation)
+        else:
+            x = mlp.flatten(x, self.image_shape)
+        h = _joined(x, z2, self.width, self.activation)
         return mlp.dense(self.layer_dim, "mean")(h), mlp.dense(self.layer_dim, "log_var")(h)
 
 
 class Decoder(nn.Module):
-    """Codings (..., 2 * layer_dim) = (z2, z1) -> (..., *image_shape) logits of p(x | z1, z2)."""
+    """Codings (..., 2 * layer_dim) = (z2, z1) -> (..., *image_shape) logits of p(x | z1, z2): the
+    joined hidden layer to the logits by a Dense layer, or (`channels`) by transposed convolutions
+    (`conv.upsample`)."""
 
     width: int
     layer_dim: int
     image_shape: Sequence[int]
     activation: str
+    channels: Sequence[int] = ()
 
     @nn.compact
     def __call__(self, z):
         h = _joined(z[..., self.layer_dim :], z[..., : self.layer_dim], self.width, self.activation)
+        if self.channels:
+            return conv.upsample(h, self.channels, self.image_shape, self.activation)
         return mlp.dense(math.prod(self.image_shape), "logits")(h).reshape(z.shape[:-1] + tuple(self.image_shape))
 
 
@@ -76,11 +87,11 @@ class HVAE(FlaxModel):
     layer_dim: int = 40
     activation: str = "gated"
     image_shape: tuple[int, ...] = (28, 28)
+    channels = ()  # the image networks are MLPs (`ConvHVAE`: convolutions)
 
     def __post_init__(self):
         self.check_settings("hidden_sizes")
-        if self.activation not in mlp.ACTIVATIONS:
-            fail("activation", f"must be one of {mlp.ACTIVATIONS}, got {self.activation!r}")
+        mlp.check_activation(self.activation)
 
     @property
     def latent_dim(self) -> int:
@@ -92,11 +103,15 @@ class HVAE(FlaxModel):
 
     def _modules(self) -> dict[str, nn.Module]:
         width, d, shape, act = self.hidden_sizes[-1], self.layer_dim, self.image_shape, self.activation
+        if self.channels:
+            top = conv.Encoder(self.channels, d, shape, act)
+        else:
+            top = mlp.Encoder(self.hidden_sizes, d, shape, act)
         return {
-            "top": mlp.Encoder(self.hidden_sizes, d, shape, act),
-            "lower": LowerEncoder(width, d, shape, act),
+            "top": top,
+            "lower": LowerEncoder(width, d, shape, act, self.channels),
             "conditional_prior": mlp.Encoder(self.hidden_sizes, d, (d,), act),
-            "decoder": Decoder(width, d, shape, act),
+            "decoder": Decoder(width, d, shape, act, self.channels),
         }
 
     @functools.partial(jax.jit, static_argnums=0)  # one compilation, not one per layer's operations
@@ -143,3 +158,23 @@ class HVAE(FlaxModel):
 
     def decode_logits(self, params: Params, z: jax.Array) -> jax.Array:
         return self._modules()["decoder"].apply({"params": params["decoder"]}, z)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvHVAE(HVAE):
+    """The two-level VAE with convolutional image networks (the role of Tomczak & Welling 2018's
+    ConvHVAE): q(z2 | x) is the conv VAE's encoder (stride-2 3 x 3 convolutions with `channels`,
+    then the Gaussian's Dense layers), q(z1 | x, z2) joins the same convolutions' features of the
+    image with z2, and p(x | z1, z2) takes the joined hidden layer to the image by the conv VAE's
+    decoder (a Dense layer to the smallest feature map, then transposed convolutions). p(z1 | z2)
+    and the joining layers are the HVAE's MLPs (`hidden_sizes`); every unit is `activation`'s.
+    The reference's larger kernels and full-resolution gated convolutions in the decoder are not
+    used: on a CPU they cost several times these."""
+
+    NAME = "conv_hvae"
+
+    channels: tuple[int, ...] = (16, 32, 64)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_settings("channels")

@@ -23,6 +23,11 @@ from aejax.models.vae import FlaxModel, FlaxVAE
 ACTIVATIONS = ("selu", "gated")
 
 
+def check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        fail("activation", f"must be one of {ACTIVATIONS}, got {activation!r}")
+
+
 def dense(features: int, name: str) -> nn.Dense:
     # Keras' Dense defaults, as in the chapter: Glorot-uniform kernel, zero bias.
     return nn.Dense(features, kernel_init=nn.initializers.glorot_uniform(), name=name)
@@ -84,8 +89,7 @@ class MLP(FlaxModel):
 
     def __post_init__(self):
         self.check_settings("hidden_sizes")
-        if self.activation not in ACTIVATIONS:
-            fail("activation", f"must be one of {ACTIVATIONS}, got {self.activation!r}")
+        check_activation(self.activation)
 
     def modules(self) -> FlaxVAE:
         return FlaxVAE(

@@ -8,7 +8,7 @@ from typing import Any
 from aejax.models import conv, hvae, mlp, priors
 from aejax.models.vae import Model
 
-MODELS = {"mlp": mlp.MLP, "conv": conv.Conv, "hvae": hvae.HVAE}
+MODELS = {"mlp": mlp.MLP, "conv": conv.Conv, "hvae": hvae.HVAE, "conv_hvae": hvae.ConvHVAE}
 NAMES = tuple(MODELS)
 
 

@@ -33,29 +33,30 @@ class ModelSettings:
 
     name: str = option(
         "mlp",
-        "the VAE: 'mlp' (the chapter's, aejax/models/mlp.py), 'conv' (convolutional, aejax/models/conv.py) "
-        "or 'hvae' (two stochastic layers, aejax/models/hvae.py)",
+        "the VAE: 'mlp' (the chapter's, aejax/models/mlp.py), 'conv' (convolutional, aejax/models/conv.py), "
+        "'hvae' (two stochastic layers, aejax/models/hvae.py) or 'conv_hvae' (the hvae with convolutions "
+        "where the image goes in and comes out)",
         choices=registry.NAMES,
         flag="model",
     )
     hidden_sizes: tuple[int, ...] = option(
         (150, 100),
-        "mlp, hvae: encoder hidden layer sizes, e.g. 300,300; the mlp's decoder mirrors them (hvae: its "
-        "MLPs' sizes, aejax/models/hvae.py)",
+        "mlp, hvae, conv_hvae: encoder hidden layer sizes, e.g. 300,300; the mlp's decoder mirrors them "
+        "(hvae, conv_hvae: its MLPs' sizes, aejax/models/hvae.py)",
     )
     channels: tuple[int, ...] = option(
-        (16, 32, 64), "conv: channels of the stride-2 3x3 convolutions; the decoder mirrors them"
+        (16, 32, 64), "conv, conv_hvae: channels of the stride-2 3x3 convolutions; the decoder mirrors them"
     )
-    latent_dim: int = option(10, "size of the latent codings z (hvae: of each of its two layers)")
+    latent_dim: int = option(10, "size of the latent codings z (hvae, conv_hvae: of each of their two layers)")
     activation: str = option(
         "selu",
-        "mlp, hvae: hidden units, 'selu' (the chapter's) or 'gated' ((W x + b) * "
-        "sigmoid(V x + c), as the literature's MLP VAEs)",
+        "hidden units and convolutions, 'selu' (the chapter's) or 'gated' ((W x + b) * "
+        "sigmoid(V x + c), as the literature's VAEs)",
         choices=mlp.ACTIVATIONS,
     )
     prior: str = option(
         "standard",
-        "p(z) (hvae: of its top layer): 'standard' (N(0, I)) or 'vamp' (the VampPrior: a mixture of the "
+        "p(z) (hvae, conv_hvae: of the top layer): 'standard' (N(0, I)) or 'vamp' (the VampPrior: a mixture of the "
         "encoder's posteriors at learned pseudo-inputs, Tomczak & Welling 2018)",
         choices=priors.NAMES,
     )
@@ -71,9 +72,11 @@ class ModelSettings:
         """The model these settings describe, for images of `image_shape` ((H, W) or (H, W, C))."""
         image_shape = tuple(int(s) for s in image_shape)
         if self.name == "conv":
-            model = conv.Conv(self.channels, self.latent_dim, image_shape)
+            model = conv.Conv(self.channels, self.latent_dim, image_shape, self.activation)
         elif self.name == "hvae":
             model = hvae.HVAE(self.hidden_sizes, self.latent_dim, self.activation, image_shape)
+        elif self.name == "conv_hvae":
+            model = hvae.ConvHVAE(self.hidden_sizes, self.latent_dim, self.activation, image_shape, self.channels)
         else:
             model = mlp.MLP(self.hidden_sizes, self.latent_dim, self.activation, image_shape)
         return priors.with_prior(model, self.prior, self.num_pseudo_inputs)
