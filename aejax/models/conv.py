@@ -113,8 +113,8 @@ def _as_nhwc(x: jax.Array, image_shape: Sequence[int]) -> tuple[jax.Array, tuple
 
 
 def activate(h: jax.Array, activation: str) -> jax.Array:
-    """selu, or gated units (`aejax.models.mlp.ACTIVATIONS`): a gated layer computes twice its features, the second
-    half the gates, a * sigmoid(g)."""
+    """selu, or gated units (`aejax.models.mlp.ACTIVATIONS`): a gated layer computes twice its
+    features, the second half its gates g, and gives a * sigmoid(g)."""
     if activation == "gated":
         a, g = jnp.split(h, 2, axis=-1)
         return a * jax.nn.sigmoid(g)
@@ -143,10 +143,10 @@ def upsample(h: jax.Array, channels: Sequence[int], image_shape: Sequence[int], 
     project = dense(height * width * _width(channels[-1], activation), "project")
     h = activate(project(h.reshape(-1, h.shape[-1])), activation).reshape(-1, height, width, channels[-1])
     out_channels = (*reversed(channels[:-1]), math.prod(image_shape[2:]))
-    for i, features in enumerate(out_channels):
+    for i, out in enumerate(out_channels):
         target = sizes[len(channels) - 1 - i]
         last = i == len(out_channels) - 1
-        h = Conv3x3(features if last else _width(features, activation), transpose=True, name=f"deconv_{i}")(h)
+        h = Conv3x3(out if last else _width(out, activation), transpose=True, name=f"deconv_{i}")(h)
         h = h[:, : target[0], : target[1]]
         if not last:
             h = activate(h, activation)
