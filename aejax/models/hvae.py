@@ -168,8 +168,8 @@ class ConvHVAE(HVAE):
     image with z2, and p(x | z1, z2) takes the joined hidden layer to the image by the conv VAE's
     decoder (a Dense layer to the smallest feature map, then transposed convolutions). p(z1 | z2)
     and the joining layers are the HVAE's MLPs (`hidden_sizes`); every unit is `activation`'s.
-    The reference's larger kernels and full-resolution gated convolutions in the decoder are not
-    used: on a CPU they cost several times these."""
+    The reference's 7 x 7 and 5 x 5 kernels and its decoder's full-resolution gated convolutions
+    are not used (docs/ladder.md counts what they cost)."""
 
     NAME = "conv_hvae"
 
