@@ -8,7 +8,7 @@ FLOOR  := .venv-floor
 OUT    ?= runs/demo
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test test-floor test-isa test-emulated-cpu venv peers data benchmark clean
+.PHONY: demo test test-floor test-isa test-emulated-cpu venv peers data benchmark ladder clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,40 @@ benchmark: venv peers
 	$(PY) -m benchmarks.throughput --peer-python $(PEERS)/bin/python --json $(OUT)/benchmarks.json
 	$(PY) -m benchmarks.throughput --model conv --batch-sizes 128 --population-sizes 1,4 --num-examples 11000 \
 	  --peer-python $(PEERS)/bin/python --json $(OUT)/benchmarks_conv.json
+
+# The VAE ladder (docs/ladder.md): each rung on the literature protocol, trained to its end, then
+# evaluated (IWAE k = 5,000, diagnostics, sample quality in the in-project classifier's features).
+# Days on 2 CPU cores, hours on a GPU. A training that stops continues where it stopped when
+# `make ladder` runs again (--auto-resume); a finished rung is not trained again.
+# `make ladder RUNGS="hvae hvae_vamp" SEEDS=3`: some rungs, each a population of 3 seeds.
+LADDER     ?= runs/ladder
+CLASSIFIER ?= runs/classifier/classifier.msgpack
+SEEDS      ?= 1
+LADDER_RUNGS := mlp mlp_vamp hvae hvae_vamp mlp_iwae conv conv_hvae conv_hvae_vamp
+RUNGS      ?= $(LADDER_RUNGS)
+rung_mlp            :=
+rung_mlp_vamp       := --prior vamp
+rung_hvae           := --model hvae
+rung_hvae_vamp      := --model hvae --prior vamp
+rung_mlp_iwae       := --objective iwae --train-samples 5
+rung_conv           := --model conv
+rung_conv_hvae      := --model conv_hvae
+rung_conv_hvae_vamp := --model conv_hvae --prior vamp
+
+ladder: venv data $(RUNGS:%=$(LADDER)/%_eval/metrics.json)
+
+# Kept: make would otherwise delete a rung's params as an intermediate file once it is evaluated.
+.PRECIOUS: $(LADDER)/%/params.msgpack $(CLASSIFIER)
+
+$(LADDER)/%/params.msgpack:
+	@[ -n "$(filter $*,$(LADDER_RUNGS))" ] || { echo "make ladder: RUNGS has '$*'; the rungs: $(LADDER_RUNGS)" >&2; exit 2; }
+	$(PY) -m experiments.vae_fashion_mnist --preset literature $(rung_$*) --num-seeds $(SEEDS) --auto-resume --out $(@D)
+
+$(LADDER)/%_eval/metrics.json: $(LADDER)/%/params.msgpack $(CLASSIFIER)
+	$(PY) -m experiments.evaluate_vae --params $< --classifier $(CLASSIFIER) --overwrite --out $(@D)
+
+$(CLASSIFIER):
+	$(PY) -m experiments.train_classifier --overwrite --out $(@D)
 
 clean:
 	rm -rf $(VENV) $(PEERS) $(FLOOR) runs

@@ -1,10 +1,14 @@
 """End-to-end runs of the experiment CLIs on tiny configurations and the real 900-image subset."""
 
+import argparse
 import json
+import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from experiments import evaluate_vae, linear_ae_pca, vae_fashion_mnist
+from experiments import common, evaluate_vae, linear_ae_pca, vae_fashion_mnist
 
 
 def test_linear_ae_cli_writes_figures_and_metrics(tmp_path, capsys):
@@ -203,3 +207,54 @@ def test_a_population_through_the_cli(subset_dir, tmp_path, capsys):
     diagnostics = result["diagnostics"]
     assert len(diagnostics["kl_per_dim_nats"]) == 10 and 0 <= diagnostics["active_units"] <= 10
     assert sum(diagnostics["kl_per_dim_nats"]) == pytest.approx(diagnostics["rate_nats"], rel=1e-4)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# What each rung of `make ladder` changes in the literature protocol (docs/ladder.md's table).
+RUNG_CHANGES = {
+    "mlp": {},
+    "mlp_vamp": {"prior": "vamp"},
+    "hvae": {"model": "hvae"},
+    "hvae_vamp": {"model": "hvae", "prior": "vamp"},
+    "mlp_iwae": {"objective": "iwae", "train_samples": 5},
+    "conv": {"model": "conv"},
+    "conv_hvae": {"model": "conv_hvae"},
+    "conv_hvae_vamp": {"model": "conv_hvae", "prior": "vamp"},
+}
+
+
+def _make(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *arguments], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_make_ladder_trains_each_rung_on_the_protocol_then_evaluates_it(tmp_path):
+    classifier = tmp_path / "classifier" / "classifier.msgpack"
+    listed = _make("-n", "ladder", f"LADDER={tmp_path}", f"CLASSIFIER={classifier}", "SEEDS=3")
+    assert listed.returncode == 0, listed.stderr
+    commands = [shlex.split(line) for line in listed.stdout.splitlines() if " -m experiments." in line]
+    trainings = {Path(c[c.index("--out") + 1]).name: c[3:] for c in commands if c[2] == "experiments.vae_fashion_mnist"}
+    assert set(trainings) == set(RUNG_CHANGES)
+    parser = common.config_parser(vae_fashion_mnist.Config, "")
+    settings = {
+        rung: vars(common.parse_args(parser, vae_fashion_mnist.Config, argv)) for rung, argv in trainings.items()
+    }
+    for rung, argv in trainings.items():
+        common.config_from_args(vae_fashion_mnist.Config, argparse.Namespace(**settings[rung]))  # valid settings
+        changed = {k: v for k, v in settings[rung].items() if v != settings["mlp"][k] and k != "out"}
+        assert changed == RUNG_CHANGES[rung], rung  # one protocol, each rung changing only its own settings
+        assert settings[rung]["num_seeds"] == 3 and settings[rung]["auto_resume"]
+    assert settings["mlp"]["preset"] == "literature"
+    evaluations = [c for c in commands if c[2] == "experiments.evaluate_vae"]
+    assert sorted((c[c.index("--params") + 1], c[c.index("--classifier") + 1]) for c in evaluations) == sorted(
+        (str(tmp_path / rung / "params.msgpack"), str(classifier)) for rung in RUNG_CHANGES
+    )
+    assert [c for c in commands if c[2] == "experiments.train_classifier"]
+    # A rung's params stay after its evaluation (not deleted as an intermediate file).
+    assert not [line for line in listed.stdout.splitlines() if line.startswith("rm ")]
+
+
+def test_make_ladder_names_an_unknown_rung(tmp_path):
+    refused = _make(str(tmp_path / "hvea" / "params.msgpack"), f"LADDER={tmp_path}")
+    assert refused.returncode != 0
+    assert "RUNGS has 'hvea'; the rungs: mlp mlp_vamp hvae" in refused.stderr
+    assert not (tmp_path / "hvea").exists()
