@@ -89,7 +89,8 @@ benchmark: venv peers
 	  --peer-python $(PEERS)/bin/python --json $(OUT)/benchmarks_conv.json
 
 # The VAE ladder (docs/ladder.md): each rung on the literature protocol, trained to its end, then
-# evaluated (IWAE k = 5,000, diagnostics, sample quality in the in-project classifier's features).
+# evaluated (IWAE k = 5,000, diagnostics, sample quality in the in-project classifier's features);
+# then the ladder's table and figure against the published values, in $(LADDER)/report.
 # Days on 2 CPU cores, hours on a GPU. A training that stops continues where it stopped when
 # `make ladder` runs again (--auto-resume); a finished rung is not trained again.
 # `make ladder RUNGS="hvae hvae_vamp" SEEDS=3`: some rungs, each a population of 3 seeds.
@@ -108,6 +109,7 @@ rung_conv_hvae      := --model conv_hvae
 rung_conv_hvae_vamp := --model conv_hvae --prior vamp
 
 ladder: venv data $(RUNGS:%=$(LADDER)/%_eval/metrics.json)
+	$(PY) -m experiments.ladder_report --ladder $(LADDER) --overwrite --out $(LADDER)/report
 
 # Kept: make would otherwise delete a rung's params as an intermediate file once it is evaluated.
 .PRECIOUS: $(LADDER)/%/params.msgpack $(CLASSIFIER)

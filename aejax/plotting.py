@@ -178,6 +178,48 @@ def rate_distortion(rates: Sequence[float], distortions: Sequence[float], betas:
     return fig
 
 
+def ladder(
+    names: Sequence[str],
+    values: np.ndarray,
+    published: Sequence[tuple[float, float | None] | None],
+    xlabel: str,
+    label: str = "aejax",
+) -> Figure:
+    """One row per model (top to bottom as given): its value with an interval, `values` (n, 3) of
+    (estimate, low, high), and beside it the published value, `published[i]` = (value, ± or None)
+    or None where there is none; `label` names the first series."""
+    values = np.asarray(values, np.float64)
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(names) + 1.3))
+    rows = np.arange(len(names))[::-1]
+    ax.errorbar(
+        values[:, 0],
+        rows,
+        xerr=[values[:, 0] - values[:, 1], values[:, 2] - values[:, 0]],
+        fmt="o",
+        color="C0",
+        capsize=3,
+        label=label,
+    )
+    shown = [(row, value) for row, value in zip(rows, published) if value is not None]
+    if shown:
+        ax.errorbar(
+            [value[0] for _, value in shown],
+            [row - 0.2 for row, _ in shown],
+            xerr=[0.0 if value[1] is None else value[1] for _, value in shown],
+            fmt="D",
+            mfc="none",
+            color="C3",
+            capsize=3,
+            label="published (± over runs)",
+        )
+    ax.set_yticks(rows, names)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.set_xlabel(xlabel)
+    ax.grid(True, axis="x")
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
 def posterior_diagnostics(diagnostics: dict) -> Figure:
     """KL per latent dimension and Cov_x(E_q[z|x]) per dimension (log scale, with the active-unit
     threshold); the title gives active units, mutual information, rate and distortion.

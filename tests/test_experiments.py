@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import common, evaluate_vae, linear_ae_pca, vae_fashion_mnist
+from experiments import common, evaluate_vae, ladder_report, linear_ae_pca, vae_fashion_mnist
 
 
 def test_linear_ae_cli_writes_figures_and_metrics(tmp_path, capsys):
@@ -58,7 +58,7 @@ def test_unwritable_out_is_named(tmp_path, capsys):
 
 
 def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
-    train_out, eval_out = tmp_path / "vae", tmp_path / "eval"
+    train_out, eval_out = tmp_path / "vae", tmp_path / "vae_eval"
     code = vae_fashion_mnist.main(
         [
             "--data-dir",
@@ -118,6 +118,17 @@ def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
         "vae_latent_traversal_plot.png",
         "vae_posterior_diagnostics.png",
     }
+
+    # The ladder's report reads the run and its evaluation beside it (RUN_eval).
+    report = tmp_path / "report"
+    assert ladder_report.main(["--ladder", str(tmp_path), "--out", str(report)]) == 0
+    (row,) = json.loads((report / "ladder.json").read_text())["rungs"]
+    assert row["rung"] == "vae" and row["evaluation"]["of_these_params"] and row["training"]["epochs"] == 2
+    assert row["evaluation"]["nll"]["mean"] == iwae["20"]["mean"] and row["evaluation"]["k"] == 20
+    assert not row["on_protocol"] and row["published"] is None  # the chapter's model: nothing published to compare
+    line = (report / "ladder.md").read_text().splitlines()[2]
+    assert f"{iwae['20']['mean']:.2f} ± {iwae['20']['standard_error']:.2f} (k = 20)" in line and "2 epochs" in line
+    assert (report / "ladder.png").stat().st_size > 0
 
 
 def test_vae_cli_names_a_missing_data_dir(tmp_path, capsys):
@@ -249,6 +260,9 @@ def test_make_ladder_trains_each_rung_on_the_protocol_then_evaluates_it(tmp_path
         (str(tmp_path / rung / "params.msgpack"), str(classifier)) for rung in RUNG_CHANGES
     )
     assert [c for c in commands if c[2] == "experiments.train_classifier"]
+    assert commands[-1][2:] == ["experiments.ladder_report", "--ladder", str(tmp_path), "--overwrite", "--out"] + [
+        str(tmp_path / "report")
+    ]
     # A rung's params stay after its evaluation (not deleted as an intermediate file).
     assert not [line for line in listed.stdout.splitlines() if line.startswith("rm ")]
 
@@ -258,3 +272,66 @@ def test_make_ladder_names_an_unknown_rung(tmp_path):
     assert refused.returncode != 0
     assert "RUNGS has 'hvea'; the rungs: mlp mlp_vamp hvae" in refused.stderr
     assert not (tmp_path / "hvea").exists()
+
+
+def _evaluated_rung(tmp_path, name, definition, evaluation, digests):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"kind": "vae_fashion_mnist", "definition": definition}))
+    (folder / "metrics.json").write_text(
+        json.dumps({"epochs_run": 800, "best_epoch": 750, "train_wall_seconds_total": 100.0, "members": digests})
+    )
+    (tmp_path / f"{name}_eval").mkdir()
+    (tmp_path / f"{name}_eval" / "metrics.json").write_text(json.dumps(evaluation))
+
+
+def test_the_ladder_report_on_the_protocol_with_seeds_and_a_stale_evaluation(tmp_path, capsys):
+    """A rung on the literature protocol stands beside its published value; a population's row is its
+    seeds' mean [95% interval] (evaluate_vae's own summary); an evaluation of other params is flagged."""
+    literature = vae_fashion_mnist.Config.PRESETS["literature"]
+    definition = {
+        **{k: v for k, v in literature.items() if k not in ("hidden_sizes", "latent_dim", "activation", "epochs")},
+        "objective": "elbo",
+        "train_samples": 1,
+        "num_seeds": 3,
+        "model": {"name": "hvae", "hidden_sizes": [300, 300], "layer_dim": 40, "activation": "gated"}
+        | {"image_shape": [28, 28], "prior": "vamp"},
+    }
+    members = [
+        {
+            "params_sha256": f"digest{i}",
+            "test_negative_elbo_nats": {"mean": 229.0 + i},
+            "test_negative_iwae_nats": {"5000": {"mean": 226.0 + i}},
+            "diagnostics": {"active_units": 40 + i, "mutual_information_nats": 9.0},
+        }
+        for i in range(3)
+    ]
+    summary = {"beta": 1.0, "learning_rate": 5e-4, **evaluate_vae.summarize(members, [5000])}
+    evaluation = {"members": members, "summary": [summary], "data": {"dataset": "fashion_mnist"}, "binarize": True}
+    digests = [{"params_sha256": m["params_sha256"]} for m in members]
+    _evaluated_rung(tmp_path, "hvae_vamp", definition, evaluation, digests)
+    stale = {**evaluation, "members": members[:1]}  # one member's evaluation of a population: not the run
+    _evaluated_rung(tmp_path, "hvae_vamp_stale", definition, stale, digests)
+    assert ladder_report.main(["--ladder", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    rows = {r["rung"]: r for r in json.loads((tmp_path / "report" / "ladder.json").read_text())["rungs"]}
+    nll = rows["hvae_vamp"]["evaluation"]["nll"]
+    assert nll["mean"] == pytest.approx(227.0) and nll["n"] == 3
+    assert nll["low"] == pytest.approx(227.0 - 4.303 / 3**0.5, abs=1e-3)  # t(0.975, 2 d.o.f.) * s / sqrt(3), s = 1
+    assert rows["hvae_vamp"]["on_protocol"] and rows["hvae_vamp"]["published"] == [226.72, None]
+    assert (
+        rows["hvae_vamp"]["evaluation"]["of_these_params"]
+        and not rows["hvae_vamp_stale"]["evaluation"]["of_these_params"]
+    )
+    table = capsys.readouterr().out
+    assert "227.00 [224.52, 229.48] (3 seeds) (k = 5,000) | 226.72 | +0.28 |" in table
+    assert "not of the run's final params" in table
+
+
+def test_the_ladder_report_refuses_a_folder_without_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        ladder_report.main(["--ladder", str(tmp_path), "--out", str(tmp_path / "report")])
+    assert info.value.code == 2 and "--ladder holds no training run" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
+    with pytest.raises(SystemExit):
+        ladder_report.main(["--ladder", str(tmp_path / "missing"), "--out", str(tmp_path / "report")])
+    assert "--ladder must be a folder of training runs" in capsys.readouterr().err

@@ -1,0 +1,271 @@
+"""The VAE ladder's table and figure, from the runs `make ladder` writes.
+
+    python -m experiments.ladder_report [--ladder runs/ladder --out runs/ladder/report]
+
+Reads every training run in --ladder (a folder per rung, written by `experiments.vae_fashion_mnist`)
+and its evaluation beside it (RUNG_eval, by `experiments.evaluate_vae`), and writes into --out:
+ladder.md (the table: test -ELBO and -log p(x) at the largest k evaluated, active units, sample
+quality, epochs and training time, and the published value with the difference for a rung trained
+on the literature protocol's settings on Fashion-MNIST), ladder.json (the same rows) and ladder.png
+(each rung's -log p(x) beside the published one). One seed: ± is the standard error over the test
+images; a population (--num-seeds): mean [95% interval] over its seeds. A rung still training, or
+not evaluated yet, is listed with the epochs it reached; an evaluation not of the run's final
+params (of an earlier epoch, of one member) is flagged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from aejax import plotting
+from aejax.config import check_types, fail, option
+from aejax.evaluation import published
+from aejax.io import runs
+from aejax.io.files import write_bytes, write_json
+from experiments import common, vae_fashion_mnist
+
+KIND = "ladder_report"
+OUTPUTS = ("ladder.md", "ladder.json", "ladder.png", common.TRACEBACK)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Where the rungs are and where the report goes."""
+
+    ladder: str = option("runs/ladder", "the folder with one training run per rung and its evaluation in RUNG_eval")
+    out: str = option("runs/ladder/report", "output folder: ladder.md, ladder.json, ladder.png")
+    overwrite: bool = option(False, "replace an earlier report in --out")
+
+    def __post_init__(self):
+        check_types(self)
+        if not Path(self.ladder).is_dir():
+            fail("ladder", f"must be a folder of training runs (what `make ladder` writes), got {self.ladder!r}")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None  # a torn or unreadable file: the row says what is missing
+
+
+def _history(folder: Path) -> tuple[int, int | None, float | None]:
+    """(epochs reached, best epoch, its validation loss) of member 0, from history.jsonl's whole lines."""
+    best, epochs = (None, None), 0
+    path = folder / "history.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if entry.get("member", 0) != 0 or not isinstance(entry.get("val_loss"), (int, float)):
+            continue
+        epochs = max(epochs, entry["epoch"])
+        if best[1] is None or entry["val_loss"] < best[1]:
+            best = (entry["epoch"], entry["val_loss"])
+    return epochs, best[0], best[1]
+
+
+def _bound(evaluation: dict) -> dict:
+    """-log p(x) at the largest k, and -ELBO: {k, nll, elbo} each {mean, low, high, n, spread}."""
+    if "summary" in evaluation:  # a population: its seeds (of the first grid point, with a sweep)
+        summary = evaluation["summary"][0]
+        k = max(int(key.rsplit("_k", 1)[1]) for key in summary if key.startswith("test_negative_iwae_nats_k"))
+
+        def interval(stats: dict) -> dict:
+            return {
+                "mean": stats["mean"],
+                "low": stats["ci95_low"],
+                "high": stats["ci95_high"],
+                "n": stats["n"],
+                "spread": "95% interval over seeds",
+            }
+
+        return {
+            "k": k,
+            "nll": interval(summary[f"test_negative_iwae_nats_k{k}"]),
+            "elbo": interval(summary["test_negative_elbo_nats"]),
+            "active_units": summary["active_units"]["mean"],
+            **{name: summary[name]["mean"] for name in ("frechet_distance", "precision", "recall") if name in summary},
+        }
+    k = max(int(key) for key in evaluation["test_negative_iwae_nats"])
+
+    def standard_error(stats: dict) -> dict:
+        half = stats["standard_error"]
+        return {
+            "mean": stats["mean"],
+            "low": stats["mean"] - half,
+            "high": stats["mean"] + half,
+            "n": 1,
+            "spread": "± standard error over the test images",
+        }
+
+    return {
+        "k": k,
+        "nll": standard_error(evaluation["test_negative_iwae_nats"][str(k)]),
+        "elbo": standard_error(evaluation["test_negative_elbo_nats"]),
+        "active_units": evaluation["diagnostics"]["active_units"],
+        **{name: evaluation[name] for name in ("frechet_distance", "precision", "recall") if name in evaluation},
+    }
+
+
+def _digests(metrics: dict | None) -> set[str]:
+    if metrics is None:
+        return set()
+    rows = metrics.get("members", [metrics])
+    return {row["params_sha256"] for row in rows if isinstance(row.get("params_sha256"), str)}
+
+
+def on_protocol(definition: dict) -> bool:
+    """Whether a run trained on 28 x 28 images with the literature preset's settings (any epoch budget)."""
+    model = definition["model"]
+    settings = {**definition, **model, "latent_dim": model.get("latent_dim", model.get("layer_dim"))}
+    preset = vae_fashion_mnist.Config.PRESETS["literature"]
+    return list(model["image_shape"]) == [28, 28] and all(
+        (list(value) if isinstance(value, tuple) else value) == settings[name]
+        for name, value in preset.items()
+        if name in settings
+    )
+
+
+def rung(folder: Path, record: dict) -> dict:
+    """One row of the ladder: what the rung changes, how far it trained, and its evaluation if any."""
+    definition = record["definition"]
+    model = definition["model"]
+    prior = model.get("prior", "standard")
+    row = {
+        "rung": folder.name,
+        "model": model["name"],
+        "prior": prior,
+        "objective": definition["objective"],
+        "train_samples": definition["train_samples"],
+        "seeds": definition["num_seeds"],
+        "on_protocol": on_protocol(definition),
+    }
+    training = _read_json(folder / "metrics.json")
+    epochs, best_epoch, best_val = _history(folder)
+    pixels = math.prod(model["image_shape"])
+    row["training"] = {
+        "status": "finished" if training is not None else record.get("status"),
+        "epochs": training["epochs_run"] if training else epochs,
+        "best_epoch": training["best_epoch"] if training else best_epoch,
+        "best_val_nats": None if best_val is None else best_val * pixels,
+        "wall_seconds": training["train_wall_seconds_total"] if training else None,
+    }
+    evaluation = _read_json(folder.with_name(folder.name + "_eval") / "metrics.json")
+    if evaluation is not None:
+        row["evaluation"] = _bound(evaluation)
+        row["evaluation"]["of_these_params"] = _digests(evaluation) == _digests(training)
+        row["on_protocol"] &= evaluation["data"]["dataset"] == "fashion_mnist" and evaluation["binarize"]
+    paper = published.fashion_mnist_nll(model["name"], prior, definition["objective"])
+    row["published"] = paper if row["on_protocol"] else None
+    return row
+
+
+def _nats(value: dict) -> str:
+    if value["spread"].startswith("95%"):
+        return f"{value['mean']:.2f} [{value['low']:.2f}, {value['high']:.2f}] ({value['n']} seeds)"
+    return f"{value['mean']:.2f} ± {value['high'] - value['mean']:.2f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| rung | model, prior, objective | test −ELBO | test −log p(x) | published | difference "
+        "| active units | Fréchet distance / precision / recall | training |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        what = f"{row['model']}, {row['prior']}, {row['objective']}"
+        if row["objective"] == "iwae":
+            what += f" (k = {row['train_samples']})"
+        paper = row["published"]
+        shown_paper = "" if paper is None else f"{paper[0]:.2f}" + ("" if paper[1] is None else f" ± {paper[1]:.2f}")
+        training = row["training"]
+        trained = f"{training['epochs']} epochs" + (
+            "" if training["best_epoch"] is None else f" (best {training['best_epoch']})"
+        )
+        if training["status"] != "finished":
+            best = "" if training["best_val_nats"] is None else f", best validation {training['best_val_nats']:.2f}"
+            trained += f", not finished (run.json: {training['status']}){best}"
+        elif training["wall_seconds"] is not None:
+            trained += f", {training['wall_seconds']:,.0f} s"
+        evaluation = row.get("evaluation")
+        if evaluation is None:
+            cells = ["not evaluated yet", "", "", "", ""]
+        else:
+            nll = _nats(evaluation["nll"]) + f" (k = {evaluation['k']:,})"
+            if not evaluation["of_these_params"]:
+                nll += " (**not of the run's final params**)"
+            difference = "" if paper is None else f"{evaluation['nll']['mean'] - paper[0]:+.2f}"
+            quality = (
+                f"{evaluation['frechet_distance']:.2f} / {evaluation['precision']:.3f} / {evaluation['recall']:.3f}"
+                if "frechet_distance" in evaluation
+                else ""
+            )
+            cells = [_nats(evaluation["elbo"]), nll, difference, f"{evaluation['active_units']:g}", quality]
+        lines.append(
+            f"| {row['rung']} | {what} | {cells[0]} | {cells[1]} | {shown_paper} | {cells[2]} | {cells[3]} "
+            f"| {cells[4]} | {trained} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(config: Config) -> int:
+    runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False)
+    found = []
+    for folder in sorted(p for p in Path(config.ladder).iterdir() if p.is_dir()):
+        record = runs.read_record(folder)
+        if record is not None and record.get("kind") == vae_fashion_mnist.KIND:
+            found.append(rung(folder, record))
+    if not found:
+        fail(
+            "ladder",
+            f"holds no training run of experiments.vae_fashion_mnist (what `make ladder` writes): {config.ladder}",
+        )
+    # The ladder climbs: the evaluated rungs from the worst bound to the best, then the rest.
+    found.sort(
+        key=lambda r: (-r["evaluation"]["nll"]["mean"], r["rung"]) if "evaluation" in r else (math.inf, r["rung"])
+    )
+    evaluated = [r for r in found if "evaluation" in r]
+    out = Path(config.out)
+    with runs.claim(
+        out,
+        KIND,
+        {"ladder": str(Path(config.ladder).resolve())},
+        overwrite=config.overwrite,
+        outputs=OUTPUTS,
+        resumable=False,
+    ):
+        table = markdown(found)
+        write_bytes(out / "ladder.md", table.encode())
+        write_json(out / "ladder.json", {"published_source": published.SOURCE, "rungs": found})
+        if evaluated:
+            plotting.save_figure(
+                plotting.ladder(
+                    [r["rung"] + ("" if r["evaluation"]["of_these_params"] else " (other params)") for r in evaluated],
+                    np.array([[r["evaluation"]["nll"][key] for key in ("mean", "low", "high")] for r in evaluated]),
+                    [r["published"] for r in evaluated],
+                    f"test −log p(x), nats ({published.SOURCE.split(', ')[1]}; lower is better)",
+                    "aejax: ± standard error over the test images"
+                    + ("; seeds: 95% interval" if any(r["seeds"] > 1 for r in evaluated) else ""),
+                ),
+                out / "ladder.png",
+            )
+    print(table, end="")
+    print(f"{len(found)} rungs, {len(evaluated)} evaluated -> {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.main(Config, __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
