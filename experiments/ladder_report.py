@@ -27,7 +27,7 @@ from aejax import plotting
 from aejax.config import check_types, fail, option
 from aejax.evaluation import published
 from aejax.io import runs
-from aejax.io.files import write_bytes, write_json
+from aejax.io.files import read_json_lines, write_bytes, write_json
 from experiments import common, vae_fashion_mnist
 
 KIND = "ladder_report"
@@ -59,12 +59,7 @@ def _history(folder: Path) -> tuple[int, int | None, float | None]:
     """(epochs reached, best epoch, its validation loss) of member 0, from history.jsonl's whole lines."""
     best, epochs = (None, None), 0
     path = folder / "history.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a kill
+    for entry in read_json_lines(path) if path.is_file() else []:  # a torn last line is dropped, with a warning
         if entry.get("member", 0) != 0 or not isinstance(entry.get("val_loss"), (int, float)):
             continue
         epochs = max(epochs, entry["epoch"])
