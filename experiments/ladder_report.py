@@ -25,6 +25,7 @@ import numpy as np
 
 from aejax import plotting
 from aejax.config import check_types, fail, option
+from aejax.errors import RunDirError
 from aejax.evaluation import published
 from aejax.io import runs
 from aejax.io.files import read_json_lines, write_bytes, write_json
@@ -49,10 +50,13 @@ class Config:
 
 
 def _read_json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None if there is no such file (not written yet)."""
+    if not path.is_file():
+        return None
     try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None  # a torn or unreadable file: the row says what is missing
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path} is not readable JSON ({err}); write it again or move it aside") from None
 
 
 def _history(folder: Path) -> tuple[int, int | None, float | None]:
