@@ -294,8 +294,14 @@ def test_the_ladder_report_on_the_protocol_with_seeds_and_a_stale_evaluation(tmp
         "objective": "elbo",
         "train_samples": 1,
         "num_seeds": 3,
-        "model": {"name": "hvae", "hidden_sizes": [300, 300], "layer_dim": 40, "activation": "gated"}
-        | {"image_shape": [28, 28], "prior": "vamp"},
+        "model": {
+            "name": "hvae",
+            "hidden_sizes": [300, 300],
+            "layer_dim": 40,
+            "activation": "gated",
+            "image_shape": [28, 28],
+            "prior": "vamp",
+        },
     }
     members = [
         {
