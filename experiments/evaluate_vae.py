@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ from aejax.config import check_types, fail, option
 from aejax.errors import DataError, ParamsFileError
 from aejax.evaluation import metrics, sample_quality
 from aejax.io import params_file, runs
-from aejax.io.files import write_json
+from aejax.io.files import write_bytes, write_json
 from aejax.data import sources
 from aejax.models import likelihoods, registry, vae
 from aejax.training import fit, settings
@@ -49,7 +50,11 @@ FIGURES = (
     "vae_latent_traversal_plot.png",
     "vae_posterior_diagnostics.png",
 )
-OUTPUTS = ("metrics.json", common.TRACEBACK) + FIGURES
+# The bounds per test image, (members, N) each, in nats: "negative_elbo", "negative_iwae_k{k}" (rows in
+# the order of metrics.json's members). Two models evaluated on the same test images compare image by
+# image: the paired difference's standard error is far below each mean's (experiments.ladder_report).
+PER_IMAGE = "per_image_bounds.npz"
+OUTPUTS = ("metrics.json", PER_IMAGE, common.TRACEBACK) + FIGURES
 # Decoder evaluations (images x samples x members) one evaluation may ask for: ~8 hours on a 2-core
 # CPU (measured ~3.5e5 per second), minutes on a GPU. More is refused up front.
 MAX_DECODER_EVALUATIONS = 10**10
@@ -207,34 +212,34 @@ def evaluate_member(
     likelihood: str,
     classifier: sample_quality.TrainedClassifier | None = None,
     real: np.ndarray | None = None,
-) -> dict:
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Every number of one model on the test images x (binarized already, for a model trained so);
-    with a classifier, its samples' quality against the `real` (grey-level) test images."""
+    with a classifier, its samples' quality against the `real` (grey-level) test images. Also
+    returns the bounds per test image (nats, (N,) each: `PER_IMAGE`'s arrays for this member)."""
     keys = evaluation_keys(config.seed)
     elbo_key, iwae_key, chapter_key, mi_key = (keys[k] for k in ("elbo", "iwae", "chapter", "mutual_information"))
-    results: dict = {}
-    results["test_negative_elbo_nats"] = _mean_and_error(
-        "-ELBO",
-        -batched(
+    per_image = {
+        "negative_elbo": -batched(
             lambda b, k: metrics.elbo(model, params, b, k, config.elbo_samples, likelihood),
             x,
             elbo_key,
             config.batch_size,
             "ELBO",
-        ),
-    )
-    results["test_negative_iwae_nats"] = {
-        str(k): _mean_and_error(
-            f"-IWAE k={k}",
-            -batched(
-                lambda b, key, k=k: metrics.iwae_bound(model, params, b, key, k, likelihood=likelihood),
-                x,
-                iwae_key,
-                config.batch_size,
-                f"IWAE k={k}",
-            ),
         )
-        for k in config.ks()
+    }
+    for k in config.ks():
+        per_image[f"negative_iwae_k{k}"] = -batched(
+            lambda b, key, k=k: metrics.iwae_bound(model, params, b, key, k, likelihood=likelihood),
+            x,
+            iwae_key,
+            config.batch_size,
+            f"IWAE k={k}",
+        )
+    results: dict = {
+        "test_negative_elbo_nats": _mean_and_error("-ELBO", per_image["negative_elbo"]),
+        "test_negative_iwae_nats": {
+            str(k): _mean_and_error(f"-IWAE k={k}", per_image[f"negative_iwae_k{k}"]) for k in config.ks()
+        },
     }
     chapter = vae.evaluate(model, params, x, chapter_key, likelihood=likelihood)
     results["test_chapter_loss"] = float(chapter["loss"])
@@ -257,7 +262,13 @@ def evaluate_member(
     if classifier is not None:
         results.update(sample_quality.scores(classifier, real, generated_images(config, model, params, likelihood)))
         results["num_samples"] = config.num_samples
-    return results
+    return results, per_image
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def figures(
@@ -355,14 +366,8 @@ def run(config: Config) -> int:
     ):
         start = time.perf_counter()
         with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
-            rows = [
-                {
-                    "member": i,
-                    **identities[i],
-                    **evaluate_member(config, model, members[i], x, likelihood, classifier, real),
-                }
-                for i in chosen
-            ]
+            evaluated = [evaluate_member(config, model, members[i], x, likelihood, classifier, real) for i in chosen]
+            rows = [{"member": i, **identities[i], **results} for i, (results, _) in zip(chosen, evaluated)]
         seconds = time.perf_counter() - start
         result = {
             "config": dataclasses.asdict(config),
@@ -403,6 +408,9 @@ def run(config: Config) -> int:
             )
             result["summary"] = [{**point, **summarize(group, ks)} for point, group in grid_points(rows)]
         figures(config, model, members[chosen[0]], test, np.asarray(x), likelihood, rows[0]["diagnostics"], out)
+        write_bytes(
+            out / PER_IMAGE, _npz({name: np.stack([p[name] for _, p in evaluated]) for name in evaluated[0][1]})
+        )
         write_json(out / "metrics.json", result)
     print(summary_line(result, out))
     return 0

@@ -8,9 +8,11 @@ ladder.md (the table: test -ELBO and -log p(x) at the largest k evaluated, activ
 quality, epochs and training time, and the published value with the difference for a rung trained
 on the literature protocol's settings on Fashion-MNIST), ladder.json (the same rows) and ladder.png
 (each rung's -log p(x) beside the published one). One seed: ± is the standard error over the test
-images; a population (--num-seeds): mean [95% interval] over its seeds. A rung still training, or
-not evaluated yet, is listed with the epochs it reached; an evaluation not of the run's final
-params (of an earlier epoch, of one member) is flagged.
+images; a population (--num-seeds): mean [95% interval] over its seeds. Each single-seed rung is
+also compared with the rung above it image by image (both evaluated on the same test images, with
+evaluate_vae's per-image bounds): the mean difference and its standard error, which the images'
+spread does not inflate. A rung still training, or not evaluated yet, is listed with the epochs it
+reached; an evaluation not of the run's final params (of an earlier epoch, of one member) is flagged.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from aejax import plotting
+from aejax import plotting, stats
 from aejax.config import check_types, fail, option
 from aejax.errors import RunDirError
 from aejax.evaluation import published
 from aejax.io import runs
 from aejax.io.files import read_json_lines, write_bytes, write_json
-from experiments import common, vae_fashion_mnist
+from experiments import common, evaluate_vae, vae_fashion_mnist
 
 KIND = "ladder_report"
 OUTPUTS = ("ladder.md", "ladder.json", "ladder.png", common.TRACEBACK)
@@ -168,6 +170,31 @@ def rung(folder: Path, record: dict) -> dict:
     return row
 
 
+def _per_image(folder: Path, k: int) -> tuple[np.ndarray, str] | None:
+    """Member 0's -IWAE_k per test image and the fingerprint of those test images, or None where the
+    evaluation has no per-image bounds (evaluate_vae before they were written) or no such k."""
+    path, record = folder / evaluate_vae.PER_IMAGE, runs.read_record(folder)
+    if not path.is_file() or record is None:
+        return None
+    with np.load(path) as arrays:
+        name = f"negative_iwae_k{k}"
+        return (arrays[name][0], record["definition"]["data_sha256"]) if name in arrays else None
+
+
+def paired_difference(ladder: Path, above: dict, below: dict) -> dict | None:
+    """How much lower `below`'s -log p(x) is than `above`'s, image by image on the same test images
+    (mean and standard error of the per-image differences, nats), or None where they cannot pair:
+    other test images, another k, a population (its seeds' interval says more), no per-image bounds."""
+    k = below["evaluation"]["k"]
+    if k != above["evaluation"]["k"] or above["seeds"] > 1 or below["seeds"] > 1:
+        return None
+    ours, theirs = (_per_image(ladder / f"{row['rung']}_eval", k) for row in (below, above))
+    if ours is None or theirs is None or ours[1] != theirs[1] or ours[0].shape != theirs[0].shape:
+        return None
+    mean, error = stats.mean_and_standard_error(np.asarray(theirs[0], np.float64) - ours[0])
+    return {"against": above["rung"], "k": k, "nats": mean, "standard_error": error}
+
+
 def _nats(value: dict) -> str:
     if value["spread"].startswith("95%"):
         return f"{value['mean']:.2f} [{value['low']:.2f}, {value['high']:.2f}] ({value['n']} seeds)"
@@ -177,8 +204,8 @@ def _nats(value: dict) -> str:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| rung | model, prior, objective | test −ELBO | test −log p(x) | published | difference "
-        "| active units | Fréchet distance / precision / recall | training |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| below the rung above (paired) | active units | Fréchet distance / precision / recall | training |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         what = f"{row['model']}, {row['prior']}, {row['objective']}"
@@ -197,21 +224,33 @@ def markdown(rows: list[dict]) -> str:
             trained += f", {training['wall_seconds']:,.0f} s"
         evaluation = row.get("evaluation")
         if evaluation is None:
-            cells = ["not evaluated yet", "", "", "", ""]
+            cells = ["not evaluated yet", "", "", "", "", ""]
         else:
             nll = _nats(evaluation["nll"]) + f" (k = {evaluation['k']:,})"
             if not evaluation["of_these_params"]:
                 nll += " (**not of the run's final params**)"
-            difference = "" if paper is None else f"{evaluation['nll']['mean'] - paper[0]:+.2f}"
+            difference = (  # the published values are at k = 5,000
+                ""
+                if paper is None
+                else f"{evaluation['nll']['mean'] - paper[0]:+.2f}"
+                if evaluation["k"] == published.K
+                else f"(k = {evaluation['k']:,}, not {published.K:,})"
+            )
             quality = (
                 f"{evaluation['frechet_distance']:.2f} / {evaluation['precision']:.3f} / {evaluation['recall']:.3f}"
                 if "frechet_distance" in evaluation
                 else ""
             )
-            cells = [_nats(evaluation["elbo"]), nll, difference, f"{evaluation['active_units']:g}", quality]
+            paired = evaluation.get("paired")
+            below = (
+                ""
+                if paired is None
+                else f"{paired['nats']:.2f} ± {paired['standard_error']:.2f} (than {paired['against']})"
+            )
+            cells = [_nats(evaluation["elbo"]), nll, difference, below, f"{evaluation['active_units']:g}", quality]
         lines.append(
-            f"| {row['rung']} | {what} | {cells[0]} | {cells[1]} | {shown_paper} | {cells[2]} | {cells[3]} "
-            f"| {cells[4]} | {trained} |"
+            f"| {row['rung']} | {what} | {cells[0]} | {cells[1]} | {shown_paper} | {' | '.join(cells[2:])} "
+            f"| {trained} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -233,6 +272,8 @@ def run(config: Config) -> int:
         key=lambda r: (-r["evaluation"]["nll"]["mean"], r["rung"]) if "evaluation" in r else (math.inf, r["rung"])
     )
     evaluated = [r for r in found if "evaluation" in r]
+    for above, below in zip(evaluated, evaluated[1:]):
+        below["evaluation"]["paired"] = paired_difference(Path(config.ladder), above, below)
     out = Path(config.out)
     with runs.claim(
         out,
@@ -248,7 +289,12 @@ def run(config: Config) -> int:
         if evaluated:
             plotting.save_figure(
                 plotting.ladder(
-                    [r["rung"] + ("" if r["evaluation"]["of_these_params"] else " (other params)") for r in evaluated],
+                    [
+                        r["rung"]
+                        + ("" if r["evaluation"]["k"] == published.K else f" (k = {r['evaluation']['k']:,})")
+                        + ("" if r["evaluation"]["of_these_params"] else " (other params)")
+                        for r in evaluated
+                    ],
                     np.array([[r["evaluation"]["nll"][key] for key in ("mean", "low", "high")] for r in evaluated]),
                     [r["published"] for r in evaluated],
                     f"test −log p(x), nats ({published.SOURCE.split(', ')[1]}; lower is better)",

@@ -6,6 +6,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import common, evaluate_vae, ladder_report, linear_ae_pca, vae_fashion_mnist
@@ -119,6 +120,12 @@ def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
         "vae_posterior_diagnostics.png",
     }
 
+    # The bounds per test image, the means' source: one row per member.
+    with np.load(eval_out / evaluate_vae.PER_IMAGE) as per_image:
+        assert sorted(per_image) == ["negative_elbo", "negative_iwae_k1", "negative_iwae_k20"]
+        assert per_image["negative_iwae_k20"].shape == (1, 180)
+        assert per_image["negative_iwae_k20"][0].mean() == pytest.approx(iwae["20"]["mean"], rel=1e-12)
+
     # The ladder's report reads the run and its evaluation beside it (RUN_eval).
     report = tmp_path / "report"
     assert ladder_report.main(["--ladder", str(tmp_path), "--out", str(report)]) == 0
@@ -126,6 +133,7 @@ def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
     assert row["rung"] == "vae" and row["evaluation"]["of_these_params"] and row["training"]["epochs"] == 2
     assert row["evaluation"]["nll"]["mean"] == iwae["20"]["mean"] and row["evaluation"]["k"] == 20
     assert not row["on_protocol"] and row["published"] is None  # the chapter's model: nothing published to compare
+    assert ladder_report.markdown([{**row, "published": [228.70, 0.15]}]).count("(k = 20, not 5,000)") == 1
     line = (report / "ladder.md").read_text().splitlines()[2]
     assert f"{iwae['20']['mean']:.2f} ± {iwae['20']['standard_error']:.2f} (k = 20)" in line and "2 epochs" in line
     assert (report / "ladder.png").stat().st_size > 0
@@ -274,15 +282,22 @@ def test_make_ladder_names_an_unknown_rung(tmp_path):
     assert not (tmp_path / "hvea").exists()
 
 
-def _evaluated_rung(tmp_path, name, definition, evaluation, digests):
+def _evaluated_rung(tmp_path, name, definition, evaluation, digests, per_image=None):
+    """A rung's training run and evaluation folders as the scripts write them (the fields the report reads)."""
     folder = tmp_path / name
     folder.mkdir()
     (folder / "run.json").write_text(json.dumps({"kind": "vae_fashion_mnist", "definition": definition}))
     (folder / "metrics.json").write_text(
         json.dumps({"epochs_run": 800, "best_epoch": 750, "train_wall_seconds_total": 100.0, "members": digests})
     )
-    (tmp_path / f"{name}_eval").mkdir()
-    (tmp_path / f"{name}_eval" / "metrics.json").write_text(json.dumps(evaluation))
+    evaluated = tmp_path / f"{name}_eval"
+    evaluated.mkdir()
+    (evaluated / "metrics.json").write_text(json.dumps(evaluation))
+    if per_image is not None:
+        images, values = per_image
+        record = {"kind": "evaluate_vae", "definition": {"data_sha256": images}}
+        (evaluated / "run.json").write_text(json.dumps(record))
+        np.savez(evaluated / evaluate_vae.PER_IMAGE, negative_iwae_k5000=values[None])
 
 
 def test_the_ladder_report_on_the_protocol_with_seeds_and_a_stale_evaluation(tmp_path, capsys):
@@ -341,3 +356,35 @@ def test_the_ladder_report_refuses_a_folder_without_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ladder_report.main(["--ladder", str(tmp_path / "missing"), "--out", str(tmp_path / "report")])
     assert "--ladder must be a folder of training runs" in capsys.readouterr().err
+
+
+def test_the_ladder_report_compares_rungs_image_by_image(tmp_path, capsys):
+    """Two single-seed rungs evaluated on the same test images: the rung below is compared with the one
+    above by the mean of their per-image differences and its standard error, far tighter than either
+    mean's; rungs evaluated on other test images are not paired."""
+    rng = np.random.default_rng(0)
+    above = 227.0 + 20.0 * rng.standard_normal(1000)  # the images' spread dominates each mean's error
+    below = above - 0.5 + 0.1 * rng.standard_normal(1000)
+    definition = {"objective": "elbo", "train_samples": 1, "num_seeds": 1, "model": {"name": "mlp"}}
+    definition["model"]["image_shape"] = [28, 28]
+    for name, values, images in (("a", above, "same"), ("b", below, "same"), ("c", below - 1.0, "other")):
+        nll = {"mean": float(values.mean()), "standard_error": float(values.std(ddof=1) / 1000**0.5)}
+        evaluation = {
+            "params_sha256": name,
+            "test_negative_elbo_nats": nll,
+            "test_negative_iwae_nats": {"5000": nll},
+            "diagnostics": {"active_units": 40},
+            "data": {"dataset": "fashion_mnist"},
+            "binarize": True,
+        }
+        _evaluated_rung(tmp_path, name, definition, evaluation, [{"params_sha256": name}], (images, values))
+    assert ladder_report.main(["--ladder", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    rows = {r["rung"]: r for r in json.loads((tmp_path / "report" / "ladder.json").read_text())["rungs"]}
+    paired = rows["b"]["evaluation"]["paired"]
+    differences = above - below
+    assert paired["against"] == "a" and paired["nats"] == pytest.approx(differences.mean(), rel=1e-12)
+    assert paired["standard_error"] == pytest.approx(differences.std(ddof=1) / 1000**0.5, rel=1e-12)
+    assert paired["standard_error"] < rows["b"]["evaluation"]["nll"]["high"] - rows["b"]["evaluation"]["nll"]["mean"]
+    assert rows["c"]["evaluation"]["paired"] is None  # other test images: no pairing
+    assert "a" not in rows or "paired" not in rows["a"]["evaluation"]  # the top rung has none above it
+    assert f"{paired['nats']:.2f} ± {paired['standard_error']:.2f} (than a)" in capsys.readouterr().out

@@ -10,6 +10,7 @@ run). aejax's `conv_hvae` plays the role of the paper's ConvHVAE with a smaller 
 from __future__ import annotations
 
 SOURCE = "Exemplar-VAE (arXiv 2004.04795), dynamically binarized Fashion-MNIST"
+K = 5000  # the importance samples behind every value below
 
 # (model, prior) -> (test -log p(x) in nats, its ± over runs or None)
 FASHION_MNIST_NLL: dict[tuple[str, str], tuple[float, float | None]] = {
