@@ -94,7 +94,7 @@ def _bound(evaluation: dict) -> dict:
             "nll": interval(summary[f"test_negative_iwae_nats_k{k}"]),
             "elbo": interval(summary["test_negative_elbo_nats"]),
             "active_units": summary["active_units"]["mean"],
-            **{name: summary[name]["mean"] for name in ("frechet_distance", "precision", "recall") if name in summary},
+            **{name: summary[name]["mean"] for name in evaluate_vae.SAMPLE_QUALITY if name in summary},
         }
     k = max(int(key) for key in evaluation["test_negative_iwae_nats"])
 
@@ -113,7 +113,7 @@ def _bound(evaluation: dict) -> dict:
         "nll": standard_error(evaluation["test_negative_iwae_nats"][str(k)]),
         "elbo": standard_error(evaluation["test_negative_elbo_nats"]),
         "active_units": evaluation["diagnostics"]["active_units"],
-        **{name: evaluation[name] for name in ("frechet_distance", "precision", "recall") if name in evaluation},
+        **{name: evaluation[name] for name in evaluate_vae.SAMPLE_QUALITY if name in evaluation},
     }
 
 
@@ -196,7 +196,7 @@ def paired_difference(ladder: Path, above: dict, below: dict) -> dict | None:
 
 
 def _nats(value: dict) -> str:
-    if value["spread"].startswith("95%"):
+    if value["n"] > 1:  # a population's interval over its seeds
         return f"{value['mean']:.2f} [{value['low']:.2f}, {value['high']:.2f}] ({value['n']} seeds)"
     return f"{value['mean']:.2f} ± {value['high'] - value['mean']:.2f}"
 
