@@ -76,8 +76,8 @@ def _history(folder: Path) -> tuple[int, int | None, float | None]:
 
 def _bound(evaluation: dict) -> dict:
     """-log p(x) at the largest k, and -ELBO: {k, nll, elbo} each {mean, low, high, n, spread}."""
-    if "summary" in evaluation:  # a population: its seeds (of the first grid point, with a sweep)
-        summary = evaluation["summary"][0]
+    summary = evaluation.get("summary", [{"n": 1}])[0]
+    if summary["n"] > 1:  # a population: its seeds (of the first grid point, with a sweep)
         k = max(int(key.rsplit("_k", 1)[1]) for key in summary if key.startswith("test_negative_iwae_nats_k"))
 
         def interval(stats: dict) -> dict:
@@ -96,6 +96,9 @@ def _bound(evaluation: dict) -> dict:
             "active_units": summary["active_units"]["mean"],
             **{name: summary[name]["mean"] for name in evaluate_vae.SAMPLE_QUALITY if name in summary},
         }
+    # One model; or a sweep's grid point of one seed, which has no interval over seeds: its member's
+    # standard error over the test images, as for one model.
+    evaluation = evaluation.get("members", [evaluation])[0]
     k = max(int(key) for key in evaluation["test_negative_iwae_nats"])
 
     def standard_error(stats: dict) -> dict:

@@ -350,6 +350,38 @@ def test_the_ladder_report_on_the_protocol_with_seeds_and_a_stale_evaluation(tmp
     assert "not of the run's final params" in table
 
 
+def test_the_ladder_report_shows_a_one_seed_sweep_by_its_first_member(tmp_path, capsys):
+    """A sweep of one seed per grid point has no interval over seeds (its summary's is None): its row is
+    the first member's bound ± its standard error over the test images, as for one model."""
+    definition = {"objective": "elbo", "train_samples": 1, "num_seeds": 1, "model": {"name": "mlp"}}
+    definition["model"]["image_shape"] = [28, 28]
+    members = [
+        {
+            "params_sha256": f"digest{i}",
+            "beta": beta,
+            "test_negative_elbo_nats": {"mean": 230.0 + i, "standard_error": 0.8},
+            "test_negative_iwae_nats": {"50": {"mean": 228.0 + i, "standard_error": 0.7}},
+            "diagnostics": {"active_units": 20 + i, "mutual_information_nats": 9.0},
+        }
+        for i, beta in enumerate((0.5, 2.0))
+    ]
+    summary = [{"beta": m["beta"], **evaluate_vae.summarize([m], [50])} for m in members]
+    assert summary[0]["test_negative_iwae_nats_k50"]["ci95_low"] is None  # what the report must not use
+    evaluation = {"members": members, "summary": summary, "data": {"dataset": "fashion_mnist"}, "binarize": True}
+    _evaluated_rung(tmp_path, "sweep", definition, evaluation, [{"params_sha256": m["params_sha256"]} for m in members])
+    assert ladder_report.main(["--ladder", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    (row,) = json.loads((tmp_path / "report" / "ladder.json").read_text())["rungs"]
+    assert row["evaluation"]["nll"] == {
+        "mean": 228.0,
+        "low": 227.3,
+        "high": 228.7,
+        "n": 1,
+        "spread": "± standard error over the test images",
+    }
+    assert row["evaluation"]["k"] == 50 and row["evaluation"]["active_units"] == 20
+    assert "| 230.00 ± 0.80 | 228.00 ± 0.70 (k = 50) |" in capsys.readouterr().out
+
+
 def test_the_ladder_report_refuses_a_folder_without_runs(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         ladder_report.main(["--ladder", str(tmp_path), "--out", str(tmp_path / "report")])
