@@ -97,13 +97,14 @@ benchmark: venv peers
 LADDER     ?= runs/ladder
 CLASSIFIER ?= runs/classifier/classifier.msgpack
 SEEDS      ?= 1
-LADDER_RUNGS := mlp mlp_vamp hvae hvae_vamp mlp_iwae conv conv_hvae conv_hvae_vamp
+LADDER_RUNGS := mlp mlp_vamp hvae hvae_vamp mlp_iwae hvae_vamp_iwae conv conv_hvae conv_hvae_vamp
 RUNGS      ?= $(LADDER_RUNGS)
 rung_mlp            :=
 rung_mlp_vamp       := --prior vamp
 rung_hvae           := --model hvae
 rung_hvae_vamp      := --model hvae --prior vamp
 rung_mlp_iwae       := --objective iwae --train-samples 5
+rung_hvae_vamp_iwae := --model hvae --prior vamp --objective iwae --train-samples 5
 rung_conv           := --model conv
 rung_conv_hvae      := --model conv_hvae
 rung_conv_hvae_vamp := --model conv_hvae --prior vamp

@@ -238,6 +238,7 @@ RUNG_CHANGES = {
     "hvae": {"model": "hvae"},
     "hvae_vamp": {"model": "hvae", "prior": "vamp"},
     "mlp_iwae": {"objective": "iwae", "train_samples": 5},
+    "hvae_vamp_iwae": {"model": "hvae", "prior": "vamp", "objective": "iwae", "train_samples": 5},
     "conv": {"model": "conv"},
     "conv_hvae": {"model": "conv_hvae"},
     "conv_hvae_vamp": {"model": "conv_hvae", "prior": "vamp"},
