@@ -216,7 +216,8 @@ def ladder(
     ax.set_ylim(-0.7, len(names) - 0.3)
     ax.set_xlabel(xlabel)
     ax.grid(True, axis="x")
-    ax.legend(loc="best", fontsize=8)
+    # Above the axes: inside, it would hide a row's marker whatever the values.
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     return fig
 
 
