@@ -217,8 +217,8 @@ def markdown(rows: list[dict]) -> str:
         paper = row["published"]
         shown_paper = "" if paper is None else f"{paper[0]:.2f}" + ("" if paper[1] is None else f" ± {paper[1]:.2f}")
         training = row["training"]
-        trained = f"{training['epochs']} epochs" + (
-            "" if training["best_epoch"] is None else f" (best {training['best_epoch']})"
+        trained = f"{training['epochs']:,} epochs" + (
+            "" if training["best_epoch"] is None else f" (best {training['best_epoch']:,})"
         )
         if training["status"] != "finished":
             best = "" if training["best_val_nats"] is None else f", best validation {training['best_val_nats']:.2f}"
