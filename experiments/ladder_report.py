@@ -9,10 +9,12 @@ quality, epochs and training time, and the published value with the difference f
 on the literature protocol's settings on Fashion-MNIST), ladder.json (the same rows) and ladder.png
 (each rung's -log p(x) beside the published one). One seed: ± is the standard error over the test
 images; a population (--num-seeds): mean [95% interval] over its seeds. Each single-seed rung is
-also compared with the rung above it image by image (both evaluated on the same test images, with
-evaluate_vae's per-image bounds): the mean difference and its standard error, which the images'
-spread does not inflate. A rung still training, or not evaluated yet, is listed with the epochs it
-reached; an evaluation not of the run's final params (of an earlier epoch, of one member) is flagged.
+also compared image by image with every rung above it that differs from it in one setting only (the
+model, the prior or the objective), both evaluated on the same test images with evaluate_vae's
+per-image bounds: the mean difference and its standard error, which the images' spread does not
+inflate, say what that one change bought. A rung still training, or not evaluated yet, is listed
+with the epochs it reached; an evaluation not of the run's final params (of an earlier epoch, of one
+member) is flagged.
 """
 
 from __future__ import annotations
@@ -184,6 +186,28 @@ def _per_image(folder: Path, k: int) -> tuple[np.ndarray, str] | None:
         return (arrays[name][0], record["definition"]["data_sha256"]) if name in arrays else None
 
 
+def _settings(definition: dict) -> dict:
+    """A run's definition by the settings a rung of the ladder changes one at a time, and the rest
+    (the seed aside: another seed is not another method)."""
+    model = dict(definition["model"])
+    prior = (model.pop("prior", "standard"), model.pop("num_pseudo_inputs", None))
+    rest = {k: v for k, v in definition.items() if k not in ("model", "objective", "train_samples", "seed")}
+    return {
+        "model": model,
+        "prior": prior,
+        "objective": (definition["objective"], definition["train_samples"]),
+        "rest": rest,
+    }
+
+
+def change(a: dict, b: dict) -> str | None:
+    """The one setting ("model", "prior" or "objective") in which two runs' definitions differ, or None
+    where they differ in none of them, in more than one, or in anything else."""
+    ours, theirs = _settings(a), _settings(b)
+    differing = [name for name in ours if ours[name] != theirs[name]]
+    return differing[0] if differing in (["model"], ["prior"], ["objective"]) else None
+
+
 def paired_difference(ladder: Path, above: dict, below: dict) -> dict | None:
     """How much lower `below`'s -log p(x) is than `above`'s, image by image on the same test images
     (mean and standard error of the per-image differences, nats), or None where they cannot pair:
@@ -206,8 +230,10 @@ def _nats(value: dict) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| rung | model, prior, objective | test −ELBO | test −log p(x) | published | difference "
-        "| below the rung above (paired) | active units | Fréchet distance / precision / recall | training |",
+        (
+            "| rung | model, prior, objective | test −ELBO | test −log p(x) | published | difference | lower than "
+            "the rung one setting away (paired) | active units | Fréchet distance / precision / recall | training |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -244,11 +270,9 @@ def markdown(rows: list[dict]) -> str:
                 if "frechet_distance" in evaluation
                 else ""
             )
-            paired = evaluation.get("paired")
-            below = (
-                ""
-                if paired is None
-                else f"{paired['nats']:.2f} ± {paired['standard_error']:.2f} (than {paired['against']})"
+            below = "; ".join(
+                f"{p['nats']:.2f} ± {p['standard_error']:.2f} than {p['against']} ({p['change']})"
+                for p in evaluation.get("paired", [])
             )
             cells = [_nats(evaluation["elbo"]), nll, difference, below, f"{evaluation['active_units']:g}", quality]
         lines.append(
@@ -260,11 +284,12 @@ def markdown(rows: list[dict]) -> str:
 
 def run(config: Config) -> int:
     runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False)
-    found = []
+    found, definitions = [], {}
     for folder in sorted(p for p in Path(config.ladder).iterdir() if p.is_dir()):
         record = runs.read_record(folder)
         if record is not None and record.get("kind") == vae_fashion_mnist.KIND:
             found.append(rung(folder, record))
+            definitions[folder.name] = record["definition"]
     if not found:
         fail(
             "ladder",
@@ -275,8 +300,13 @@ def run(config: Config) -> int:
         key=lambda r: (-r["evaluation"]["nll"]["mean"], r["rung"]) if "evaluation" in r else (math.inf, r["rung"])
     )
     evaluated = [r for r in found if "evaluation" in r]
-    for above, below in zip(evaluated, evaluated[1:]):
-        below["evaluation"]["paired"] = paired_difference(Path(config.ladder), above, below)
+    for i, below in enumerate(evaluated):  # what each one change bought, in the row of the better rung
+        below["evaluation"]["paired"] = [
+            {**paired, "change": setting}
+            for above in evaluated[:i]
+            if (setting := change(definitions[above["rung"]], definitions[below["rung"]])) is not None
+            and (paired := paired_difference(Path(config.ladder), above, below)) is not None
+        ]
     out = Path(config.out)
     with runs.claim(
         out,

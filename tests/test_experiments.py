@@ -393,16 +393,24 @@ def test_the_ladder_report_refuses_a_folder_without_runs(tmp_path, capsys):
     assert "--ladder must be a folder of training runs" in capsys.readouterr().err
 
 
-def test_the_ladder_report_compares_rungs_image_by_image(tmp_path, capsys):
-    """Two single-seed rungs evaluated on the same test images: the rung below is compared with the one
-    above by the mean of their per-image differences and its standard error, far tighter than either
-    mean's; rungs evaluated on other test images are not paired."""
+def test_the_ladder_report_compares_rungs_one_setting_apart_image_by_image(tmp_path, capsys):
+    """A single-seed rung is compared with each rung above it that differs from it in one setting
+    (model, prior or objective), evaluated on the same test images: the mean of their per-image
+    differences and its standard error, far tighter than either mean's. Rungs two settings apart, or
+    evaluated on other test images, are not paired."""
     rng = np.random.default_rng(0)
     above = 227.0 + 20.0 * rng.standard_normal(1000)  # the images' spread dominates each mean's error
     below = above - 0.5 + 0.1 * rng.standard_normal(1000)
-    definition = {"objective": "elbo", "train_samples": 1, "num_seeds": 1, "model": {"name": "mlp"}}
-    definition["model"]["image_shape"] = [28, 28]
-    for name, values, images in (("a", above, "same"), ("b", below, "same"), ("c", below - 1.0, "other")):
+    iwae = {"objective": "iwae", "train_samples": 5}
+    vamp = {"prior": "vamp", "num_pseudo_inputs": 500}
+    for name, values, images, changes, model in (
+        ("a", above, "same", {}, {}),
+        ("b", below, "same", iwae, {}),  # a's objective changed
+        ("c", below - 1.0, "other", iwae, {}),  # b on other test images
+        ("d", below - 0.3, "same", iwae, vamp),  # b's prior changed: two settings away from a
+    ):
+        definition = {"objective": "elbo", "train_samples": 1, "num_seeds": 1, "seed": 42, **changes}
+        definition["model"] = {"name": "mlp", "image_shape": [28, 28], **model}
         nll = {"mean": float(values.mean()), "standard_error": float(values.std(ddof=1) / 1000**0.5)}
         evaluation = {
             "params_sha256": name,
@@ -415,11 +423,27 @@ def test_the_ladder_report_compares_rungs_image_by_image(tmp_path, capsys):
         _evaluated_rung(tmp_path, name, definition, evaluation, [{"params_sha256": name}], (images, values))
     assert ladder_report.main(["--ladder", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     rows = {r["rung"]: r for r in json.loads((tmp_path / "report" / "ladder.json").read_text())["rungs"]}
-    paired = rows["b"]["evaluation"]["paired"]
+    (paired,) = rows["b"]["evaluation"]["paired"]
     differences = above - below
-    assert paired["against"] == "a" and paired["nats"] == pytest.approx(differences.mean(), rel=1e-12)
+    assert paired["against"] == "a" and paired["change"] == "objective"
+    assert paired["nats"] == pytest.approx(differences.mean(), rel=1e-12)
     assert paired["standard_error"] == pytest.approx(differences.std(ddof=1) / 1000**0.5, rel=1e-12)
     assert paired["standard_error"] < rows["b"]["evaluation"]["nll"]["high"] - rows["b"]["evaluation"]["nll"]["mean"]
-    assert rows["c"]["evaluation"]["paired"] is None  # other test images: no pairing
-    assert "a" not in rows or "paired" not in rows["a"]["evaluation"]  # the top rung has none above it
-    assert f"{paired['nats']:.2f} ± {paired['standard_error']:.2f} (than a)" in capsys.readouterr().out
+    assert [(p["against"], p["change"]) for p in rows["d"]["evaluation"]["paired"]] == [("b", "prior")]
+    assert rows["d"]["evaluation"]["paired"][0]["nats"] == pytest.approx(0.3, rel=1e-9)
+    assert rows["c"]["evaluation"]["paired"] == []  # other test images: no pairing
+    assert rows["a"]["evaluation"]["paired"] == []  # the top rung has none above it
+    assert f"{paired['nats']:.2f} ± {paired['standard_error']:.2f} than a (objective)" in capsys.readouterr().out
+
+
+def test_rungs_one_setting_apart():
+    """Another seed is the same method; another learning rate, or two settings at once, is not one change."""
+    mlp = {"objective": "elbo", "train_samples": 1, "seed": 42, "learning_rate": 5e-4, "model": {"name": "mlp"}}
+    hvae = {**mlp, "model": {"name": "hvae"}}
+    assert ladder_report.change(mlp, hvae) == "model"
+    assert ladder_report.change(mlp, {**mlp, "train_samples": 5, "objective": "iwae"}) == "objective"
+    assert ladder_report.change(mlp, {**mlp, "model": {"name": "mlp", "prior": "vamp"}}) == "prior"
+    assert ladder_report.change(mlp, {**mlp, "seed": 0}) is None  # no setting changed
+    assert ladder_report.change(mlp, {**hvae, "seed": 0}) == "model"
+    assert ladder_report.change(mlp, {**hvae, "learning_rate": 1e-3}) is None
+    assert ladder_report.change(mlp, {**hvae, "objective": "iwae"}) is None
