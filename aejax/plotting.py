@@ -184,10 +184,11 @@ def ladder(
     published: Sequence[tuple[float, float | None] | None],
     xlabel: str,
     label: str = "aejax",
+    published_label: str = "published (± over runs)",
 ) -> Figure:
     """One row per model (top to bottom as given): its value with an interval, `values` (n, 3) of
     (estimate, low, high), and beside it the published value, `published[i]` = (value, ± or None)
-    or None where there is none; `label` names the first series."""
+    or None where there is none; `label` and `published_label` name the two series."""
     values = np.asarray(values, np.float64)
     fig, ax = plt.subplots(figsize=(7, 0.55 * len(names) + 1.3))
     rows = np.arange(len(names))[::-1]
@@ -210,7 +211,7 @@ def ladder(
             mfc="none",
             color="C3",
             capsize=3,
-            label="published (± over runs)",
+            label=published_label,
         )
     ax.set_yticks(rows, names)
     ax.set_ylim(-0.7, len(names) - 0.3)

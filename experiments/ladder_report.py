@@ -1,4 +1,4 @@
-"""The VAE ladder's table and figure, from the runs `make ladder` writes.
+"""The VAE ladder's table and figures, from the runs `make ladder` writes.
 
     python -m experiments.ladder_report [--ladder runs/ladder --out runs/ladder/report]
 
@@ -12,9 +12,10 @@ images; a population (--num-seeds): mean [95% interval] over its seeds. Each sin
 also compared image by image with every rung above it that differs from it in one setting only (the
 model, the prior or the objective), both evaluated on the same test images with evaluate_vae's
 per-image bounds: the mean difference and its standard error, which the images' spread does not
-inflate, say what that one change bought. A rung still training, or not evaluated yet, is listed
-with the epochs it reached; an evaluation not of the run's final params (of an earlier epoch, of one
-member) is flagged.
+inflate, say what that one change bought (ladder_changes.png: each beside the difference between
+the two published values). A rung still training, or not evaluated yet, is listed with the epochs
+it reached; an evaluation not of the run's final params (of an earlier epoch, of one member) is
+flagged.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from aejax.io.files import read_json_lines, write_bytes, write_json
 from experiments import common, evaluate_vae, vae_fashion_mnist
 
 KIND = "ladder_report"
-OUTPUTS = ("ladder.md", "ladder.json", "ladder.png", common.TRACEBACK)
+OUTPUTS = ("ladder.md", "ladder.json", "ladder.png", "ladder_changes.png", common.TRACEBACK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +283,32 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def changes_figure(evaluated: list[dict]) -> plotting.Figure | None:
+    """What each one change bought (the rows' paired differences, ± their standard errors) beside
+    the difference between the two published values where both rungs have one; None where no rung
+    is paired."""
+    published_by_rung = {r["rung"]: r["published"] for r in evaluated}
+    pairs = [(r, p) for r in evaluated for p in r["evaluation"]["paired"]]
+    if not pairs:
+        return None
+    papers = [(published_by_rung[p["against"]], r["published"]) for r, p in pairs]
+    figure = plotting.ladder(
+        [
+            f"{p['against']} → {r['rung']} ({p['change']}"
+            + ("" if p["k"] == published.K else f"; k = {p['k']:,}")
+            + ")"
+            for r, p in pairs
+        ],
+        np.array([[p["nats"], p["nats"] - p["standard_error"], p["nats"] + p["standard_error"]] for _, p in pairs]),
+        [None if above is None or below is None else (above[0] - below[0], None) for above, below in papers],
+        "how much lower −log p(x) is after the change, nats (paired over the same test images)",
+        "aejax: ± standard error of the paired difference",
+        "published: the difference of the two published values",
+    )
+    figure.axes[0].axvline(0.0, color="0.4", lw=0.8)  # no change; a gain shows to its right
+    return figure
+
+
 def run(config: Config) -> int:
     runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False)
     found, definitions = [], {}
@@ -336,6 +363,8 @@ def run(config: Config) -> int:
                 ),
                 out / "ladder.png",
             )
+        if (figure := changes_figure(evaluated)) is not None:
+            plotting.save_figure(figure, out / "ladder_changes.png")
     print(table, end="")
     print(f"{len(found)} rungs, {len(evaluated)} evaluated -> {out}")
     return 0

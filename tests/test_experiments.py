@@ -135,6 +135,7 @@ def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
     assert row["rung"] == "vae" and row["evaluation"]["of_these_params"] and row["training"]["epochs"] == 2
     assert row["evaluation"]["nll"]["mean"] == iwae["20"]["mean"] and row["evaluation"]["k"] == 20
     assert not row["on_protocol"] and row["published"] is None  # the chapter's model: nothing published to compare
+    assert not (report / "ladder_changes.png").exists()  # one rung: no change to show
     assert ladder_report.markdown([{**row, "published": [228.70, 0.15]}]).count("(k = 20, not 5,000)") == 1
     line = (report / "ladder.md").read_text().splitlines()[2]
     assert f"{iwae['20']['mean']:.2f} ± {iwae['20']['standard_error']:.2f} (k = 20)" in line and "2 epochs" in line
@@ -433,6 +434,7 @@ def test_the_ladder_report_compares_rungs_one_setting_apart_image_by_image(tmp_p
     assert rows["d"]["evaluation"]["paired"][0]["nats"] == pytest.approx(0.3, rel=1e-9)
     assert rows["c"]["evaluation"]["paired"] == []  # other test images: no pairing
     assert rows["a"]["evaluation"]["paired"] == []  # the top rung has none above it
+    assert (tmp_path / "report" / "ladder_changes.png").is_file()
     assert f"{paired['nats']:.2f} ± {paired['standard_error']:.2f} than a (objective)" in capsys.readouterr().out
 
 
