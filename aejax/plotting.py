@@ -122,11 +122,14 @@ def reconstructions(originals: np.ndarray, reconstructed: np.ndarray) -> Figure:
     return fig
 
 
-def learning_curves(history: dict[str, Sequence[float] | np.ndarray], keys: Sequence[str], ylabel: str) -> Figure:
+def learning_curves(
+    history: dict[str, Sequence[float] | np.ndarray], keys: Sequence[str], ylabel: str, fmt: str = ".-"
+) -> Figure:
     """One curve per history key against the epoch.
 
-    A key's values are one run's (epochs,) or a population's (members, epochs) (NaN after a member
-    stopped): a population is drawn as its mean with a 95% Student-t band, members as thin lines.
+    A key's values are one run's (epochs,) (drawn with `fmt`; NaN where an epoch is missing) or a
+    population's (members, epochs) (NaN after a member stopped): a population is drawn as its mean
+    with a 95% Student-t band, members as thin lines.
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for index, key in enumerate(keys):
@@ -134,7 +137,7 @@ def learning_curves(history: dict[str, Sequence[float] | np.ndarray], keys: Sequ
         epochs = np.arange(1, values.shape[1] + 1)
         color = f"C{index}"
         if len(values) == 1:
-            ax.plot(epochs, values[0], ".-", color=color, label=key)
+            ax.plot(epochs, values[0], fmt, color=color, label=key)
             continue
         for member in values:
             ax.plot(epochs, member, "-", color=color, lw=0.5, alpha=0.25)

@@ -37,7 +37,7 @@ from aejax.io.files import read_json_lines, write_bytes, write_json
 from experiments import common, evaluate_vae, vae_fashion_mnist
 
 KIND = "ladder_report"
-OUTPUTS = ("ladder.md", "ladder.json", "ladder.png", "ladder_changes.png", common.TRACEBACK)
+OUTPUTS = ("ladder.md", "ladder.json", "ladder.png", "ladder_changes.png", "ladder_curves.png", common.TRACEBACK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,17 +64,17 @@ def _read_json(path: Path) -> dict | None:
         raise RunDirError(f"{path} is not readable JSON ({err}); write it again or move it aside") from None
 
 
-def _history(folder: Path) -> tuple[int, int | None, float | None]:
-    """(epochs reached, best epoch, its validation loss) of member 0, from history.jsonl's whole lines."""
-    best, epochs = (None, None), 0
+def validation_curve(folder: Path, pixels: int) -> dict[int, float]:
+    """Member 0's finite validation losses by epoch, in nats per image (the loss is per pixel), from
+    history.jsonl's whole lines; an epoch run again after a resume keeps its last value."""
     path = folder / "history.jsonl"
-    for entry in read_json_lines(path) if path.is_file() else []:  # a torn last line is dropped, with a warning
-        if entry.get("member", 0) != 0 or not isinstance(entry.get("val_loss"), (int, float)):
-            continue
-        epochs = max(epochs, entry["epoch"])
-        if best[1] is None or entry["val_loss"] < best[1]:
-            best = (entry["epoch"], entry["val_loss"])
-    return epochs, best[0], best[1]
+    return {
+        entry["epoch"]: entry["val_loss"] * pixels
+        for entry in (read_json_lines(path) if path.is_file() else [])  # a torn last line is dropped, with a warning
+        if entry.get("member", 0) == 0
+        and isinstance(entry.get("val_loss"), (int, float))
+        and math.isfinite(entry["val_loss"])  # a diverged epoch has no value to plot or to rank
+    }
 
 
 def _bound(evaluation: dict) -> dict:
@@ -142,8 +142,9 @@ def on_protocol(definition: dict) -> bool:
     )
 
 
-def rung(folder: Path, record: dict) -> dict:
-    """One row of the ladder: what the rung changes, how far it trained, and its evaluation if any."""
+def rung(folder: Path, record: dict, curve: dict[int, float]) -> dict:
+    """One row of the ladder: what the rung changes, how far it trained (`curve`: its validation
+    loss by epoch, nats), and its evaluation if any."""
     definition = record["definition"]
     model = definition["model"]
     prior = model.get("prior", "standard")
@@ -157,13 +158,12 @@ def rung(folder: Path, record: dict) -> dict:
         "on_protocol": on_protocol(definition),
     }
     training = _read_json(folder / "metrics.json")
-    epochs, best_epoch, best_val = _history(folder)
-    pixels = math.prod(model["image_shape"])
+    best_epoch = min(curve, key=curve.get) if curve else None
     row["training"] = {
         "status": "finished" if training is not None else record.get("status"),
-        "epochs": training["epochs_run"] if training else epochs,
+        "epochs": training["epochs_run"] if training else max(curve, default=0),
         "best_epoch": training["best_epoch"] if training else best_epoch,
-        "best_val_nats": None if best_val is None else best_val * pixels,
+        "best_val_nats": None if best_epoch is None else curve[best_epoch],
         "wall_seconds": training["train_wall_seconds_total"] if training else None,
     }
     evaluation = _read_json(folder.with_name(folder.name + "_eval") / "metrics.json")
@@ -309,14 +309,37 @@ def changes_figure(evaluated: list[dict]) -> plotting.Figure | None:
     return figure
 
 
+def curves_figure(rows: list[dict], curves: dict[str, dict[int, float]]) -> plotting.Figure | None:
+    """Each rung's validation loss by epoch, in nats (an IWAE-trained rung's is its own bound, with its
+    k), on the 10 nats above the best, where the rungs differ (each label gives the rung's best); None
+    where no rung has trained an epoch."""
+    shown = {}
+    for row in rows:
+        if curve := curves[row["rung"]]:
+            values = np.full(max(curve), np.nan)
+            values[np.array(list(curve)) - 1] = list(curve.values())
+            best = min(curve, key=curve.get)
+            objective = "" if row["objective"] == "elbo" else f", −IWAE k = {row['train_samples']}"
+            shown[f"{row['rung']} (best {curve[best]:.2f} at epoch {best:,}{objective})"] = values
+    if not shown:
+        return None
+    figure = plotting.learning_curves(shown, list(shown), "validation −ELBO, nats (lower is better)", fmt="-")
+    figure.set_size_inches(8.0, 4.8)
+    lowest = min(np.nanmin(values) for values in shown.values())
+    figure.axes[0].set_ylim(lowest - 0.5, lowest + 10.0)
+    return figure
+
+
 def run(config: Config) -> int:
     runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False)
-    found, definitions = [], {}
+    found, definitions, curves = [], {}, {}
     for folder in sorted(p for p in Path(config.ladder).iterdir() if p.is_dir()):
         record = runs.read_record(folder)
         if record is not None and record.get("kind") == vae_fashion_mnist.KIND:
-            found.append(rung(folder, record))
             definitions[folder.name] = record["definition"]
+            pixels = math.prod(record["definition"]["model"]["image_shape"])
+            curves[folder.name] = validation_curve(folder, pixels)
+            found.append(rung(folder, record, curves[folder.name]))
     if not found:
         fail(
             "ladder",
@@ -365,6 +388,8 @@ def run(config: Config) -> int:
             )
         if (figure := changes_figure(evaluated)) is not None:
             plotting.save_figure(figure, out / "ladder_changes.png")
+        if (figure := curves_figure(found, curves)) is not None:
+            plotting.save_figure(figure, out / "ladder_curves.png")
     print(table, end="")
     print(f"{len(found)} rungs, {len(evaluated)} evaluated -> {out}")
     return 0

@@ -136,6 +136,7 @@ def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
     assert row["evaluation"]["nll"]["mean"] == iwae["20"]["mean"] and row["evaluation"]["k"] == 20
     assert not row["on_protocol"] and row["published"] is None  # the chapter's model: nothing published to compare
     assert not (report / "ladder_changes.png").exists()  # one rung: no change to show
+    assert (report / "ladder_curves.png").is_file()
     assert ladder_report.markdown([{**row, "published": [228.70, 0.15]}]).count("(k = 20, not 5,000)") == 1
     line = (report / "ladder.md").read_text().splitlines()[2]
     assert f"{iwae['20']['mean']:.2f} ± {iwae['20']['standard_error']:.2f} (k = 20)" in line and "2 epochs" in line
@@ -449,3 +450,19 @@ def test_rungs_one_setting_apart():
     assert ladder_report.change(mlp, {**hvae, "seed": 0}) == "model"
     assert ladder_report.change(mlp, {**hvae, "learning_rate": 1e-3}) is None
     assert ladder_report.change(mlp, {**hvae, "objective": "iwae"}) is None
+
+
+def test_a_rungs_validation_curve_is_member_0s_last_value_per_epoch_in_nats(tmp_path):
+    """After a resume an epoch can appear twice in history.jsonl: its last value counts; other members
+    and lines without a finite validation loss are not read."""
+    lines = [
+        {"epoch": 1, "member": 0, "val_loss": 0.5},
+        {"epoch": 1, "member": 1, "val_loss": 0.1},
+        {"epoch": 2, "member": 0, "val_loss": 0.4},
+        {"epoch": 2, "member": 0, "val_loss": 0.3},  # epoch 2 again, after a resume
+        {"epoch": 3, "member": 0, "loss": 0.2},
+        {"epoch": 4, "member": 0, "val_loss": float("nan")},  # diverged
+    ]
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert ladder_report.validation_curve(tmp_path, 784) == {1: 0.5 * 784, 2: 0.3 * 784}
+    assert ladder_report.validation_curve(tmp_path / "missing", 784) == {}
