@@ -90,7 +90,8 @@ benchmark: venv peers
 
 # The VAE ladder (docs/ladder.md): each rung on the literature protocol, trained to its end, then
 # evaluated (IWAE k = 5,000, diagnostics, sample quality in the in-project classifier's features);
-# then the ladder's table and figure against the published values, in $(LADDER)/report.
+# then the ladder's table and figures (against the published values, what each change bought,
+# validation by epoch) in $(LADDER)/report.
 # Days on 2 CPU cores, hours on a GPU. A training that stops continues where it stopped when
 # `make ladder` runs again (--auto-resume); a finished rung is not trained again.
 # `make ladder RUNGS="hvae hvae_vamp" SEEDS=3`: some rungs, each a population of 3 seeds.
