@@ -320,7 +320,8 @@ def curves_figure(rows: list[dict], curves: dict[str, dict[int, float]]) -> plot
             values[np.array(list(curve)) - 1] = list(curve.values())
             best = min(curve, key=curve.get)
             objective = "" if row["objective"] == "elbo" else f", −IWAE k = {row['train_samples']}"
-            shown[f"{row['rung']} (best {curve[best]:.2f} at epoch {best:,}{objective})"] = values
+            member = "" if row["seeds"] == 1 else f", the first of {row['seeds']} seeds"
+            shown[f"{row['rung']} (best {curve[best]:.2f} at epoch {best:,}{objective}{member})"] = values
     if not shown:
         return None
     figure = plotting.learning_curves(shown, list(shown), "validation −ELBO, nats (lower is better)", fmt="-")
