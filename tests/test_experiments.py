@@ -338,7 +338,10 @@ def test_the_ladder_report_on_the_protocol_with_seeds_and_a_stale_evaluation(tmp
     _evaluated_rung(tmp_path, "hvae_vamp", definition, evaluation, digests)
     stale = {**evaluation, "members": members[:1]}  # one member's evaluation of a population: not the run
     _evaluated_rung(tmp_path, "hvae_vamp_stale", definition, stale, digests)
+    history = [{"epoch": epoch, "member": member, "val_loss": 0.3} for epoch in (1, 2) for member in range(3)]
+    (tmp_path / "hvae_vamp" / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in history))
     assert ladder_report.main(["--ladder", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "ladder_curves.png").is_file()  # the first seed's curve
     rows = {r["rung"]: r for r in json.loads((tmp_path / "report" / "ladder.json").read_text())["rungs"]}
     nll = rows["hvae_vamp"]["evaluation"]["nll"]
     assert nll["mean"] == pytest.approx(227.0) and nll["n"] == 3
