@@ -176,15 +176,15 @@ def rung(folder: Path, record: dict, curve: dict[int, float]) -> dict:
     return row
 
 
-def _per_image(folder: Path, k: int) -> tuple[np.ndarray, str] | None:
-    """Member 0's -IWAE_k per test image and the fingerprint of those test images, or None where the
-    evaluation has no per-image bounds (evaluate_vae before they were written) or no such k."""
+def _per_image(folder: Path) -> tuple[dict[str, np.ndarray], str] | None:
+    """Member 0's bounds per test image (evaluate_vae's names: negative_elbo, negative_iwae_k{k}) and
+    the fingerprint of those test images, or None where the evaluation has none (evaluate_vae before
+    they were written)."""
     path, record = folder / evaluate_vae.PER_IMAGE, runs.read_record(folder)
     if not path.is_file() or record is None:
         return None
     with np.load(path) as arrays:
-        name = f"negative_iwae_k{k}"
-        return (arrays[name][0], record["definition"]["data_sha256"]) if name in arrays else None
+        return {name: np.asarray(arrays[name][0], np.float64) for name in arrays}, record["definition"]["data_sha256"]
 
 
 def _settings(definition: dict) -> dict:
@@ -210,17 +210,25 @@ def change(a: dict, b: dict) -> str | None:
 
 
 def paired_difference(ladder: Path, above: dict, below: dict) -> dict | None:
-    """How much lower `below`'s -log p(x) is than `above`'s, image by image on the same test images
-    (mean and standard error of the per-image differences, nats), or None where they cannot pair:
+    """How much lower `below`'s bounds are than `above`'s, image by image on the same test images:
+    for -log p(x) at the rungs' k ("nats", "standard_error": the mean per-image difference and its
+    standard error; "share_lower": the share of images on which `below`'s is lower) and the same for
+    every bound both evaluated ("bounds": -ELBO and each -IWAE_k), or None where they cannot pair:
     other test images, another k, a population (its seeds' interval says more), no per-image bounds."""
     k = below["evaluation"]["k"]
     if k != above["evaluation"]["k"] or above["seeds"] > 1 or below["seeds"] > 1:
         return None
-    ours, theirs = (_per_image(ladder / f"{row['rung']}_eval", k) for row in (below, above))
-    if ours is None or theirs is None or ours[1] != theirs[1] or ours[0].shape != theirs[0].shape:
+    ours, theirs = (_per_image(ladder / f"{row['rung']}_eval") for row in (below, above))
+    if ours is None or theirs is None or ours[1] != theirs[1]:
         return None
-    mean, error = stats.mean_and_standard_error(np.asarray(theirs[0], np.float64) - ours[0])
-    return {"against": above["rung"], "k": k, "nats": mean, "standard_error": error}
+    bounds = {}
+    for name in sorted(ours[0].keys() & theirs[0].keys()):
+        if ours[0][name].shape == theirs[0][name].shape:
+            differences = theirs[0][name] - ours[0][name]
+            mean, error = stats.mean_and_standard_error(differences)
+            bounds[name] = {"nats": mean, "standard_error": error, "share_lower": float(np.mean(differences > 0))}
+    at_k = bounds.get(f"negative_iwae_k{k}")
+    return None if at_k is None else {"against": above["rung"], "k": k, **at_k, "bounds": bounds}
 
 
 def _nats(value: dict) -> str:
@@ -272,7 +280,8 @@ def markdown(rows: list[dict]) -> str:
                 else ""
             )
             below = "; ".join(
-                f"{p['nats']:.2f} ± {p['standard_error']:.2f} than {p['against']} ({p['change']})"
+                f"{p['nats']:.2f} ± {p['standard_error']:.2f} than {p['against']} ({p['change']}; "
+                f"lower on {p['share_lower']:.0%} of the images)"
                 for p in evaluation.get("paired", [])
             )
             cells = [_nats(evaluation["elbo"]), nll, difference, below, f"{evaluation['active_units']:g}", quality]

@@ -433,13 +433,17 @@ def test_the_ladder_report_compares_rungs_one_setting_apart_image_by_image(tmp_p
     assert paired["against"] == "a" and paired["change"] == "objective"
     assert paired["nats"] == pytest.approx(differences.mean(), rel=1e-12)
     assert paired["standard_error"] == pytest.approx(differences.std(ddof=1) / 1000**0.5, rel=1e-12)
+    assert paired["share_lower"] == np.mean(differences > 0) and list(paired["bounds"]) == ["negative_iwae_k5000"]
     assert paired["standard_error"] < rows["b"]["evaluation"]["nll"]["high"] - rows["b"]["evaluation"]["nll"]["mean"]
     assert [(p["against"], p["change"]) for p in rows["d"]["evaluation"]["paired"]] == [("b", "prior")]
     assert rows["d"]["evaluation"]["paired"][0]["nats"] == pytest.approx(0.3, rel=1e-9)
     assert rows["c"]["evaluation"]["paired"] == []  # other test images: no pairing
     assert rows["a"]["evaluation"]["paired"] == []  # the top rung has none above it
     assert (tmp_path / "report" / "ladder_changes.png").is_file()
-    assert f"{paired['nats']:.2f} ± {paired['standard_error']:.2f} than a (objective)" in capsys.readouterr().out
+    cell = (
+        f"{paired['nats']:.2f} ± {paired['standard_error']:.2f} than a (objective; lower on {paired['share_lower']:.0%}"
+    )
+    assert cell in capsys.readouterr().out
 
 
 def test_rungs_one_setting_apart():
