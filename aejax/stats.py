@@ -1,4 +1,5 @@
-"""Summaries of a population's results: mean with a Student-t 95% confidence interval.
+"""Summaries of results: a population's mean with a Student-t 95% confidence interval; a mean over
+test examples with its standard error; two models compared example by example.
 
 The interval is mean ± t(0.975, n - 1) · s / sqrt(n), with s the sample standard deviation
 (ddof 1): exact coverage for normally distributed results, and what papers usually report.
@@ -39,3 +40,17 @@ def mean_and_standard_error(values: Sequence[float]) -> tuple[float, float]:
     if x.size < 2:
         raise ValueError(f"a standard error needs at least 2 values, got {x.size}")
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
+
+
+def paired_difference(first: Sequence[float], second: Sequence[float]) -> dict[str, float]:
+    """How much lower `second` is than `first`, example by example (the same test examples, in the
+    same order): {"nats": mean of first - second, "standard_error": its standard error,
+    "share_lower": the share of examples on which second is lower}. The examples' own spread, which
+    dominates each mean's standard error, cancels in the differences.
+    """
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    if first.shape != second.shape or first.ndim != 1:
+        raise ValueError(f"needs two (N,) arrays over the same examples, got {first.shape} and {second.shape}")
+    differences = first - second
+    mean, error = mean_and_standard_error(differences)
+    return {"nats": mean, "standard_error": error, "share_lower": float(np.mean(differences > 0))}

@@ -221,12 +221,11 @@ def paired_difference(ladder: Path, above: dict, below: dict) -> dict | None:
     ours, theirs = (_per_image(ladder / f"{row['rung']}_eval") for row in (below, above))
     if ours is None or theirs is None or ours[1] != theirs[1]:
         return None
-    bounds = {}
-    for name in sorted(ours[0].keys() & theirs[0].keys()):
-        if ours[0][name].shape == theirs[0][name].shape:
-            differences = theirs[0][name] - ours[0][name]
-            mean, error = stats.mean_and_standard_error(differences)
-            bounds[name] = {"nats": mean, "standard_error": error, "share_lower": float(np.mean(differences > 0))}
+    bounds = {
+        name: stats.paired_difference(theirs[0][name], ours[0][name])
+        for name in sorted(ours[0].keys() & theirs[0].keys())
+        if ours[0][name].shape == theirs[0][name].shape
+    }
     at_k = bounds.get(f"negative_iwae_k{k}")
     return None if at_k is None else {"against": above["rung"], "k": k, **at_k, "bounds": bounds}
 

@@ -37,3 +37,20 @@ def test_standard_error():
     assert mean == 2.0 and error == pytest.approx(math.sqrt(2) / math.sqrt(2))
     with pytest.raises(ValueError, match="at least 2 values"):
         stats.mean_and_standard_error([1.0])
+
+
+def test_a_paired_difference_is_far_tighter_than_either_mean_when_the_examples_spread():
+    """Two models' bounds on the same 1,000 examples that share a spread of 20 nats: the paired
+    difference's standard error is the differences' own (0.1 / sqrt(1000)), not the spread's."""
+    rng = np.random.default_rng(0)
+    first = 227.0 + 20.0 * rng.standard_normal(1000)
+    second = first - 0.5 + 0.1 * rng.standard_normal(1000)
+    paired = stats.paired_difference(first, second)
+    differences = first - second
+    assert paired["nats"] == pytest.approx(differences.mean(), rel=1e-12)
+    assert paired["standard_error"] == pytest.approx(differences.std(ddof=1) / math.sqrt(1000), rel=1e-12)
+    assert paired["standard_error"] < stats.mean_and_standard_error(second)[1] / 100
+    assert paired["share_lower"] == 1.0  # 0.5 lower give or take 0.1: lower on every example at 5 sigma
+    assert stats.paired_difference([1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 2.0, 3.0])["share_lower"] == 0.75
+    with pytest.raises(ValueError, match="the same examples"):
+        stats.paired_difference([1.0, 2.0], [1.0, 2.0, 3.0])
