@@ -14,8 +14,8 @@ model, the prior or the objective), both evaluated on the same test images with 
 per-image bounds: the mean difference and its standard error, which the images' spread does not
 inflate, say what that one change bought (ladder_changes.png: each beside the difference between
 the two published values). A rung still training, or not evaluated yet, is listed with the epochs
-it reached; an evaluation not of the run's final params (of an earlier epoch, of one member) is
-flagged.
+it reached and whether a process trains it now (its folder's lock) or it was stopped; an evaluation
+not of the run's final params (of an earlier epoch, of one member) is flagged.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def rung(folder: Path, record: dict, curve: dict[int, float]) -> dict:
     training = _read_json(folder / "metrics.json")
     best_epoch = min(curve, key=curve.get) if curve else None
     row["training"] = {
-        "status": "finished" if training is not None else record.get("status"),
+        "status": "finished" if training is not None else runs.state(folder, record),
         "epochs": training["epochs_run"] if training else max(curve, default=0),
         "best_epoch": training["best_epoch"] if training else best_epoch,
         "best_val_nats": None if best_epoch is None else curve[best_epoch],
@@ -256,7 +256,7 @@ def markdown(rows: list[dict]) -> str:
         )
         if training["status"] != "finished":
             best = "" if training["best_val_nats"] is None else f", best validation {training['best_val_nats']:.2f}"
-            trained += f", not finished (run.json: {training['status']}){best}"
+            trained += f", not finished: {training['status']}{best}"
         elif training["wall_seconds"] is not None:
             trained += f", {training['wall_seconds']:,.0f} s"
         evaluation = row.get("evaluation")

@@ -1,7 +1,9 @@
 """End-to-end runs of the experiment CLIs on tiny configurations and the real 900-image subset."""
 
 import argparse
+import fcntl
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aejax.io import runs
 from experiments import common, evaluate_vae, ladder_report, linear_ae_pca, vae_fashion_mnist
 
 
@@ -473,3 +476,30 @@ def test_a_rungs_validation_curve_is_member_0s_last_value_per_epoch_in_nats(tmp_
     (tmp_path / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert ladder_report.validation_curve(tmp_path, 784) == {1: 0.5 * 784, 2: 0.3 * 784}
     assert ladder_report.validation_curve(tmp_path / "missing", 784) == {}
+
+
+def test_the_ladder_report_says_whether_an_unfinished_rung_is_training_now(tmp_path):
+    """A rung's run.json says "running" both while it trains and after its process was killed: the
+    folder's lock tells the two apart."""
+    definition = {"objective": "elbo", "train_samples": 1, "num_seeds": 1, "model": {"name": "conv"}}
+    definition["model"]["image_shape"] = [28, 28]
+    folder = tmp_path / "conv"
+    folder.mkdir()
+    record = {"kind": "vae_fashion_mnist", "status": "running", "pid": 12345, "host": "node7", "definition": definition}
+    (folder / "run.json").write_text(json.dumps(record))
+    (folder / "history.jsonl").write_text(json.dumps({"epoch": 1, "member": 0, "val_loss": 0.3}) + "\n")
+
+    def status():
+        ladder_report.main(["--ladder", str(tmp_path), "--out", str(tmp_path / "report"), "--overwrite"])
+        (row,) = json.loads((tmp_path / "report" / "ladder.json").read_text())["rungs"]
+        return row["training"]["status"]
+
+    assert "was running as pid 12345 on node7, which no longer exists" in status()
+    lock = os.open(folder / runs.LOCK, os.O_RDWR | os.O_CREAT)  # as a training holds it
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        os.pwrite(lock, b"pid 777 on node7 since 2026-12-06", 0)
+        assert status() == "in progress (pid 777 on node7 since 2026-12-06)"
+    finally:
+        os.close(lock)
+    assert "in progress" in (tmp_path / "report" / "ladder.md").read_text()

@@ -100,6 +100,13 @@ def describe_status(record: dict) -> str:
     return f"status {status!r}, started {record.get('started')}"
 
 
+def state(out: str | os.PathLike, record: dict) -> str:
+    """Where the run in `out` (recorded in `record`) stands, in words: in progress, with the process
+    that holds the folder now, or how it ended."""
+    holder = _held_by(Path(out))
+    return f"in progress ({holder})" if holder is not None else describe_status(record)
+
+
 def _lock(out: Path):
     fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
