@@ -9,7 +9,7 @@ import pytest
 
 from aejax.training import population
 from aejax.training.train import TrainState
-from benchmarks import accelerator, throughput
+from benchmarks import accelerator, ladder, throughput
 
 PEER_PYTHON = Path(throughput.REPO_ROOT) / ".venv-peers" / "bin" / "python"
 
@@ -155,3 +155,23 @@ def test_accelerator_suite_dry_run(subset_dir, tmp_path, capsys):
     # On a CPU both precisions are float32 throughout: identical results.
     assert report["precision"]["difference_nats"] == 0.0
     assert "| aejax scan epoch | 16 | 2 |" in capsys.readouterr().out
+
+
+def test_the_ladder_benchmark_times_a_rung_as_make_ladder_trains_it(subset_dir, tmp_path, capsys):
+    """The rungs and their flags come from the Makefile that `make ladder` runs; a rung is timed with
+    its own settings (here the one that changes the most: hierarchy, VampPrior and IWAE training)."""
+    known = ladder.rungs()
+    assert known["mlp"] == [] and known["hvae_vamp_iwae"][:2] == ["--model", "hvae"]
+    assert list(known)[:2] == ["mlp", "mlp_vamp"] and len(known) == 9
+    out = tmp_path / "ladder.json"
+    argv = ["--data-dir", str(subset_dir), "--dry-run", "--epochs", "2", "--repeats", "1", "--json", str(out)]
+    assert ladder.main([*argv, "--rungs", "hvae_vamp_iwae"]) == 0
+    (row,) = json.loads(out.read_text())["rungs"].values()
+    assert row["flags"] == known["hvae_vamp_iwae"] and row["epochs_timed"] == 1 and row["iwae_images"] == 100
+    assert 0 < row["epoch_seconds"] and 0 < row["iwae_seconds"] and row["training_examples"] == 620
+    assert (
+        "| hvae_vamp_iwae | --model hvae --prior vamp --objective iwae --train-samples 5 |" in capsys.readouterr().out
+    )
+    with pytest.raises(SystemExit):
+        ladder.main([*argv, "--rungs", "hvea"])
+    assert "--rungs must name rungs among mlp, mlp_vamp" in capsys.readouterr().err
