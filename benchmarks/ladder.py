@@ -31,7 +31,7 @@ import jax
 from aejax import data, runtime
 from aejax.errors import UsageError
 from aejax.evaluation import metrics
-from aejax.io.files import write_json
+from aejax.io.files import check_writable, write_json
 from aejax.io.streams import tolerant_output
 from aejax.models import likelihoods
 from aejax.training import fit
@@ -82,7 +82,7 @@ def time_rung(config: vae_fashion_mnist.Config, splits: dict, k: int, repeats: i
     plan = fit.prepare(config, splits["train"].images)
     compile_seconds = time.perf_counter() - start
     clock = EpochClock()
-    result = fit.fit(config, splits["train"].images, plan=plan, writers=[clock], progress=False)
+    result = fit.fit(config, splits["train"].images, plan=plan, writers=[clock])  # with fit's progress bar
     seconds = clock.epochs()
     test = data.unit_float_images("test images", splits["test"].images[:EVAL_BATCH])
     test = likelihoods.binarize_for_evaluation(test, "test")
@@ -132,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     known = rungs()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rungs", default=",".join(known), help="comma-separated rungs (default: all of them)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per rung, the first one apart (default: 3)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="epochs per rung; the first, which compiles, is reported apart (default: 3)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed IWAE runs per rung (default: 3)")
     parser.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST IDX .gz files")
     parser.add_argument("--json", default=None, help="write the whole report to this JSON file")
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rungs must name rungs among {', '.join(known)}, got {args.rungs!r}")
     if args.epochs < 2 or args.repeats < 1:
         parser.error(f"--epochs must be at least 2 and --repeats at least 1, got {args.epochs} and {args.repeats}")
-    throughput.check_paths(parser, argparse.Namespace(json=args.json, peer_python=sys.executable))
+    if args.json and (problem := check_writable(args.json)):
+        parser.error(f"--json {args.json!r} {problem}")
     try:  # every rung's settings and the data, before any timing
         configs = {name: rung_config(known[name], args.epochs, args.data_dir, args.dry_run) for name in chosen}
         splits = configs[chosen[0]].source.load_splits()  # the rungs change the model, not the data
