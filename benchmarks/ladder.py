@@ -30,17 +30,17 @@ import jax
 
 from aejax import data, runtime
 from aejax.errors import UsageError
-from aejax.evaluation import metrics
+from aejax.evaluation import metrics, published
 from aejax.io.files import check_writable, write_json
 from aejax.io.streams import tolerant_output
 from aejax.models import likelihoods
 from aejax.training import fit
 from benchmarks import throughput
-from experiments import common, vae_fashion_mnist
+from experiments import common, evaluate_vae, vae_fashion_mnist
 
 MAKEFILE = Path(throughput.REPO_ROOT) / "Makefile"
-K = 5000  # evaluate_vae's largest k, the published tables' k
-EVAL_BATCH = 100  # evaluate_vae's batch of test images
+K = published.K  # evaluate_vae's largest k, the published tables' k
+EVAL_BATCH = evaluate_vae.Config.batch_size  # evaluate_vae's test images per compiled call
 DRY = ["--num-validation", "100", "--num-pseudo-inputs", "10"]  # toy sizes on any data
 
 

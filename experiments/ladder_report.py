@@ -209,16 +209,17 @@ def change(a: dict, b: dict) -> str | None:
     return differing[0] if differing in (["model"], ["prior"], ["objective"]) else None
 
 
-def paired_difference(ladder: Path, above: dict, below: dict) -> dict | None:
+def paired_difference(above: dict, below: dict, per_image: dict[str, tuple | None]) -> dict | None:
     """How much lower `below`'s bounds are than `above`'s, image by image on the same test images:
     for -log p(x) at the rungs' k ("nats", "standard_error": the mean per-image difference and its
     standard error; "share_lower": the share of images on which `below`'s is lower) and the same for
     every bound both evaluated ("bounds": -ELBO and each -IWAE_k), or None where they cannot pair:
-    other test images, another k, a population (its seeds' interval says more), no per-image bounds."""
+    other test images, another k, a population (its seeds' interval says more), no per-image bounds.
+    `per_image`: each rung's `_per_image`."""
     k = below["evaluation"]["k"]
     if k != above["evaluation"]["k"] or above["seeds"] > 1 or below["seeds"] > 1:
         return None
-    ours, theirs = (_per_image(ladder / f"{row['rung']}_eval") for row in (below, above))
+    ours, theirs = per_image[below["rung"]], per_image[above["rung"]]
     if ours is None or theirs is None or ours[1] != theirs[1]:
         return None
     bounds = {
@@ -359,12 +360,13 @@ def run(config: Config) -> int:
         key=lambda r: (-r["evaluation"]["nll"]["mean"], r["rung"]) if "evaluation" in r else (math.inf, r["rung"])
     )
     evaluated = [r for r in found if "evaluation" in r]
+    per_image = {r["rung"]: _per_image(Path(config.ladder) / f"{r['rung']}_eval") for r in evaluated}  # read once
     for i, below in enumerate(evaluated):  # what each one change bought, in the row of the better rung
         below["evaluation"]["paired"] = [
             {**paired, "change": setting}
             for above in evaluated[:i]
             if (setting := change(definitions[above["rung"]], definitions[below["rung"]])) is not None
-            and (paired := paired_difference(Path(config.ladder), above, below)) is not None
+            and (paired := paired_difference(above, below, per_image)) is not None
         ]
     out = Path(config.out)
     with runs.claim(
