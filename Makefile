@@ -92,8 +92,9 @@ benchmark: venv peers
 # evaluated (IWAE k = 5,000, diagnostics, sample quality in the in-project classifier's features);
 # then the ladder's table and figures (against the published values, what each change bought,
 # validation by epoch) in $(LADDER)/report.
-# Days on 2 CPU cores, hours on a GPU. A training that stops continues where it stopped when
-# `make ladder` runs again (--auto-resume); a finished rung is not trained again.
+# Days on 2 CPU cores, hours on a GPU. A training or an evaluation that stops continues where it
+# stopped when `make ladder` runs again (--auto-resume); a finished rung is not trained again. A rung
+# trained further after its evaluation is not evaluated over the old one: remove RUNG_eval first.
 # `make ladder RUNGS="hvae hvae_vamp" SEEDS=3`: some rungs, each a population of 3 seeds.
 LADDER     ?= runs/ladder
 CLASSIFIER ?= runs/classifier/classifier.msgpack
@@ -121,7 +122,7 @@ $(LADDER)/%/params.msgpack:
 	$(PY) -m experiments.vae_fashion_mnist --preset literature $(rung_$*) --num-seeds $(SEEDS) --auto-resume --out $(@D)
 
 $(LADDER)/%_eval/metrics.json: $(LADDER)/%/params.msgpack $(CLASSIFIER)
-	$(PY) -m experiments.evaluate_vae --params $< --classifier $(CLASSIFIER) --overwrite --out $(@D)
+	$(PY) -m experiments.evaluate_vae --params $< --classifier $(CLASSIFIER) --auto-resume --out $(@D)
 
 $(CLASSIFIER):
 	$(PY) -m experiments.train_classifier --overwrite --out $(@D)

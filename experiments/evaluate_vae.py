@@ -14,7 +14,10 @@ The model, its likelihood and its data set (with the same test split) are read f
 file's manifest; --dataset and the other data flags evaluate on other data of the same image
 shape. A population's params.msgpack is
 evaluated member by member (or pick one with --member), each row with its seed and hyperparameters,
-and summarised per grid point.
+and summarised per grid point. The bounds are computed a batch of test images at a time, and the
+finished batches are kept (progress.npz) while the evaluation runs: a stopped evaluation (Ctrl-C,
+SIGTERM, a session's end) continues with --resume, which evaluates only the batches left, with the
+same draws (batch i's key is fold_in(key, i)), so it gives the numbers an unbroken one would.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from tqdm import tqdm
 
 from aejax import data, pca, plotting, runtime, stats
 from aejax.config import check_types, fail, option
-from aejax.errors import DataError, ParamsFileError
+from aejax.errors import DataError, ParamsFileError, RunDirError
 from aejax.evaluation import metrics, sample_quality
 from aejax.io import params_file, runs
 from aejax.io.files import write_bytes, write_json
@@ -54,7 +57,9 @@ FIGURES = (
 # the order of metrics.json's members). Two models evaluated on the same test images compare image by
 # image: the paired difference's standard error is far below each mean's (experiments.ladder_report).
 PER_IMAGE = "per_image_bounds.npz"
-OUTPUTS = ("metrics.json", PER_IMAGE, common.TRACEBACK) + FIGURES
+# The bounds of the test-image batches finished so far, while the evaluation runs (`Progress`).
+PROGRESS = "progress.npz"
+OUTPUTS = ("metrics.json", PER_IMAGE, PROGRESS, common.TRACEBACK) + FIGURES
 # Decoder evaluations (images x samples x members) one evaluation may ask for: ~8 hours on a 2-core
 # CPU (measured ~3.5e5 per second), minutes on a GPU. More is refused up front.
 MAX_DECODER_EVALUATIONS = 10**10
@@ -91,6 +96,14 @@ class Config:
     )
     num_samples: int = option(10000, "with --classifier: images generated per model")
     out: str = option("runs/vae_eval", "output folder (not a training run's: results never overwrite another run's)")
+    resume: bool = option(
+        False, "continue the stopped evaluation in --out (the same params and settings): only the batches left"
+    )
+    auto_resume: bool = option(
+        False,
+        "continue the evaluation in --out if it holds one, else start it: one command line for a job that "
+        "a scheduler may stop and requeue",
+    )
     overwrite: bool = option(False, "replace an earlier evaluation in --out")
 
     def __post_init__(self):
@@ -106,6 +119,7 @@ class Config:
             fail("seed", f"must be in 0..{settings.MAX_SEED}, got {self.seed}")
         if self.dataset is not None:
             sources.check_name(self.dataset)
+        runs.check_reuse_flags(self.resume, self.auto_resume, self.overwrite)
         self.ks()
 
     def data_settings(self, recorded: dict) -> sources.Settings:
@@ -156,17 +170,78 @@ def load_params(
     return model, likelihood, members, manifest, raw
 
 
-def batched(fn, images: jax.Array, key: jax.Array, batch_size: int, desc: str) -> np.ndarray:
+class Progress:
+    """The bounds of the batches an evaluation has finished, by name, kept in `path` (`PROGRESS`)
+    while it runs: written at most every `every` seconds, when a bound is complete and when the
+    evaluation is stopped (`save`), so that --resume continues after the last batch written.
+    Also counts the invocations and the seconds they took."""
+
+    def __init__(self, path: Path, resume: bool, every: float = 10.0):
+        self.path, self.every = path, every
+        self.started = self.saved_at = time.perf_counter()
+        self.values: dict[str, np.ndarray] = {}
+        self.seconds_before, self.invocations = 0.0, 1
+        if resume and path.is_file():
+            try:
+                with np.load(path) as arrays:
+                    self.values = {
+                        name: arrays[name] for name in arrays.files if name not in ("seconds", "invocations")
+                    }
+                    self.seconds_before = float(arrays["seconds"])
+                    self.invocations = int(arrays["invocations"]) + 1
+            except (OSError, ValueError, KeyError) as err:
+                raise RunDirError(
+                    f"{path} is not a readable evaluation progress file ({err}); pass --overwrite to start again"
+                ) from None
+
+    def seconds(self) -> float:
+        """Seconds spent on this evaluation, over every invocation."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def finished(self, name: str, batch_size: int, count: int) -> np.ndarray:
+        """The values of the batches of bound `name` finished so far (a whole number of batches)."""
+        values = self.values.get(name, np.zeros(0, np.float32))
+        if len(values) % batch_size or len(values) > count + -count % batch_size:
+            raise RunDirError(f"{self.path}: {name} holds {len(values)} values, not whole batches of {batch_size}")
+        return values
+
+    def update(self, name: str, values: np.ndarray, complete: bool) -> None:
+        self.values[name] = values
+        if complete or time.perf_counter() - self.saved_at >= self.every:
+            self.save()
+
+    def save(self) -> None:
+        write_bytes(
+            self.path, _npz({**self.values, "seconds": np.float64(self.seconds()), "invocations": self.invocations})
+        )
+        self.saved_at = time.perf_counter()
+
+
+def batched(
+    fn,
+    images: jax.Array,
+    key: jax.Array,
+    batch_size: int,
+    desc: str,
+    progress: Progress | None = None,
+    name: str = "",
+) -> np.ndarray:
     """fn(batch, key_i) -> (B,) over all images, batch i keyed by fold_in(key, i), with a progress bar.
 
     The last batch is zero-padded to full size (its padding's values dropped): one compilation.
+    With `progress`, the batches it holds under `name` are not evaluated again, and each new one is
+    handed to it.
     """
     count = len(images)
     padded = jnp.pad(images, [(0, -count % batch_size)] + [(0, 0)] * (images.ndim - 1))
-    values = []
-    starts = range(0, count, batch_size)
-    for index, start in enumerate(tqdm(starts, desc=desc, unit="batch", file=sys.stdout, leave=False)):
+    batches = ceil_div(count, batch_size)
+    values = [] if progress is None else [progress.finished(name, batch_size, count)]
+    first = sum(len(v) for v in values) // batch_size
+    for index in tqdm(range(first, batches), desc=desc, unit="batch", file=sys.stdout, leave=False, initial=first):
+        start = index * batch_size
         values.append(np.asarray(fn(padded[start : start + batch_size], jax.random.fold_in(key, index))))
+        if progress is not None:
+            progress.update(name, np.concatenate(values), complete=index == batches - 1)
     return np.concatenate(values)[:count]
 
 
@@ -212,10 +287,13 @@ def evaluate_member(
     likelihood: str,
     classifier: sample_quality.TrainedClassifier | None = None,
     real: np.ndarray | None = None,
+    progress: Progress | None = None,
+    member: int = 0,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Every number of one model on the test images x (binarized already, for a model trained so);
     with a classifier, its samples' quality against the `real` (grey-level) test images. Also
-    returns the bounds per test image (nats, (N,) each: `PER_IMAGE`'s arrays for this member)."""
+    returns the bounds per test image (nats, (N,) each: `PER_IMAGE`'s arrays for this member).
+    `progress`: the batches finished by a stopped evaluation (this model's under `member`'s index)."""
     keys = evaluation_keys(config.seed)
     elbo_key, iwae_key, chapter_key, mi_key = (keys[k] for k in ("elbo", "iwae", "chapter", "mutual_information"))
     per_image = {
@@ -225,6 +303,8 @@ def evaluate_member(
             elbo_key,
             config.batch_size,
             "ELBO",
+            progress,
+            f"member{member}/negative_elbo",
         )
     }
     # Each bound is checked as soon as it exists: a broken model stops before the long k = 5,000 pass.
@@ -239,6 +319,8 @@ def evaluate_member(
             iwae_key,
             config.batch_size,
             f"IWAE k={k}",
+            progress,
+            f"member{member}/negative_iwae_k{k}",
         )
         results["test_negative_iwae_nats"][str(k)] = _mean_and_error(f"-IWAE k={k}", per_image[f"negative_iwae_k{k}"])
     chapter = vae.evaluate(model, params, x, chapter_key, likelihood=likelihood)
@@ -306,7 +388,8 @@ def figures(
 
 
 def run(config: Config) -> int:
-    runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False)
+    resume = runs.resuming(config.out, KIND, config.resume, config.auto_resume)
+    runs.check_folder(config.out, KIND, resume=resume, overwrite=config.overwrite, outputs=OUTPUTS)
     ks = config.ks()
     model, likelihood, members, manifest, raw = load_params(
         config.params, None if config.member is None else [config.member]
@@ -350,7 +433,11 @@ def run(config: Config) -> int:
     definition = {
         "params_sha256": hashlib.sha256(raw).hexdigest(),
         "data_sha256": fit.fingerprint(images),
-        **{k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "overwrite", "data_dir")},
+        **{
+            k: v
+            for k, v in dataclasses.asdict(config).items()
+            if k not in ("out", "resume", "auto_resume", "overwrite", "data_dir")
+        },
         "data": dataclasses.asdict(settings),
     }
     out = Path(config.out)
@@ -359,15 +446,25 @@ def run(config: Config) -> int:
         out,
         KIND,
         definition,
+        resume=resume,
         overwrite=config.overwrite,
         outputs=OUTPUTS,
-        resumable=False,
         details={"environment": environment},
     ):
         start = time.perf_counter()
-        with jax.default_matmul_precision(None if config.matmul_precision == "default" else config.matmul_precision):
-            evaluated = [evaluate_member(config, model, members[i], x, likelihood, classifier, real) for i in chosen]
-            rows = [{"member": i, **identities[i], **results} for i, (results, _) in zip(chosen, evaluated)]
+        progress = Progress(out / PROGRESS, resume)
+        try:
+            with jax.default_matmul_precision(
+                None if config.matmul_precision == "default" else config.matmul_precision
+            ):
+                evaluated = [
+                    evaluate_member(config, model, members[i], x, likelihood, classifier, real, progress, i)
+                    for i in chosen
+                ]
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: keep what is finished for --resume
+            progress.save()
+            raise
+        rows = [{"member": i, **identities[i], **results} for i, (results, _) in zip(chosen, evaluated)]
         seconds = time.perf_counter() - start
         result = {
             "config": dataclasses.asdict(config),
@@ -380,6 +477,9 @@ def run(config: Config) -> int:
             "num_test_images": count,
             "model": manifest["model"],
             "eval_wall_seconds": seconds,
+            "eval_wall_seconds_total": progress.seconds(),
+            "invocations": progress.invocations,
+            "wall_seconds_note": "eval_wall_seconds: this invocation's; _total: over all invocations (--resume)",
         }
         if classifier is not None:
             result["sample_quality"] = {
@@ -412,6 +512,7 @@ def run(config: Config) -> int:
             out / PER_IMAGE, _npz({name: np.stack([p[name] for _, p in evaluated]) for name in evaluated[0][1]})
         )
         write_json(out / "metrics.json", result)
+        (out / PROGRESS).unlink(missing_ok=True)  # all of it is in PER_IMAGE now
     print(summary_line(result, out))
     return 0
 
@@ -465,8 +566,17 @@ def summary_line(result: dict, out: Path) -> str:
     )
 
 
+def resume_hint(config: Config) -> str:
+    path = Path(config.out) / PROGRESS
+    if not path.is_file():
+        return "no batch of the bounds was finished yet"
+    with np.load(path) as arrays:
+        batches = sum(len(arrays[name]) for name in arrays.files if "/" in name) // config.batch_size
+    return f"--resume continues from {path} ({batches} batches of test images' bounds finished)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    return common.main(Config, __doc__, run, argv)
+    return common.main(Config, __doc__, run, argv, on_interrupt=resume_hint)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ model, the prior or the objective), both evaluated on the same test images with 
 per-image bounds: the mean difference and its standard error, which the images' spread does not
 inflate, say what that one change bought (ladder_changes.png: each beside the difference between
 the two published values). A rung still training, or not evaluated yet, is listed with the epochs
-it reached and whether a process trains it now (its folder's lock) or it was stopped; an evaluation
-not of the run's final params (of an earlier epoch, of one member) is flagged.
+it reached and whether a process trains it now (its folder's lock) or it was stopped, and the same
+for an evaluation begun and not finished; an evaluation not of the run's final params (of an
+earlier epoch, of one member) is flagged.
 """
 
 from __future__ import annotations
@@ -166,7 +167,10 @@ def rung(folder: Path, record: dict, curve: dict[int, float]) -> dict:
         "best_val_nats": None if best_epoch is None else curve[best_epoch],
         "wall_seconds": training["train_wall_seconds_total"] if training else None,
     }
-    evaluation = _read_json(folder.with_name(folder.name + "_eval") / "metrics.json")
+    evaluated_in = folder.with_name(folder.name + "_eval")
+    evaluation = _read_json(evaluated_in / "metrics.json")
+    if evaluation is None and (started := runs.read_record(evaluated_in)) is not None:
+        row["evaluation_status"] = runs.state(evaluated_in, started)  # in progress, or stopped: --resume
     if evaluation is not None:
         row["evaluation"] = _bound(evaluation)
         row["evaluation"]["of_these_params"] = _digests(evaluation) == _digests(training)
@@ -262,7 +266,8 @@ def markdown(rows: list[dict]) -> str:
             trained += f", {training['wall_seconds']:,.0f} s"
         evaluation = row.get("evaluation")
         if evaluation is None:
-            cells = ["not evaluated yet", "", "", "", "", ""]
+            status = row.get("evaluation_status")
+            cells = ["not evaluated yet" if status is None else f"evaluation {status}", "", "", "", "", ""]
         else:
             nll = _nats(evaluation["nll"]) + f" (k = {evaluation['k']:,})"
             if not evaluation["of_these_params"]:

@@ -77,15 +77,11 @@ class OutputSettings:
         check_types(self)
         if self.keep_checkpoints < 1:
             fail("keep_checkpoints", f"must be a positive integer, got {self.keep_checkpoints}")
-        if (self.resume or self.auto_resume) and self.overwrite:
-            fail("overwrite", f"and {'--resume' if self.resume else '--auto-resume'} contradict each other: pass one")
+        runs.check_reuse_flags(self.resume, self.auto_resume, self.overwrite)
 
     def resuming(self) -> bool:
         """Whether this run continues the one in --out (--resume, or --auto-resume and a run is there)."""
-        if self.resume:
-            return True
-        record = runs.read_record(self.out) if self.auto_resume and Path(self.out).is_dir() else None
-        return record is not None and record.get("kind") == KIND
+        return runs.resuming(self.out, KIND, self.resume, self.auto_resume)
 
 
 @dataclasses.dataclass(frozen=True)

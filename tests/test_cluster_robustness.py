@@ -97,15 +97,64 @@ def test_a_run_whose_process_is_gone_is_named_and_the_advice_names_real_flags(su
     assert code == 2
     assert "was running as pid 999999 on node7, which no longer exists" in err and "pass --resume" in err
 
-    for main, kind, extra in (
-        (evaluate_vae.main, evaluate_vae.KIND, ["--params", "x.msgpack"]),
-        (linear_ae_pca.main, linear_ae_pca.KIND, []),
+    for main, kind, extra, advice in (
+        (evaluate_vae.main, evaluate_vae.KIND, ["--params", "x.msgpack"], "pass --resume to continue it, --overwrite"),
+        (linear_ae_pca.main, linear_ae_pca.KIND, [], "pass --overwrite to replace it"),
     ):
         folder = tmp_path / kind
         folder.mkdir()
         (folder / runs.RECORD).write_text(json.dumps({"kind": kind, "status": "finished", "started": "then"}))
         code, err = run_main(main, [*extra, "--out", str(folder)], capsys)
-        assert code == 2 and "pass --overwrite to replace it" in err and "--resume" not in err, err
+        assert code == 2 and advice in err, err
+        assert "--resume" in advice or "--resume" not in err, err  # linear_ae_pca has no --resume
+
+
+def test_a_stopped_evaluation_continues_with_only_the_batches_left(subset_dir, tmp_path, capsys, monkeypatch):
+    """An evaluation stopped in its IWAE pass (here by Ctrl-C in the third batch) keeps the batches it
+    finished; --resume evaluates only the rest, with the same draws: the per-image bounds equal, bit
+    for bit, those of an evaluation never stopped (the same programs on the same machine)."""
+    trained = tmp_path / "run"
+    assert vae_fashion_mnist.main(_flags(subset_dir, trained)) == 0
+    flags = ["--params", str(trained / "params.msgpack"), "--data-dir", str(subset_dir), "--iwae-k", "1,20"]
+    flags += ["--elbo-samples", "2", "--batch-size", "50"]  # 180 test images: 4 batches, the last padded
+    whole, stopped = tmp_path / "whole_eval", tmp_path / "stopped_eval"
+    assert evaluate_vae.main([*flags, "--out", str(whole)]) == 0
+
+    bound, calls, stop_at = evaluate_vae.metrics.iwae_bound, [], 3  # the ELBO's 4 batches, IWAE k = 1's first 2
+
+    def counted(*args, **kwargs):
+        calls.append(args[4])  # k
+        if stop_at is not None and len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return bound(*args, **kwargs)
+
+    elbo, elbo_calls = evaluate_vae.metrics.elbo, []
+    monkeypatch.setattr(evaluate_vae.metrics, "iwae_bound", counted)
+    monkeypatch.setattr(evaluate_vae.metrics, "elbo", lambda *args: elbo_calls.append(1) or elbo(*args))
+    code, err = run_main(evaluate_vae.main, [*flags, "--auto-resume", "--out", str(stopped)], capsys)
+    assert code == 130 and f"--resume continues from {stopped / evaluate_vae.PROGRESS} (6 batches" in err, err
+    assert runs.read_record(stopped)["status"] == "interrupted" and not (stopped / "metrics.json").exists()
+
+    code, err = run_main(evaluate_vae.main, [*flags, "--seed", "1", "--resume", "--out", str(stopped)], capsys)
+    assert code == 2 and "different settings: seed 0 (now 1)" in err, err  # other draws: refused
+
+    assert len(elbo_calls) == 4
+    calls.clear()
+    stop_at = None
+    assert evaluate_vae.main([*flags, "--auto-resume", "--out", str(stopped)]) == 0  # the same line, requeued
+    assert calls == [1, 1, 20, 20, 20, 20]  # only what was left: k = 1's last 2 batches, then all of k = 20
+    assert len(elbo_calls) == 4  # the ELBO's batches were all finished: none evaluated again
+    with np.load(whole / evaluate_vae.PER_IMAGE) as expected, np.load(stopped / evaluate_vae.PER_IMAGE) as resumed:
+        assert sorted(resumed) == sorted(expected)
+        for name in expected:
+            np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+    metrics = json.loads((stopped / "metrics.json").read_text())
+    assert metrics["invocations"] == 2 and metrics["eval_wall_seconds_total"] >= metrics["eval_wall_seconds"]
+    assert (
+        metrics["test_negative_iwae_nats"]
+        == json.loads((whole / "metrics.json").read_text())["test_negative_iwae_nats"]
+    )
+    assert not (stopped / evaluate_vae.PROGRESS).exists()  # all of it is in the per-image file
 
 
 # ----- class 11: outputs that cannot kill the work -----

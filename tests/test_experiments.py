@@ -272,6 +272,7 @@ def test_make_ladder_trains_each_rung_on_the_protocol_then_evaluates_it(tmp_path
         assert settings[rung]["num_seeds"] == 3 and settings[rung]["auto_resume"]
     assert settings["mlp"]["preset"] == "literature"
     evaluations = [c for c in commands if c[2] == "experiments.evaluate_vae"]
+    assert all("--auto-resume" in c for c in evaluations)  # a stopped evaluation continues, too
     assert sorted((c[c.index("--params") + 1], c[c.index("--classifier") + 1]) for c in evaluations) == sorted(
         (str(tmp_path / rung / "params.msgpack"), str(classifier)) for rung in RUNG_CHANGES
     )
@@ -503,3 +504,12 @@ def test_the_ladder_report_says_whether_an_unfinished_rung_is_training_now(tmp_p
     finally:
         os.close(lock)
     assert "in progress" in (tmp_path / "report" / "ladder.md").read_text()
+
+    # Trained, and its evaluation stopped part way (a session's end): the row says so, not "not evaluated".
+    (folder / "metrics.json").write_text(json.dumps({"epochs_run": 1, "best_epoch": 1, "train_wall_seconds_total": 9}))
+    evaluation = tmp_path / "conv_eval"
+    evaluation.mkdir()
+    stopped = {"kind": evaluate_vae.KIND, "status": "stopped", "stopped_by": "SIGTERM", "ended": "2026-12-07T05:00"}
+    (evaluation / "run.json").write_text(json.dumps(stopped))
+    status()
+    assert "| evaluation stopped by SIGTERM at 2026-12-07T05:00 |" in (tmp_path / "report" / "ladder.md").read_text()

@@ -181,6 +181,7 @@ def test_class_3_training_flags_are_refused_up_front(subset_dir, tmp_path, capsy
         (["--dataset", "digits"], "digits: the test images have shape (8, 8), the model in --params takes (28, 28)"),
         (["--dataset", "npz:missing.npz"], "--dataset npz:missing.npz: no such file"),
         (["--images-key", "x"], "--images-key applies to --dataset npz only"),
+        (["--auto-resume", "--overwrite"], "--overwrite and --auto-resume contradict each other"),
     ],
 )
 def test_class_3_evaluation_flags_are_refused_up_front(trained, subset_dir, tmp_path, capsys, flags, message):

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from aejax.config import fail
 from aejax.errors import RunDirError
 from aejax.io.files import remove_temporaries, write_json
 
@@ -52,6 +53,21 @@ def read_record(out: str | os.PathLike) -> dict | None:
             f"{path} is not a readable run record ({err}); move the folder aside or choose another --out"
         ) from err
     return record
+
+
+def check_reuse_flags(resume: bool, auto_resume: bool, overwrite: bool) -> None:
+    """--resume and --auto-resume continue the run in --out; --overwrite replaces it: never both."""
+    if (resume or auto_resume) and overwrite:
+        fail("overwrite", f"and {'--resume' if resume else '--auto-resume'} contradict each other: pass one")
+
+
+def resuming(out: str | os.PathLike, kind: str, resume: bool, auto_resume: bool) -> bool:
+    """Whether a run of `kind` continues the one in `out`: --resume, or --auto-resume and `out` holds a
+    run of that kind (else it starts one; one command line for a job a scheduler may requeue)."""
+    if resume:
+        return True
+    record = read_record(out) if auto_resume and Path(out).is_dir() else None
+    return record is not None and record.get("kind") == kind
 
 
 def _differences(old: dict, new: dict) -> str:
