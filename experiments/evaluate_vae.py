@@ -237,7 +237,10 @@ def batched(
     batches = ceil_div(count, batch_size)
     values = [] if progress is None else [progress.finished(name, batch_size, count)]
     first = sum(len(v) for v in values) // batch_size
-    for index in tqdm(range(first, batches), desc=desc, unit="batch", file=sys.stdout, leave=False, initial=first):
+    shown = tqdm(
+        range(first, batches), desc=desc, unit="batch", file=sys.stdout, leave=False, initial=first, total=batches
+    )
+    for index in shown:
         start = index * batch_size
         values.append(np.asarray(fn(padded[start : start + batch_size], jax.random.fold_in(key, index))))
         if progress is not None:
