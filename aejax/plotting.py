@@ -114,6 +114,21 @@ def image_grid(
     return fig
 
 
+def panels(pictures: Sequence[np.ndarray], titles: Sequence[str], columns: int = 3, width: float = 4.0) -> Figure:
+    """Pictures already drawn (H, W, 3 or 4), e.g. figures read back from PNG files, side by side:
+    `columns` to a row, each `width` inches wide under its title, without axes."""
+    columns = min(columns, len(pictures))
+    rows = -(-len(pictures) // columns)
+    aspect = max(picture.shape[0] / picture.shape[1] for picture in pictures)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, (width * aspect + 0.4) * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, picture, title in zip(axes.flat, pictures, titles):
+        ax.imshow(picture)
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
 def reconstructions(originals: np.ndarray, reconstructed: np.ndarray) -> Figure:
     """Two rows: originals (N, H, W[, 3]) above their reconstructions."""
     n = len(originals)

@@ -6,14 +6,15 @@ Reads every training run in --ladder (a folder per rung, written by `experiments
 and its evaluation beside it (RUNG_eval, by `experiments.evaluate_vae`), and writes into --out:
 ladder.md (the table: test -ELBO and -log p(x) at the largest k evaluated, active units, sample
 quality, epochs and training time, and the published value with the difference for a rung trained
-on the literature protocol's settings on Fashion-MNIST), ladder.json (the same rows) and ladder.png
-(each rung's -log p(x) beside the published one). One seed: ± is the standard error over the test
-images; a population (--num-seeds): mean [95% interval] over its seeds. Each single-seed rung is
-also compared image by image with every rung above it that differs from it in one setting only (the
-model, the prior or the objective), both evaluated on the same test images with evaluate_vae's
-per-image bounds: the mean difference and its standard error, which the images' spread does not
-inflate, say what that one change bought (ladder_changes.png: each beside the difference between
-the two published values). A rung still training, or not evaluated yet, is listed with the epochs
+on the literature protocol's settings on Fashion-MNIST), ladder.json (the same rows), ladder.png
+(each rung's -log p(x) beside the published one), and ladder_samples.png and
+ladder_interpolations.png (each trained rung's samples and semantic interpolation side by side).
+One seed: ± is the standard error over the test images; a population (--num-seeds): mean [95%
+interval] over its seeds. Each single-seed rung is also compared image by image with every rung
+above it that differs from it in one setting only (the model, the prior or the objective), both
+evaluated on the same test images with evaluate_vae's per-image bounds: the mean difference and its
+standard error, which the images' spread does not inflate, say what that one change bought
+(ladder_changes.png: each beside the difference between the two published values). A rung still training, or not evaluated yet, is listed with the epochs
 it reached and whether a process trains it now (its folder's lock) or it was stopped, and the same
 for an evaluation begun and not finished; an evaluation not of the run's final params (of an
 earlier epoch, of one member) is flagged.
@@ -27,6 +28,7 @@ import math
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from aejax import plotting, stats
@@ -38,7 +40,16 @@ from aejax.io.files import read_json_lines, write_bytes, write_json
 from experiments import common, evaluate_vae, vae_fashion_mnist
 
 KIND = "ladder_report"
-OUTPUTS = ("ladder.md", "ladder.json", "ladder.png", "ladder_changes.png", "ladder_curves.png", common.TRACEBACK)
+# Each trained rung's figures of training (`vae_fashion_mnist.FIGURES`) side by side: the report's file, the rungs'.
+GALLERIES = {
+    "ladder_samples.png": vae_fashion_mnist.FIGURES[0],
+    "ladder_interpolations.png": vae_fashion_mnist.FIGURES[1],
+}
+OUTPUTS = (
+    ("ladder.md", "ladder.json", "ladder.png", "ladder_changes.png", "ladder_curves.png")
+    + tuple(GALLERIES)
+    + (common.TRACEBACK,)
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,6 +356,22 @@ def curves_figure(rows: list[dict], curves: dict[str, dict[int, float]]) -> plot
     return figure
 
 
+def gallery(rows: list[dict], ladder: Path, name: str) -> plotting.Figure | None:
+    """Each rung's figure `name` (its training run's: samples, interpolation) side by side, in the
+    ladder's order, titled with the rung and its -log p(x); None where no rung has one (a run writes
+    its figures when its training ends)."""
+    shown = [(row, ladder / row["rung"] / name) for row in rows if (ladder / row["rung"] / name).is_file()]
+    if not shown:
+        return None
+    titles = [
+        f"{row['rung']}: −log p(x) {row['evaluation']['nll']['mean']:.2f} (k = {row['evaluation']['k']:,})"
+        if "evaluation" in row
+        else f"{row['rung']}: not evaluated yet"
+        for row, _ in shown
+    ]
+    return plotting.panels([plt.imread(path) for _, path in shown], titles)
+
+
 def run(config: Config) -> int:
     runs.check_folder(config.out, KIND, overwrite=config.overwrite, outputs=OUTPUTS, resumable=False)
     found, definitions, curves = [], {}, {}
@@ -406,6 +433,9 @@ def run(config: Config) -> int:
             plotting.save_figure(figure, out / "ladder_changes.png")
         if (figure := curves_figure(found, curves)) is not None:
             plotting.save_figure(figure, out / "ladder_curves.png")
+        for saved_as, name in GALLERIES.items():
+            if (figure := gallery(found, Path(config.ladder), name)) is not None:
+                plotting.save_figure(figure, out / saved_as)
     print(table, end="")
     print(f"{len(found)} rungs, {len(evaluated)} evaluated -> {out}")
     return 0

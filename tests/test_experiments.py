@@ -140,6 +140,11 @@ def test_vae_and_evaluation_clis_end_to_end(subset_dir, tmp_path, capsys):
     assert not row["on_protocol"] and row["published"] is None  # the chapter's model: nothing published to compare
     assert not (report / "ladder_changes.png").exists()  # one rung: no change to show
     assert (report / "ladder_curves.png").is_file()
+    # The run's samples and interpolation, titled with its bound (a gallery of one rung here).
+    samples = ladder_report.gallery([row], tmp_path, vae_fashion_mnist.FIGURES[0])
+    assert [ax.get_title() for ax in samples.axes] == [f"vae: −log p(x) {iwae['20']['mean']:.2f} (k = 20)"]
+    assert (report / "ladder_samples.png").is_file() and (report / "ladder_interpolations.png").is_file()
+    assert ladder_report.gallery([{**row, "rung": "elsewhere"}], tmp_path, vae_fashion_mnist.FIGURES[0]) is None
     assert ladder_report.markdown([{**row, "published": [228.70, 0.15]}]).count("(k = 20, not 5,000)") == 1
     line = (report / "ladder.md").read_text().splitlines()[2]
     assert f"{iwae['20']['mean']:.2f} ± {iwae['20']['standard_error']:.2f} (k = 20)" in line and "2 epochs" in line
