@@ -14,10 +14,10 @@ interval] over its seeds. Each single-seed rung is also compared image by image 
 above it that differs from it in one setting only (the model, the prior or the objective), both
 evaluated on the same test images with evaluate_vae's per-image bounds: the mean difference and its
 standard error, which the images' spread does not inflate, say what that one change bought
-(ladder_changes.png: each beside the difference between the two published values). A rung still training, or not evaluated yet, is listed with the epochs
-it reached and whether a process trains it now (its folder's lock) or it was stopped, and the same
-for an evaluation begun and not finished; an evaluation not of the run's final params (of an
-earlier epoch, of one member) is flagged.
+(ladder_changes.png: each beside the difference between the two published values). A rung still
+training, or not evaluated yet, is listed with the epochs it reached and whether a process trains it
+now (its folder's lock) or it was stopped, and the same for an evaluation begun and not finished; an
+evaluation not of the run's final params (of an earlier epoch, of one member) is flagged.
 """
 
 from __future__ import annotations
