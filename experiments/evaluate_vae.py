@@ -573,8 +573,7 @@ def resume_hint(config: Config) -> str:
     path = Path(config.out) / PROGRESS
     if not path.is_file():
         return "no batch of the bounds was finished yet"
-    with np.load(path) as arrays:
-        batches = sum(len(arrays[name]) for name in arrays.files if "/" in name) // config.batch_size
+    batches = sum(len(values) for values in Progress(path, resume=True).values.values()) // config.batch_size
     return f"--resume continues from {path} ({batches} batches of test images' bounds finished)"
 
 
