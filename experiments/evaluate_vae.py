@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import sys
 import time
 from pathlib import Path
@@ -32,18 +31,16 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from aejax import data, pca, plotting, runtime, stats
+from aejax import data, pca, plotting, runtime
 from aejax.config import check_types, fail, option
-from aejax.errors import DataError, ParamsFileError, RunDirError
-from aejax.evaluation import metrics, sample_quality
+from aejax.errors import DataError, ParamsFileError
+from aejax.evaluation import evaluator, metrics, sample_quality
 from aejax.io import params_file, runs
 from aejax.io.files import write_bytes, write_json
 from aejax.data import sources
 from aejax.models import likelihoods, registry, vae
 from aejax.training import fit, settings
-from aejax.training.train import ceil_div
 from experiments import common
 
 KIND = "evaluate_vae"
@@ -63,7 +60,6 @@ OUTPUTS = ("metrics.json", PER_IMAGE, PROGRESS, common.TRACEBACK) + FIGURES
 # Decoder evaluations (images x samples x members) one evaluation may ask for: ~8 hours on a 2-core
 # CPU (measured ~3.5e5 per second), minutes on a GPU. More is refused up front.
 MAX_DECODER_EVALUATIONS = 10**10
-SAMPLE_QUALITY = ("frechet_distance", "precision", "recall")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +137,10 @@ class Config:
             fail("iwae_k", f"values must be at most {metrics.MAX_IMPORTANCE_SAMPLES}, got {max(ks)}")
         return ks
 
+    def evaluation(self) -> evaluator.Settings:
+        """The evaluation's settings (aejax.evaluation.evaluator)."""
+        return evaluator.Settings(tuple(self.ks()), self.elbo_samples, self.batch_size, self.num_samples, self.seed)
+
 
 def load_params(
     path: str | Path, chosen: list[int] | None = None
@@ -170,192 +170,6 @@ def load_params(
     return model, likelihood, members, manifest, raw
 
 
-class Progress:
-    """The bounds of the batches an evaluation has finished, by name, kept in `path` (`PROGRESS`)
-    while it runs: written at most every `every` seconds, when a bound is complete and when the
-    evaluation is stopped (`save`), so that --resume continues after the last batch written.
-    Also counts the invocations and the seconds they took."""
-
-    def __init__(self, path: Path, resume: bool, every: float = 10.0):
-        self.path, self.every = path, every
-        self.started = self.saved_at = time.perf_counter()
-        self.values: dict[str, np.ndarray] = {}
-        self.seconds_before, self.invocations = 0.0, 1
-        if resume and path.is_file():
-            try:
-                with np.load(path) as arrays:
-                    self.values = {
-                        name: arrays[name] for name in arrays.files if name not in ("seconds", "invocations")
-                    }
-                    self.seconds_before = float(arrays["seconds"])
-                    self.invocations = int(arrays["invocations"]) + 1
-            except (OSError, ValueError, KeyError) as err:
-                raise RunDirError(
-                    f"{path} is not a readable evaluation progress file ({err}); pass --overwrite to start again"
-                ) from None
-
-    def seconds(self) -> float:
-        """Seconds spent on this evaluation, over every invocation."""
-        return self.seconds_before + time.perf_counter() - self.started
-
-    def finished(self, name: str, batch_size: int, count: int) -> np.ndarray:
-        """The values of the batches of bound `name` finished so far (a whole number of batches)."""
-        values = self.values.get(name, np.zeros(0, np.float32))
-        if len(values) % batch_size or len(values) > count + -count % batch_size:
-            raise RunDirError(f"{self.path}: {name} holds {len(values)} values, not whole batches of {batch_size}")
-        return values
-
-    def update(self, name: str, values: np.ndarray, complete: bool) -> None:
-        self.values[name] = values
-        if complete or time.perf_counter() - self.saved_at >= self.every:
-            self.save()
-
-    def save(self) -> None:
-        write_bytes(
-            self.path, _npz({**self.values, "seconds": np.float64(self.seconds()), "invocations": self.invocations})
-        )
-        self.saved_at = time.perf_counter()
-
-
-def batched(
-    fn,
-    images: jax.Array,
-    key: jax.Array,
-    batch_size: int,
-    desc: str,
-    progress: Progress | None = None,
-    name: str = "",
-) -> np.ndarray:
-    """fn(batch, key_i) -> (B,) over all images, batch i keyed by fold_in(key, i), with a progress bar.
-
-    The last batch is zero-padded to full size (its padding's values dropped): one compilation.
-    With `progress`, the batches it holds under `name` are not evaluated again, and each new one is
-    handed to it.
-    """
-    count = len(images)
-    padded = jnp.pad(images, [(0, -count % batch_size)] + [(0, 0)] * (images.ndim - 1))
-    batches = ceil_div(count, batch_size)
-    values = [] if progress is None else [progress.finished(name, batch_size, count)]
-    first = sum(len(v) for v in values) // batch_size
-    shown = tqdm(
-        range(first, batches), desc=desc, unit="batch", file=sys.stdout, leave=False, initial=first, total=batches
-    )
-    for index in shown:
-        start = index * batch_size
-        values.append(np.asarray(fn(padded[start : start + batch_size], jax.random.fold_in(key, index))))
-        if progress is not None:
-            progress.update(name, np.concatenate(values), complete=index == batches - 1)
-    return np.concatenate(values)[:count]
-
-
-def _mean_and_error(name: str, values: np.ndarray) -> dict[str, float]:
-    if not np.all(np.isfinite(values)):
-        raise FloatingPointError(
-            f"{name} is not finite for {int(np.sum(~np.isfinite(values)))} test image(s): "
-            "the model or its inputs are broken; nothing was written"
-        )
-    mean, error = stats.mean_and_standard_error(values)
-    return {"mean": mean, "standard_error": error}
-
-
-def evaluation_keys(seed: int) -> dict[str, jax.Array]:
-    elbo, iwae, chapter, figures = jax.random.split(jax.random.key(seed), 4)
-    reconstruction, mutual_information = jax.random.split(figures)
-    return {
-        "elbo": elbo,
-        "iwae": iwae,
-        "chapter": chapter,
-        "reconstruction": reconstruction,
-        "mutual_information": mutual_information,
-        "kl_per_dim": jax.random.fold_in(chapter, 1),
-        "samples": jax.random.fold_in(chapter, 2),
-    }
-
-
-def generated_images(config: Config, model: vae.Model, params: vae.Params, likelihood: str) -> np.ndarray:
-    """--num-samples images E[x | z], z from the model's prior, 1,000 per compiled call."""
-    key, count = evaluation_keys(config.seed)["samples"], config.num_samples
-    batches = [
-        np.asarray(vae.generate(model, params, jax.random.fold_in(key, i), 1000, likelihood))
-        for i in tqdm(range(ceil_div(count, 1000)), desc="samples", unit="batch", file=sys.stdout, leave=False)
-    ]
-    return np.concatenate(batches)[:count]
-
-
-def evaluate_member(
-    config: Config,
-    model: vae.Model,
-    params: vae.Params,
-    x: jax.Array,
-    likelihood: str,
-    classifier: sample_quality.TrainedClassifier | None = None,
-    real: np.ndarray | None = None,
-    progress: Progress | None = None,
-    member: int = 0,
-) -> tuple[dict, dict[str, np.ndarray]]:
-    """Every number of one model on the test images x (binarized already, for a model trained so);
-    with a classifier, its samples' quality against the `real` (grey-level) test images. Also
-    returns the bounds per test image (nats, (N,) each: `PER_IMAGE`'s arrays for this member).
-    `progress`: the batches finished by a stopped evaluation (this model's under `member`'s index)."""
-    keys = evaluation_keys(config.seed)
-    elbo_key, iwae_key, chapter_key, mi_key = (keys[k] for k in ("elbo", "iwae", "chapter", "mutual_information"))
-    per_image = {
-        "negative_elbo": -batched(
-            lambda b, k: metrics.elbo(model, params, b, k, config.elbo_samples, likelihood),
-            x,
-            elbo_key,
-            config.batch_size,
-            "ELBO",
-            progress,
-            f"member{member}/negative_elbo",
-        )
-    }
-    # Each bound is checked as soon as it exists: a broken model stops before the long k = 5,000 pass.
-    results: dict = {
-        "test_negative_elbo_nats": _mean_and_error("-ELBO", per_image["negative_elbo"]),
-        "test_negative_iwae_nats": {},
-    }
-    for k in config.ks():
-        per_image[f"negative_iwae_k{k}"] = -batched(
-            lambda b, key, k=k: metrics.iwae_bound(model, params, b, key, k, likelihood=likelihood),
-            x,
-            iwae_key,
-            config.batch_size,
-            f"IWAE k={k}",
-            progress,
-            f"member{member}/negative_iwae_k{k}",
-        )
-        results["test_negative_iwae_nats"][str(k)] = _mean_and_error(f"-IWAE k={k}", per_image[f"negative_iwae_k{k}"])
-    chapter = vae.evaluate(model, params, x, chapter_key, likelihood=likelihood)
-    results["test_chapter_loss"] = float(chapter["loss"])
-    results["test_rounded_accuracy"] = float(chapter["rounded_accuracy"])
-    per_dim = np.asarray(metrics.kl_per_dim(model, params, x, keys["kl_per_dim"]), np.float64)
-    activity = np.asarray(metrics.latent_activity(model, params, x), np.float64)
-    results["diagnostics"] = {
-        "rate_nats": float(chapter["kl"]),
-        "distortion_nats": float(vae.num_pixels(model) * chapter["reconstruction"]),
-        "kl_per_dim_nats": per_dim.tolist(),
-        "latent_activity": activity.tolist(),
-        "active_units": int(np.sum(activity > 0.01)),
-        "active_units_threshold": 0.01,
-        "mutual_information_nats": float(metrics.mutual_information(model, params, x, mi_key)),
-        "mutual_information_max_nats": float(np.log(len(x))),
-    }
-    for name, value in results["diagnostics"].items():
-        if not np.all(np.isfinite(value)):
-            raise FloatingPointError(f"{name} is not finite: the model or its inputs are broken; nothing was written")
-    if classifier is not None:
-        results.update(sample_quality.scores(classifier, real, generated_images(config, model, params, likelihood)))
-        results["num_samples"] = config.num_samples
-    return results, per_image
-
-
-def _npz(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
 def figures(
     config: Config,
     model: vae.Model,
@@ -366,7 +180,7 @@ def figures(
     diagnostics: dict,
     out: Path,
 ) -> None:
-    reconstruction_key = evaluation_keys(config.seed)["reconstruction"]
+    reconstruction_key = evaluator.keys(config.seed)["reconstruction"]
     reconstructed = np.asarray(
         vae.decode(model, params, vae.sample_posterior(model, params, reconstruction_key, x[:10]), likelihood)
     )
@@ -455,13 +269,15 @@ def run(config: Config) -> int:
         details={"environment": environment},
     ):
         start = time.perf_counter()
-        progress = Progress(out / PROGRESS, resume)
+        progress = evaluator.Progress(out / PROGRESS, resume)
         try:
             with jax.default_matmul_precision(
                 None if config.matmul_precision == "default" else config.matmul_precision
             ):
                 evaluated = [
-                    evaluate_member(config, model, members[i], x, likelihood, classifier, real, progress, i)
+                    evaluator.evaluate_model(
+                        config.evaluation(), model, members[i], x, likelihood, classifier, real, progress, i
+                    )
                     for i in chosen
                 ]
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: keep what is finished for --resume
@@ -509,39 +325,18 @@ def run(config: Config) -> int:
                 "per grid point (members of equal beta and learning rate; different "
                 "hyperparameters are never pooled): mean and Student-t 95% interval"
             )
-            result["summary"] = [{**point, **summarize(group, ks)} for point, group in grid_points(rows)]
+            result["summary"] = [
+                {**point, **evaluator.summarize(group, ks)} for point, group in evaluator.grid_points(rows)
+            ]
         figures(config, model, members[chosen[0]], test, np.asarray(x), likelihood, rows[0]["diagnostics"], out)
         write_bytes(
-            out / PER_IMAGE, _npz({name: np.stack([p[name] for _, p in evaluated]) for name in evaluated[0][1]})
+            out / PER_IMAGE,
+            evaluator.to_npz({name: np.stack([p[name] for _, p in evaluated]) for name in evaluated[0][1]}),
         )
         write_json(out / "metrics.json", result)
         (out / PROGRESS).unlink(missing_ok=True)  # all of it is in PER_IMAGE now
     print(summary_line(result, out))
     return 0
-
-
-def grid_points(rows: list[dict]) -> list[tuple[dict, list[dict]]]:
-    """The rows grouped by their hyperparameters (beta, learning rate), in order of appearance."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row.get("beta"), row.get("learning_rate")), []).append(row)
-    return [({"beta": beta, "learning_rate": rate}, group) for (beta, rate), group in groups.items()]
-
-
-def summarize(rows: list[dict], ks: list[int]) -> dict:
-    return {
-        "n": len(rows),
-        "test_negative_elbo_nats": stats.summarize([r["test_negative_elbo_nats"]["mean"] for r in rows]),
-        **{
-            f"test_negative_iwae_nats_k{k}": stats.summarize(
-                [r["test_negative_iwae_nats"][str(k)]["mean"] for r in rows]
-            )
-            for k in ks
-        },
-        "active_units": stats.summarize([r["diagnostics"]["active_units"] for r in rows]),
-        "mutual_information_nats": stats.summarize([r["diagnostics"]["mutual_information_nats"] for r in rows]),
-        **{name: stats.summarize([r[name] for r in rows]) for name in SAMPLE_QUALITY if name in rows[0]},
-    }
 
 
 def summary_line(result: dict, out: Path) -> str:
@@ -573,7 +368,7 @@ def resume_hint(config: Config) -> str:
     path = Path(config.out) / PROGRESS
     if not path.is_file():
         return "no batch of the bounds was finished yet"
-    batches = sum(len(values) for values in Progress(path, resume=True).values.values()) // config.batch_size
+    batches = evaluator.Progress(path, resume=True).batches(config.batch_size)
     return f"--resume continues from {path} ({batches} batches of test images' bounds finished)"
 
 

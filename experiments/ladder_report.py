@@ -34,7 +34,7 @@ import numpy as np
 from aejax import plotting, stats
 from aejax.config import check_types, fail, option
 from aejax.errors import RunDirError
-from aejax.evaluation import published
+from aejax.evaluation import evaluator, published
 from aejax.io import runs
 from aejax.io.files import read_json_lines, write_bytes, write_json
 from experiments import common, evaluate_vae, vae_fashion_mnist
@@ -109,7 +109,7 @@ def _bound(evaluation: dict) -> dict:
             "nll": interval(summary[f"test_negative_iwae_nats_k{k}"]),
             "elbo": interval(summary["test_negative_elbo_nats"]),
             "active_units": summary["active_units"]["mean"],
-            **{name: summary[name]["mean"] for name in evaluate_vae.SAMPLE_QUALITY if name in summary},
+            **{name: summary[name]["mean"] for name in evaluator.SAMPLE_QUALITY if name in summary},
         }
     # One model; or a sweep's grid point of one seed, which has no interval over seeds: its member's
     # standard error over the test images, as for one model.
@@ -131,7 +131,7 @@ def _bound(evaluation: dict) -> dict:
         "nll": standard_error(evaluation["test_negative_iwae_nats"][str(k)]),
         "elbo": standard_error(evaluation["test_negative_elbo_nats"]),
         "active_units": evaluation["diagnostics"]["active_units"],
-        **{name: evaluation[name] for name in evaluate_vae.SAMPLE_QUALITY if name in evaluation},
+        **{name: evaluation[name] for name in evaluator.SAMPLE_QUALITY if name in evaluation},
     }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aejax.evaluation import evaluator
 from aejax.io import params_file, runs
 from benchmarks import accelerator, throughput
 from experiments import evaluate_vae, linear_ae_pca, vae_fashion_mnist
@@ -120,7 +121,7 @@ def test_a_stopped_evaluation_continues_with_only_the_batches_left(subset_dir, t
     whole, stopped = tmp_path / "whole_eval", tmp_path / "stopped_eval"
     assert evaluate_vae.main([*flags, "--out", str(whole)]) == 0
 
-    bound, calls, stop_at = evaluate_vae.metrics.iwae_bound, [], 3  # the ELBO's 4 batches, IWAE k = 1's first 2
+    bound, calls, stop_at = evaluator.metrics.iwae_bound, [], 3  # the ELBO's 4 batches, IWAE k = 1's first 2
 
     def counted(*args, **kwargs):
         calls.append(args[4])  # k
@@ -128,9 +129,9 @@ def test_a_stopped_evaluation_continues_with_only_the_batches_left(subset_dir, t
             raise KeyboardInterrupt
         return bound(*args, **kwargs)
 
-    elbo, elbo_calls = evaluate_vae.metrics.elbo, []
-    monkeypatch.setattr(evaluate_vae.metrics, "iwae_bound", counted)
-    monkeypatch.setattr(evaluate_vae.metrics, "elbo", lambda *args: elbo_calls.append(1) or elbo(*args))
+    elbo, elbo_calls = evaluator.metrics.elbo, []
+    monkeypatch.setattr(evaluator.metrics, "iwae_bound", counted)
+    monkeypatch.setattr(evaluator.metrics, "elbo", lambda *args: elbo_calls.append(1) or elbo(*args))
     code, err = run_main(evaluate_vae.main, [*flags, "--auto-resume", "--out", str(stopped)], capsys)
     assert code == 130 and f"--resume continues from {stopped / evaluate_vae.PROGRESS} (6 batches" in err, err
     assert runs.read_record(stopped)["status"] == "interrupted" and not (stopped / "metrics.json").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aejax.evaluation import evaluator
 from aejax.io import runs
 from experiments import common, evaluate_vae, ladder_report, linear_ae_pca, vae_fashion_mnist
 
@@ -341,7 +342,7 @@ def test_the_ladder_report_on_the_protocol_with_seeds_and_a_stale_evaluation(tmp
         }
         for i in range(3)
     ]
-    summary = {"beta": 1.0, "learning_rate": 5e-4, **evaluate_vae.summarize(members, [5000])}
+    summary = {"beta": 1.0, "learning_rate": 5e-4, **evaluator.summarize(members, [5000])}
     evaluation = {"members": members, "summary": [summary], "data": {"dataset": "fashion_mnist"}, "binarize": True}
     digests = [{"params_sha256": m["params_sha256"]} for m in members]
     _evaluated_rung(tmp_path, "hvae_vamp", definition, evaluation, digests)
@@ -380,7 +381,7 @@ def test_the_ladder_report_shows_a_one_seed_sweep_by_its_first_member(tmp_path, 
         }
         for i, beta in enumerate((0.5, 2.0))
     ]
-    summary = [{"beta": m["beta"], **evaluate_vae.summarize([m], [50])} for m in members]
+    summary = [{"beta": m["beta"], **evaluator.summarize([m], [50])} for m in members]
     assert summary[0]["test_negative_iwae_nats_k50"]["ci95_low"] is None  # what the report must not use
     evaluation = {"members": members, "summary": summary, "data": {"dataset": "fashion_mnist"}, "binarize": True}
     _evaluated_rung(tmp_path, "sweep", definition, evaluation, [{"params_sha256": m["params_sha256"]} for m in members])
