@@ -213,12 +213,12 @@ def run(config: Config) -> int:
     )
     chosen = list(range(len(members))) if config.member is None else [config.member]
     identities = manifest["members"]
-    settings = config.data_settings(manifest.get("data", {}))
-    test = settings.load("test")
+    source = config.data_settings(manifest.get("data", {}))
+    test = source.load("test")
     images = test.images
     if images.shape[1:] != tuple(model.image_shape):
         raise DataError(
-            f"{settings.dataset}: the test images have shape {images.shape[1:]}, the model in --params "
+            f"{source.dataset}: the test images have shape {images.shape[1:]}, the model in --params "
             f"takes {tuple(model.image_shape)}"
         )
     classifier = None if config.classifier is None else sample_quality.load(config.classifier)
@@ -255,7 +255,7 @@ def run(config: Config) -> int:
             for k, v in dataclasses.asdict(config).items()
             if k not in ("out", "resume", "auto_resume", "overwrite", "data_dir")
         },
-        "data": dataclasses.asdict(settings),
+        "data": dataclasses.asdict(source),
     }
     out = Path(config.out)
     environment = runtime.describe(config.matmul_precision)
@@ -292,7 +292,7 @@ def run(config: Config) -> int:
             "likelihood": likelihood,
             "binarize": binarize,
             "likelihood_source": "the params file's manifest",
-            "data": dataclasses.asdict(settings),
+            "data": dataclasses.asdict(source),
             "num_test_images": count,
             "model": manifest["model"],
             "eval_wall_seconds": seconds,
@@ -326,7 +326,7 @@ def run(config: Config) -> int:
                 "hyperparameters are never pooled): mean and Student-t 95% interval"
             )
             result["summary"] = [
-                {**point, **evaluator.summarize(group, ks)} for point, group in evaluator.grid_points(rows)
+                {**point, **evaluator.summarize(group, ks)} for point, group in settings.grid_points(rows)
             ]
         figures(config, model, members[chosen[0]], test, np.asarray(x), likelihood, rows[0]["diagnostics"], out)
         write_bytes(

@@ -32,7 +32,7 @@ from aejax.io import checkpoint, params_file, runs, writers
 from aejax.io.files import write_json
 from aejax.data import sources
 from aejax.models import likelihoods, priors, registry, vae
-from aejax.training import fit, population
+from aejax.training import fit, population, settings
 from experiments import common
 
 KIND = "vae_fashion_mnist"
@@ -316,9 +316,7 @@ def results(
             "history": {name: values[0] for name, values in history.items()},
             "test": {k: float(v[0]) for k, v in test.items()},
         }
-    groups = {}
-    for row in rows:
-        groups.setdefault((row["beta"], row["learning_rate"]), []).append(row)
+    points = settings.grid_points(rows)
     return {
         **metrics,
         "population": len(rows),
@@ -328,16 +326,15 @@ def results(
         },
         "summary_by_hyperparameters": [
             {
-                "beta": beta,
-                "learning_rate": rate,
+                **point,
                 **{
                     name: stats.summarize([r[name] if r[name] is not None else np.nan for r in group])
                     for name in FINAL_METRICS
                 },
             }
-            for (beta, rate), group in groups.items()
+            for point, group in points
         ]
-        if len(groups) > 1
+        if len(points) > 1
         else None,
         "members": rows,
         "history": history,

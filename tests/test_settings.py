@@ -78,3 +78,13 @@ def test_a_setting_declared_twice_is_refused():
 
     with pytest.raises(TypeError, match=r"declares the settings \['epochs'\] more than once"):
         config_lib.leaves(Both)
+
+
+def test_grid_points_group_members_by_hyperparameters_in_order_of_appearance():
+    rows = [{"seed": s, "beta": b, "learning_rate": 1e-3} for s, b in [(0, 1.0), (1, 0.5), (2, 1.0), (3, 0.5)]]
+    points = settings.grid_points(rows)
+    assert [point for point, _ in points] == [
+        {"beta": 1.0, "learning_rate": 1e-3},
+        {"beta": 0.5, "learning_rate": 1e-3},
+    ]
+    assert [[row["seed"] for row in group] for _, group in points] == [[0, 2], [1, 3]]

@@ -253,14 +253,6 @@ def evaluate_model(
     return results, per_image
 
 
-def grid_points(rows: list[dict]) -> list[tuple[dict, list[dict]]]:
-    """A population's rows grouped by their hyperparameters (beta, learning rate), in order of appearance."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row.get("beta"), row.get("learning_rate")), []).append(row)
-    return [({"beta": beta, "learning_rate": rate}, group) for (beta, rate), group in groups.items()]
-
-
 def summarize(rows: list[dict], ks: list[int] | tuple[int, ...]) -> dict:
     """The rows' (`evaluate_model`'s results of the members of one grid point) mean and Student-t
     95% interval of each number."""

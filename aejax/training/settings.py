@@ -289,6 +289,16 @@ class Member:
     learning_rate: float
 
 
+def grid_points(rows: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """Rows of a population's members (each holding its `SWEEPABLE` hyperparameters) grouped by grid
+    point, in order of appearance: [({"beta": b, "learning_rate": r}, rows), …]. Members of different
+    hyperparameters are never pooled."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(name) for name in SWEEPABLE), []).append(row)
+    return [(dict(zip(SWEEPABLE, point)), group) for point, group in groups.items()]
+
+
 def _check_positive(settings: Any, name: str) -> None:
     if getattr(settings, name) < 1:
         fail(name, f"must be a positive integer, got {getattr(settings, name)}")
