@@ -23,7 +23,6 @@ same draws (batch i's key is fold_in(key, i)), so it gives the numbers an unbrok
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -34,12 +33,12 @@ import numpy as np
 
 from aejax import data, pca, plotting, runtime
 from aejax.config import check_types, fail, option
-from aejax.errors import DataError, ParamsFileError
+from aejax.errors import DataError
 from aejax.evaluation import evaluator, metrics, sample_quality
 from aejax.io import params_file, runs
 from aejax.io.files import write_bytes, write_json
 from aejax.data import sources
-from aejax.models import likelihoods, registry, vae
+from aejax.models import likelihoods, vae
 from aejax.training import fit, settings
 from experiments import common
 
@@ -142,34 +141,6 @@ class Config:
         return evaluator.Settings(tuple(self.ks()), self.elbo_samples, self.batch_size, self.num_samples, self.seed)
 
 
-def load_params(
-    path: str | Path, chosen: list[int] | None = None
-) -> tuple[vae.Model, str, list[vae.Params], dict, bytes]:
-    """The model and likelihood the params file `path` (aejax.io.params_file) records, its members,
-    its manifest and its bytes. The members in `chosen` (default: all) are checked against the model
-    (names, shapes, dtypes, finiteness); the others are not used."""
-    members, manifest, raw = params_file.read(path)
-    description = dict(manifest.get("model", {}))
-    likelihood = description.pop("likelihood", None)
-    try:
-        model = registry.from_dict(description)
-    except (ValueError, TypeError) as err:
-        raise ParamsFileError(f"--params {str(path)!r} cannot be evaluated here: {err}") from None
-    if likelihood not in likelihoods.KINDS:
-        raise ParamsFileError(
-            f"--params {str(path)!r} records the likelihood {likelihood!r}, not one of {likelihoods.KINDS}"
-        )
-    if chosen is not None and chosen and max(chosen) >= len(members):
-        fail("member", f"must be below the population's {len(members)} members, got {max(chosen)}")
-    for index in range(len(members)) if chosen is None else chosen:
-        try:
-            vae.check_params(model, members[index])
-        except ValueError as err:
-            where = f" (member {index})" if len(members) > 1 else ""
-            raise ParamsFileError(f"--params {str(path)!r}{where}: {err}") from None
-    return model, likelihood, members, manifest, raw
-
-
 def figures(
     config: Config,
     model: vae.Model,
@@ -208,9 +179,8 @@ def run(config: Config) -> int:
     resume = runs.resuming(config.out, KIND, config.resume, config.auto_resume)
     runs.check_folder(config.out, KIND, resume=resume, overwrite=config.overwrite, outputs=OUTPUTS)
     ks = config.ks()
-    model, likelihood, members, manifest, raw = load_params(
-        config.params, None if config.member is None else [config.member]
-    )
+    trained = params_file.load(config.params, None if config.member is None else [config.member])
+    model, likelihood, members, manifest = trained.model, trained.likelihood, trained.members, trained.manifest
     chosen = list(range(len(members))) if config.member is None else [config.member]
     identities = manifest["members"]
     source = config.data_settings(manifest.get("data", {}))
@@ -248,7 +218,7 @@ def run(config: Config) -> int:
         x = likelihoods.binarize_for_evaluation(x, "test")
 
     definition = {
-        "params_sha256": hashlib.sha256(raw).hexdigest(),
+        "params_sha256": trained.sha256,
         "data_sha256": fit.fingerprint(images),
         **{
             k: v

@@ -1,5 +1,6 @@
 """The params file: members with their manifest, the first format still read, others refused."""
 
+import hashlib
 import json
 
 import flax.serialization
@@ -7,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from aejax.errors import ParamsFileError
+from aejax.errors import ConfigError, ParamsFileError
 from aejax.io import params_file
-from aejax.models import mlp, registry
+from aejax.models import mlp, registry, vae
 
 
 def _stacked(count):
@@ -70,3 +71,26 @@ def test_files_that_do_not_say_what_they_hold_are_refused(tmp_path):
     (tmp_path / "junk.msgpack").write_bytes(b"\x00\xff junk")
     with pytest.raises(ParamsFileError, match="is not a flax msgpack file"):
         params_file.read(tmp_path / "junk.msgpack")
+
+
+def test_load_gives_the_model_the_file_describes_and_checks_only_the_members_asked_for(tmp_path):
+    model = mlp.MLP(hidden_sizes=(4,), latent_dim=2)
+    _, stacked = _stacked(2)
+    stacked = jax.tree.map(lambda x: x.copy(), stacked)
+    stacked["decoder"]["logits"]["bias"][1, 0] = np.nan  # member 1 is broken
+    manifest = {"model": {**registry.to_dict(model), "likelihood": "bernoulli"}, "members": [{}, {}]}
+    path = params_file.write(tmp_path / "p.msgpack", stacked, manifest)
+    trained = params_file.load(path, checked=[0])
+    assert trained.model == model and trained.likelihood == "bernoulli" and len(trained.members) == 2
+    assert trained.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    mean, _ = vae.encode(trained.model, trained.members[0], np.zeros((3, 28, 28), np.float32))
+    assert mean.shape == (3, 2)
+    with pytest.raises(ParamsFileError, match=r"\(member 1\): .*decoder/logits/bias holds 1 NaN"):
+        params_file.load(path)
+    with pytest.raises(ConfigError, match="member must be below the population's 2 members, got 2"):
+        params_file.load(path, checked=[2])
+    unknown = params_file.write(
+        tmp_path / "u.msgpack", stacked, {**manifest, "model": {"name": "mlp", "likelihood": "x"}}
+    )
+    with pytest.raises(ParamsFileError, match="records the likelihood 'x'"):
+        params_file.load(unknown)

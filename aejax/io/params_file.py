@@ -6,13 +6,20 @@ the tree always has a leading member axis (1 for a single run), and the manifest
 member's seed and hyperparameters. So
 the file says on its own how to read it, wherever it is copied. The manifest holds nothing that
 differs between two runs of the same program (no dates, paths or hosts): same run, same bytes.
+
+`load` gives the model it describes, ready to use in a notebook:
+
+>>> trained = params_file.load("runs/vae/params.msgpack")  # doctest: +SKIP
+>>> vae.generate(trained.model, trained.members[0], jax.random.key(0), 12, trained.likelihood)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +27,10 @@ import flax.serialization
 import jax
 import numpy as np
 
+from aejax.config import fail
 from aejax.errors import ParamsFileError
 from aejax.io.files import to_json, write_bytes
+from aejax.models import likelihoods, registry, vae
 
 FORMAT = "aejax.params/2"
 _FIRST_FORMAT = "aejax.params/1"  # the chapter's MLP on Fashion-MNIST only: read as that model
@@ -85,3 +94,44 @@ def read(path: str | os.PathLike, flag: str = "--params") -> tuple[list[Any], di
             "all have a member axis of that length"
         )
     return [jax.tree.map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(count)], manifest, raw
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A params file's contents: the model it describes, its observation model (`likelihood`, one of
+    `aejax.models.likelihoods.KINDS`), each member's params, the manifest, and the file's SHA-256."""
+
+    model: vae.Model
+    likelihood: str
+    members: list[vae.Params]
+    manifest: dict
+    sha256: str
+
+
+def load(path: str | os.PathLike, checked: Sequence[int] | None = None, flag: str = "--params") -> Trained:
+    """The model, likelihood and members a params file records (`read`), with the members in
+    `checked` (default: all) checked against the model: names, shapes, dtypes, finiteness.
+
+    Raises ParamsFileError naming `flag` where the file cannot be read or its model or members do
+    not fit this aejax; ConfigError (`member`) where `checked` names a member it does not hold.
+    """
+    members, manifest, raw = read(path, flag)
+    description = dict(manifest.get("model", {}))
+    likelihood = description.pop("likelihood", None)
+    try:
+        model = registry.from_dict(description)
+    except (ValueError, TypeError) as err:
+        raise ParamsFileError(f"{flag} {str(path)!r} cannot be used here: {err}") from None
+    if likelihood not in likelihoods.KINDS:
+        raise ParamsFileError(
+            f"{flag} {str(path)!r} records the likelihood {likelihood!r}, not one of {likelihoods.KINDS}"
+        )
+    if checked and max(checked) >= len(members):
+        fail("member", f"must be below the population's {len(members)} members, got {max(checked)}")
+    for index in range(len(members)) if checked is None else checked:
+        try:
+            vae.check_params(model, members[index])
+        except ValueError as err:
+            where = f" (member {index})" if len(members) > 1 else ""
+            raise ParamsFileError(f"{flag} {str(path)!r}{where}: {err}") from None
+    return Trained(model, likelihood, members, manifest, hashlib.sha256(raw).hexdigest())
