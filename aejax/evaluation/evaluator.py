@@ -5,8 +5,8 @@ and rounded accuracy, the posterior diagnostics (rate, distortion, KL per dimens
 mutual information) and, given a classifier, its samples' quality. The bounds are computed a
 batch of test images at a time (`batched`), batch i keyed by fold_in(key, i); a `Progress` keeps
 the batches finished so far in a file, so a stopped evaluation continues with only the batches
-left and gives the numbers an unbroken one would. `summarize` pools a population's rows per grid
-point.
+left and gives the numbers an unbroken one would. `summarize` pools the rows of the members of one
+grid point (`aejax.training.settings.grid_points`).
 
 >>> settings = Settings(iwae_ks=(1, 5000))
 >>> results, per_image = evaluate_model(settings, model, params, x, "bernoulli")  # doctest: +SKIP
