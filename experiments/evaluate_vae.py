@@ -213,7 +213,7 @@ def run(config: Config) -> int:
     test = dataclasses.replace(test, images=images, labels=None if test.labels is None else test.labels[:count])
     real = data.unit_float_images("test images", images)
     x = jnp.asarray(real)
-    binarize = bool(manifest.get("binarize", False))
+    binarize = trained.binarize
     if binarize:
         x = likelihoods.binarize_for_evaluation(x, "test")
 

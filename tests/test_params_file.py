@@ -82,6 +82,9 @@ def test_load_gives_the_model_the_file_describes_and_checks_only_the_members_ask
     path = params_file.write(tmp_path / "p.msgpack", stacked, manifest)
     trained = params_file.load(path, checked=[0])
     assert trained.model == model and trained.likelihood == "bernoulli" and len(trained.members) == 2
+    assert trained.binarize is False  # the manifest does not say so
+    binarized = params_file.write(tmp_path / "b.msgpack", stacked, {**manifest, "binarize": True})
+    assert params_file.load(binarized, checked=[0]).binarize is True
     assert trained.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     mean, _ = vae.encode(trained.model, trained.members[0], np.zeros((3, 28, 28), np.float32))
     assert mean.shape == (3, 2)

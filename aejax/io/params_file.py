@@ -99,13 +99,19 @@ def read(path: str | os.PathLike, flag: str = "--params") -> tuple[list[Any], di
 @dataclasses.dataclass(frozen=True)
 class Trained:
     """A params file's contents: the model it describes, its observation model (`likelihood`, one of
-    `aejax.models.likelihoods.KINDS`), each member's params, the manifest, and the file's SHA-256."""
+    `aejax.models.likelihoods.KINDS`), each member's params, the manifest, and the file's SHA-256.
+    `binarize`: whether the model was trained on binarized images, so that its bounds are
+    likelihoods only of binarized test images (`aejax.models.likelihoods.binarize_for_evaluation`)."""
 
     model: vae.Model
     likelihood: str
     members: list[vae.Params]
     manifest: dict
     sha256: str
+
+    @property
+    def binarize(self) -> bool:
+        return bool(self.manifest.get("binarize", False))
 
 
 def load(path: str | os.PathLike, checked: Sequence[int] | None = None, flag: str = "--params") -> Trained:
