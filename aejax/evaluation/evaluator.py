@@ -35,9 +35,6 @@ from aejax.models import vae
 from aejax.training.train import ceil_div
 
 SAMPLE_QUALITY = ("frechet_distance", "precision", "recall")
-# A latent dimension counts as active when its posterior mean varies over the images by more than
-# this (Burda et al. 2016).
-ACTIVE_UNITS_THRESHOLD = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,8 +235,8 @@ def evaluate_model(
         "distortion_nats": float(vae.num_pixels(model) * chapter["reconstruction"]),
         "kl_per_dim_nats": per_dim.tolist(),
         "latent_activity": activity.tolist(),
-        "active_units": int(np.sum(activity > ACTIVE_UNITS_THRESHOLD)),
-        "active_units_threshold": ACTIVE_UNITS_THRESHOLD,
+        "active_units": int(np.sum(activity > metrics.ACTIVE_UNITS_THRESHOLD)),
+        "active_units_threshold": metrics.ACTIVE_UNITS_THRESHOLD,
         "mutual_information_nats": float(metrics.mutual_information(model, params, x, key["mutual_information"])),
         "mutual_information_max_nats": float(np.log(len(x))),
     }

@@ -29,6 +29,9 @@ from aejax.training.train import ceil_div
 _LOG_2PI = math.log(2 * math.pi)
 # Sample indices are int32 inside the compiled program.
 MAX_IMPORTANCE_SAMPLES = 2**30
+# A latent dimension is active when the variance over the images of its posterior mean exceeds
+# this (Burda et al. 2016, §5.2).
+ACTIVE_UNITS_THRESHOLD = 0.01
 
 
 def _noise(key: jax.Array, index: jax.Array, mean: jax.Array) -> jax.Array:
@@ -156,7 +159,9 @@ def latent_activity(model: vae.Model, params: vae.Params, x: ArrayLike) -> jax.A
     return jnp.var(vae.encode(model, params, x)[0], axis=0)
 
 
-def active_units(model: vae.Model, params: vae.Params, x: ArrayLike, threshold: float = 0.01) -> jax.Array:
+def active_units(
+    model: vae.Model, params: vae.Params, x: ArrayLike, threshold: float = ACTIVE_UNITS_THRESHOLD
+) -> jax.Array:
     """How many latent dimensions are active: Cov_x(E_q[z_l | x]) > threshold (Burda et al. 2016, §5.2)."""
     return jnp.sum(latent_activity(model, params, x) > threshold)
 
